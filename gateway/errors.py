@@ -1,0 +1,93 @@
+"""The gateway's error tree and the one error shape clients see.
+
+Every error the gateway produces is a `GatewayError` and is rendered by `error_body()` as
+OpenAI's `{"error": {"message", "type", "code"}}`, so SDKs raise their usual exception types.
+Imports nothing from the gateway.
+
+    GatewayError                      500 api_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── PayloadTooLarge           413
+    │   └── ModelNotFound             404 model_not_found
+    ├── InvalidApiKey                 401 authentication_error
+    ├── PermissionDenied              403 permission_error
+    │   └── ModelNotAllowed           403 model_not_allowed
+    ├── CatalogUnavailable            503 catalog_unavailable
+    └── UpstreamError                 502 upstream_unreachable
+        └── UpstreamTimeout           504 upstream_timeout
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status_code: int = 500
+    type: str = "api_error"
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, type=self.type, code=self.code, param=self.param)
+
+
+class InvalidRequest(GatewayError):
+    status_code = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_code = 413
+    code = "request_too_large"
+
+
+class ModelNotFound(InvalidRequest):
+    status_code = 404
+    code = "model_not_found"
+
+
+class InvalidApiKey(GatewayError):
+    status_code = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+
+
+class CatalogUnavailable(GatewayError):
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "catalog_unavailable"
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    type = "upstream_error"
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = 504
+    code = "upstream_timeout"
+
+
+def error_body(
+    message: str, *, type: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI error object; `param` is always present because the SDKs read it."""
+    return {"error": {"message": message, "type": type, "code": code, "param": param}}

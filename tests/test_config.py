@@ -1,0 +1,144 @@
+"""Configuration: every mistake stops start-up with one line that names the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, Demo, hash_key, load_settings
+from tests.conftest import ALICE_KEY, BOB_KEY, MEMBERS_TOML, TEAM_KEY, make_settings
+
+
+def load(tmp_path: Path, toml: str, members: bool = True, **env: str):  # type: ignore[no-untyped-def]
+    return make_settings(tmp_path, toml, members=members, **env)
+
+
+def error_for(tmp_path: Path, toml: str, members: bool = True, **env: str) -> str:
+    with pytest.raises(ConfigError) as excinfo:
+        load(tmp_path, toml, members, **env)
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert str(tmp_path / "gateway.toml") in message
+    return message
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load(tmp_path, "")
+    assert settings.server.host == "127.0.0.1" and settings.server.port == 8080
+    assert settings.upstream.base_url == "https://nano-gpt.com/api"
+    assert settings.upstream.max_body_bytes == 10 * 1024 * 1024
+    assert settings.catalog.source == "canonical" and settings.catalog.ttl_seconds == 300
+    assert settings.auth.mode == "keys"
+    assert settings.policy.allow == ("*",) and settings.policy.distillation == "any"
+    assert settings.team_key.reveal() == TEAM_KEY
+
+
+def test_members_keep_only_hashes(tmp_path: Path) -> None:
+    settings = load(tmp_path, "")
+    alice, bob, root = settings.members
+    assert alice.key_sha256 == hash_key(ALICE_KEY)
+    assert bob.key_sha256 == hash_key(BOB_KEY) and bob.deny == ("anthropic/*",)
+    assert root.admin and not alice.admin
+    assert ALICE_KEY not in repr(settings) and BOB_KEY not in repr(settings)
+    assert TEAM_KEY not in repr(settings) and TEAM_KEY not in str(settings.team_key)
+
+
+def test_full_example_is_valid() -> None:
+    example = Path(__file__).parents[1] / "config" / "gateway.example.toml"
+    settings = load_settings(example, {"NANOGPT_API_KEY": TEAM_KEY, "GATEWAY_KEY_CAROL": "sk-c"})
+    assert settings.members
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("[server]\nhots = '0.0.0.0'\n", "server.hots: unknown key"),
+        ("[sever]\nhost = '0.0.0.0'\n", "sever: unknown key"),
+        ("[server]\nport = 'eighty'\n", "server.port: expected an integer, got string 'eighty'"),
+        ("[server]\nport = 70000\n", "server.port: must be between 1 and 65535"),
+        ("[upstream]\nread_timeout_seconds = 'ten'\n", "upstream.read_timeout_seconds: expected a number"),
+        ("[upstream]\nconnect_timeout_seconds = 0\n", "upstream.connect_timeout_seconds: must be greater than 0"),
+        ("[upstream]\nbase_url = 'nano-gpt.com/api'\n", "upstream.base_url: expected an http(s) URL"),
+        ("[upstream]\nmax_body_bytes = true\n", "upstream.max_body_bytes: expected an integer, got boolean"),
+        ("[auth]\nmode = 'open'\n", 'auth.mode: expected "keys" or "none"'),
+        ("[catalog]\nsource = 'free'\n", "catalog.source: expected"),
+        ("[catalog]\nttl_seconds = -1\n", "catalog.ttl_seconds: must be greater than 0"),
+        ("[policy]\nallow = 'openai/*'\n", "policy.allow: expected a list of strings"),
+        ("[policy]\ndeny = ['openai/[gpt']\n", "policy.deny[0]: bad pattern 'openai/[gpt'"),
+        ("[policy]\nallow = ['*', 'has space']\n", "policy.allow[1]: bad pattern"),
+        ("[policy]\ndistillation = 'yes'\n", "policy.distillation: expected"),
+        ("[policy]\nmax_prompt_usd_per_mtok = -2\n", "policy.max_prompt_usd_per_mtok: must not be negative"),
+        ("[policy]\nrequire_capabilities = [1]\n", "policy.require_capabilities: expected a list of strings"),
+        ("server = 1\n", "server: expected a table"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> None:
+    assert expected in error_for(tmp_path, toml)
+
+
+@pytest.mark.parametrize(
+    ("members", "expected"),
+    [
+        ("[[members]]\nkey_sha256 = '{h}'\n", "members[0].name: required"),
+        ("[[members]]\nname = 'a'\n", "members[0]: set exactly one of key_sha256 or key_env"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nkey_env = 'X'\n", "exactly one"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = 'abc'\n", "members[0].key_sha256: expected 64 hex digits"),
+        ("[[members]]\nname = 'a'\nkey_env = 'NOT_SET'\n", "members[0].key_env: environment variable NOT_SET is not set"),
+        ("[[members]]\nname = 'a b'\nkey_sha256 = '{h}'\n", "members[0].name:"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'a'\nkey_env = 'BOB_KEY'\n", "members[1].name: 'a' is already taken"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'b'\nkey_sha256 = '{h}'\n", "members[1]: same key as member 'a'"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nallow = ['[']\n", "members[0].allow[0]: bad pattern"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nrole = 'admin'\n", "members[0].role: unknown key"),
+        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nadmin = 'yes'\n", "members[0].admin: expected true or false"),
+        ("", 'members: at least one [[members]] entry is needed when auth.mode = "keys"'),
+    ],
+)
+def test_bad_members_name_the_key(tmp_path: Path, members: str, expected: str) -> None:
+    toml = members.replace("{h}", hash_key("k"))
+    assert expected in error_for(tmp_path, toml, members=False)
+
+
+def test_missing_team_key_stops_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text("[upstream]\napi_key_env = 'TEAM_NANO_KEY'\n" + MEMBERS_TOML)
+    with pytest.raises(ConfigError, match="upstream.api_key_env: the environment variable TEAM_NANO_KEY"):
+        load_settings(path, {"BOB_KEY": BOB_KEY, "NANOGPT_API_KEY": "not this one"})
+    settings = load_settings(path, {"BOB_KEY": BOB_KEY, "TEAM_NANO_KEY": "sk-other"})
+    assert settings.team_key.reveal() == "sk-other"
+
+
+def test_demo_needs_no_team_key_and_gets_a_member() -> None:
+    demo = Demo(base_url="http://127.0.0.1:9/api", team_key="demo-team-key")
+    settings = load_settings(None, {}, demo=demo, fallback_member=("demo", "sk-demo"))
+    assert settings.demo and settings.upstream.base_url == "http://127.0.0.1:9/api"
+    assert settings.team_key.reveal() == "demo-team-key"
+    assert [m.name for m in settings.members] == ["demo"]
+
+
+def test_env_overrides_base_url(tmp_path: Path) -> None:
+    settings = load(tmp_path, "", NANOGPT_BASE_URL="http://127.0.0.1:8181/api")
+    assert settings.upstream.base_url == "http://127.0.0.1:8181/api"
+
+
+def test_auth_none_only_on_loopback(tmp_path: Path) -> None:
+    assert load(tmp_path, "[auth]\nmode = 'none'\n", members=False).auth.mode == "none"
+    toml = "[auth]\nmode = 'none'\n[server]\nhost = '0.0.0.0'\n"
+    assert 'auth.mode: "none" is only allowed on a loopback address' in error_for(tmp_path, toml, members=False)
+    path = tmp_path / "gateway.toml"
+    path.write_text("[auth]\nmode = 'none'\n")
+    with pytest.raises(ConfigError, match="loopback"):  # --host cannot get around it
+        load_settings(path, {"NANOGPT_API_KEY": TEAM_KEY}, host="192.168.1.5")
+    for host in ("localhost", "127.0.0.2", "::1"):
+        assert load_settings(path, {"NANOGPT_API_KEY": TEAM_KEY}, host=host).server.host == host
+
+
+def test_subscription_source_becomes_a_policy(tmp_path: Path) -> None:
+    assert load(tmp_path, "[catalog]\nsource = 'subscription'\n").policy.subscription_only
+    assert not load(tmp_path, "[catalog]\nsource = 'paid'\n").policy.subscription_only
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    assert "not valid TOML" in error_for(tmp_path, "[server\n")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "nope.toml", {})

@@ -1,0 +1,63 @@
+"""Request parsing: what policy needs, and a 400 (never a 500) for anything malformed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.protocol import Call, endpoint_of, parse_call
+
+JSON = "application/json"
+
+
+def test_reads_model_and_stream() -> None:
+    body = json.dumps({"model": "openai/gpt-5.2", "stream": True, "messages": []}).encode()
+    assert parse_call("chat/completions", "POST", JSON, body) == Call(
+        "chat/completions", "openai/gpt-5.2", True
+    )
+
+
+def test_any_json_post_with_a_model_is_checked() -> None:
+    body = b'{"model": "x/y", "input": "hi"}'
+    assert parse_call("audio/speech", "POST", "application/json; charset=utf-8", body).model == "x/y"
+    assert parse_call("audio/speech", "POST", "multipart/form-data", b"--x").model is None
+    assert parse_call("models", "GET", JSON, b"").model is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "content_type", "body", "message"),
+    [
+        ("chat/completions", JSON, b"", "empty"),
+        ("chat/completions", "text/plain", b"not json", "not valid JSON"),
+        ("embeddings", JSON, b'["a list"]', "must be a JSON object"),
+        ("responses", JSON, b"\xff\xfe\x00", "not valid JSON"),
+        ("completions", JSON, b"[" * 100_000, "not valid JSON"),
+        ("chat/completions", JSON, b'{"model": 5}', "'model' must be a non-empty string"),
+        ("chat/completions", JSON, b'{"model": ""}', "'model' must be a non-empty string"),
+        ("chat/completions", JSON, b'{"messages": []}', "You must provide a model"),
+        ("chat/completions", JSON, b'{"model": "m", "stream": "yes"}', "'stream' must be"),
+        ("characters", "application/vnd.api+json", b"{", "not valid JSON"),
+    ],
+)
+def test_bad_bodies_are_400(endpoint: str, content_type: str, body: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest) as excinfo:
+        parse_call(endpoint, "POST", content_type, body)
+    assert excinfo.value.status_code == 400 and message in excinfo.value.message
+
+
+def test_responses_may_name_a_character_instead_of_a_model() -> None:
+    body = b'{"character_id": "helpful-guide", "input": "hi"}'
+    assert parse_call("responses", "POST", JSON, body) == Call("responses", None, False)
+
+
+@pytest.mark.parametrize("path", ["../check-balance", "chat/./completions", "x/%2e%2e/receive-nano"])
+def test_dot_segments_are_refused(path: str) -> None:
+    with pytest.raises(InvalidRequest):
+        endpoint_of(path)
+
+
+def test_endpoint_of() -> None:
+    assert endpoint_of("chat/completions/") == "chat/completions"
+    assert endpoint_of("models/openai%2Fgpt-5.2") == "models/openai%2Fgpt-5.2"
