@@ -57,10 +57,22 @@ def test_full_example_is_valid() -> None:
         ("[sever]\nhost = '0.0.0.0'\n", "sever: unknown key"),
         ("[server]\nport = 'eighty'\n", "server.port: expected an integer, got string 'eighty'"),
         ("[server]\nport = 70000\n", "server.port: must be between 1 and 65535"),
-        ("[upstream]\nread_timeout_seconds = 'ten'\n", "upstream.read_timeout_seconds: expected a number"),
-        ("[upstream]\nconnect_timeout_seconds = 0\n", "upstream.connect_timeout_seconds: must be greater than 0"),
-        ("[upstream]\nbase_url = 'nano-gpt.com/api'\n", "upstream.base_url: expected an http(s) URL"),
-        ("[upstream]\nmax_body_bytes = true\n", "upstream.max_body_bytes: expected an integer, got boolean"),
+        (
+            "[upstream]\nread_timeout_seconds = 'ten'\n",
+            "upstream.read_timeout_seconds: expected a number",
+        ),
+        (
+            "[upstream]\nconnect_timeout_seconds = 0\n",
+            "upstream.connect_timeout_seconds: must be greater than 0",
+        ),
+        (
+            "[upstream]\nbase_url = 'nano-gpt.com/api'\n",
+            "upstream.base_url: expected an http(s) URL",
+        ),
+        (
+            "[upstream]\nmax_body_bytes = true\n",
+            "upstream.max_body_bytes: expected an integer, got boolean",
+        ),
         ("[auth]\nmode = 'open'\n", 'auth.mode: expected "keys" or "none"'),
         ("[catalog]\nsource = 'free'\n", "catalog.source: expected"),
         ("[catalog]\nttl_seconds = -1\n", "catalog.ttl_seconds: must be greater than 0"),
@@ -68,8 +80,14 @@ def test_full_example_is_valid() -> None:
         ("[policy]\ndeny = ['openai/[gpt']\n", "policy.deny[0]: bad pattern 'openai/[gpt'"),
         ("[policy]\nallow = ['*', 'has space']\n", "policy.allow[1]: bad pattern"),
         ("[policy]\ndistillation = 'yes'\n", "policy.distillation: expected"),
-        ("[policy]\nmax_prompt_usd_per_mtok = -2\n", "policy.max_prompt_usd_per_mtok: must not be negative"),
-        ("[policy]\nrequire_capabilities = [1]\n", "policy.require_capabilities: expected a list of strings"),
+        (
+            "[policy]\nmax_prompt_usd_per_mtok = -2\n",
+            "policy.max_prompt_usd_per_mtok: must not be negative",
+        ),
+        (
+            "[policy]\nrequire_capabilities = [1]\n",
+            "policy.require_capabilities: expected a list of strings",
+        ),
         ("server = 1\n", "server: expected a table"),
     ],
 )
@@ -83,14 +101,35 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> No
         ("[[members]]\nkey_sha256 = '{h}'\n", "members[0].name: required"),
         ("[[members]]\nname = 'a'\n", "members[0]: set exactly one of key_sha256 or key_env"),
         ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nkey_env = 'X'\n", "exactly one"),
-        ("[[members]]\nname = 'a'\nkey_sha256 = 'abc'\n", "members[0].key_sha256: expected 64 hex digits"),
-        ("[[members]]\nname = 'a'\nkey_env = 'NOT_SET'\n", "members[0].key_env: environment variable NOT_SET is not set"),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = 'abc'\n",
+            "members[0].key_sha256: expected 64 hex digits",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_env = 'NOT_SET'\n",
+            "members[0].key_env: environment variable NOT_SET is not set",
+        ),
         ("[[members]]\nname = 'a b'\nkey_sha256 = '{h}'\n", "members[0].name:"),
-        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'a'\nkey_env = 'BOB_KEY'\n", "members[1].name: 'a' is already taken"),
-        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'b'\nkey_sha256 = '{h}'\n", "members[1]: same key as member 'a'"),
-        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nallow = ['[']\n", "members[0].allow[0]: bad pattern"),
-        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nrole = 'admin'\n", "members[0].role: unknown key"),
-        ("[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nadmin = 'yes'\n", "members[0].admin: expected true or false"),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'a'\nkey_env = 'BOB_KEY'\n",
+            "members[1].name: 'a' is already taken",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'b'\nkey_sha256 = '{h}'\n",
+            "members[1]: same key as member 'a'",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nallow = ['[']\n",
+            "members[0].allow[0]: bad pattern",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nrole = 'admin'\n",
+            "members[0].role: unknown key",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nadmin = 'yes'\n",
+            "members[0].admin: expected true or false",
+        ),
         ("", 'members: at least one [[members]] entry is needed when auth.mode = "keys"'),
     ],
 )
@@ -102,7 +141,9 @@ def test_bad_members_name_the_key(tmp_path: Path, members: str, expected: str) -
 def test_missing_team_key_stops_start_up(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text("[upstream]\napi_key_env = 'TEAM_NANO_KEY'\n" + MEMBERS_TOML)
-    with pytest.raises(ConfigError, match="upstream.api_key_env: the environment variable TEAM_NANO_KEY"):
+    with pytest.raises(
+        ConfigError, match="upstream.api_key_env: the environment variable TEAM_NANO_KEY"
+    ):
         load_settings(path, {"BOB_KEY": BOB_KEY, "NANOGPT_API_KEY": "not this one"})
     settings = load_settings(path, {"BOB_KEY": BOB_KEY, "TEAM_NANO_KEY": "sk-other"})
     assert settings.team_key.reveal() == "sk-other"
@@ -124,7 +165,9 @@ def test_env_overrides_base_url(tmp_path: Path) -> None:
 def test_auth_none_only_on_loopback(tmp_path: Path) -> None:
     assert load(tmp_path, "[auth]\nmode = 'none'\n", members=False).auth.mode == "none"
     toml = "[auth]\nmode = 'none'\n[server]\nhost = '0.0.0.0'\n"
-    assert 'auth.mode: "none" is only allowed on a loopback address' in error_for(tmp_path, toml, members=False)
+    assert 'auth.mode: "none" is only allowed on a loopback address' in error_for(
+        tmp_path, toml, members=False
+    )
     path = tmp_path / "gateway.toml"
     path.write_text("[auth]\nmode = 'none'\n")
     with pytest.raises(ConfigError, match="loopback"):  # --host cannot get around it

@@ -21,7 +21,9 @@ def test_reads_model_and_stream() -> None:
 
 def test_any_json_post_with_a_model_is_checked() -> None:
     body = b'{"model": "x/y", "input": "hi"}'
-    assert parse_call("audio/speech", "POST", "application/json; charset=utf-8", body).model == "x/y"
+    assert (
+        parse_call("audio/speech", "POST", "application/json; charset=utf-8", body).model == "x/y"
+    )
     assert parse_call("audio/speech", "POST", "multipart/form-data", b"--x").model is None
     assert parse_call("models", "GET", JSON, b"").model is None
 
@@ -52,7 +54,9 @@ def test_responses_may_name_a_character_instead_of_a_model() -> None:
     assert parse_call("responses", "POST", JSON, body) == Call("responses", None, False)
 
 
-@pytest.mark.parametrize("path", ["../check-balance", "chat/./completions", "x/%2e%2e/receive-nano"])
+@pytest.mark.parametrize(
+    "path", ["../check-balance", "chat/./completions", "x/%2e%2e/receive-nano"]
+)
 def test_dot_segments_are_refused(path: str) -> None:
     with pytest.raises(InvalidRequest):
         endpoint_of(path)

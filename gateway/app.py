@@ -1,0 +1,118 @@
+"""The composition root: `create_app(settings)` wires config, keys, catalog and upstream.
+
+The lifespan builds the one upstream client and the catalog, starts loading the catalog in the
+background (the gateway starts even when NanoGPT is down), and closes the client at shutdown.
+Every error leaves as an OpenAI error body, whichever layer raised it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import handlers
+from gateway.catalog import Catalog
+from gateway.config import Settings
+from gateway.errors import GatewayError, error_body
+from gateway.handlers import Gateway
+from gateway.keys import KeyRing
+from gateway.proxy import Upstream
+
+logger = logging.getLogger("gateway")
+
+CATALOG_RETRY_SECONDS = 5.0
+
+
+def create_app(
+    settings: Settings,
+    *,
+    upstream_transport: httpx.AsyncBaseTransport | None = None,
+    catalog_retry_seconds: float = CATALOG_RETRY_SECONDS,
+) -> Starlette:
+    """The gateway as an ASGI app; `upstream_transport` is the seam tests put NanoGPT behind."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+        upstream = Upstream(
+            settings.upstream.base_url,
+            settings.team_key,
+            connect_timeout=settings.upstream.connect_timeout_seconds,
+            read_timeout=settings.upstream.read_timeout_seconds,
+            transport=upstream_transport,
+        )
+        catalog = Catalog(
+            upstream.get_json,
+            source=settings.catalog.source,
+            ttl_seconds=settings.catalog.ttl_seconds,
+            retry_seconds=catalog_retry_seconds,
+        )
+        keys = KeyRing(settings.members, required=settings.auth.mode == "keys")
+        loading = asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))
+        try:
+            yield {"gateway": Gateway(settings, keys, catalog, upstream)}
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await upstream.aclose()
+
+    routes = [Route("/healthz", handlers.healthz), Route("/readyz", handlers.readyz)]
+    for prefix in ("/v1", "/api/v1"):
+        routes += [
+            Route(f"{prefix}/models", handlers.list_models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", handlers.retrieve_model, methods=["GET"]),
+            Route(f"{prefix}/{{path:path}}", handlers.proxy, methods=_ALL_METHODS),
+        ]
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+
+
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+async def _load_until_ready(catalog: Catalog, retry_seconds: float) -> None:
+    """Keep trying until the first catalog loads; after that, requests keep it fresh."""
+    delay = retry_seconds
+    while catalog.snapshot is None and await catalog.refresh() is None:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 60.0)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return JSONResponse(exc.body(), status_code=exc.status_code)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    body = error_body(
+        f"{exc.detail}: {request.method} {request.url.path}",
+        type="invalid_request_error",
+        code=code,
+    )
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    body = error_body(
+        "The gateway failed to handle this request.", type="api_error", code="internal_error"
+    )
+    return JSONResponse(body, status_code=500)

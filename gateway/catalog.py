@@ -1,0 +1,216 @@
+"""The NanoGPT model catalog: parsed leniently, cached for a TTL, refreshed by one fetch at a time.
+
+Requests never wait on a refresh while a previous copy exists (stale-while-revalidate), a failed
+refresh keeps the last good copy, and with no copy at all fetches are spaced by `retry_seconds`
+so a down upstream is not stampeded. The fetch is injected; this module knows no HTTP library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cachetools import TTLCache
+
+from gateway.errors import CatalogUnavailable, GatewayError
+from gateway.types import ModelInfo, ModelKind
+
+logger = logging.getLogger("gateway.catalog")
+
+SOURCE_PATHS = {
+    "canonical": "/v1/models",
+    "subscription": "/subscription/v1/models",
+    "paid": "/paid/v1/models",
+    "personalized": "/personalized/v1/models",
+}
+EMBEDDING_MODELS_PATH = "/v1/embedding-models"
+
+FetchJson = Callable[[str, Mapping[str, str]], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One fetched catalog: text models in NanoGPT's order, and every model by id."""
+
+    text: tuple[ModelInfo, ...]
+    by_id: Mapping[str, ModelInfo]
+    fetched_at: float = field(default_factory=time.time)
+
+
+def parse_models(
+    payload: Any, *, kind: ModelKind = "text", subscription: bool | None = None
+) -> tuple[ModelInfo, ...]:
+    """Models from a `{"object": "list", "data": [...]}` payload, tolerating the catalog's real
+    variety: missing or null fields, extra fields, prices as strings, `pricing` absent."""
+    items = payload.get("data") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise ValueError("expected {'object': 'list', 'data': [...]} from the models endpoint")
+    models: dict[str, ModelInfo] = {}
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            continue
+        model_id = item["id"]
+        pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
+        owned_by = item.get("owned_by")
+        models.setdefault(
+            model_id,
+            ModelInfo(
+                id=model_id,
+                kind=kind,
+                created=_int(item.get("created")),
+                owned_by=owned_by if isinstance(owned_by, str) and owned_by else _owner(model_id),
+                prompt_usd_per_mtok=_price(pricing.get("prompt")),
+                completion_usd_per_mtok=_price(pricing.get("completion")),
+                capabilities=_capabilities(item.get("capabilities")),
+                distillation_status=_distillation(item.get("distillationPolicy")),
+                subscription=subscription,
+                detailed=item,
+            ),
+        )
+    return tuple(models.values())
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _owner(model_id: str) -> str:
+    return model_id.split("/", 1)[0] if "/" in model_id else "nanogpt"
+
+
+def _price(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        price = float(value)
+    except (TypeError, ValueError):
+        return None
+    return price if price >= 0 and price != float("inf") else None
+
+
+def _capabilities(value: Any) -> frozenset[str] | None:
+    if isinstance(value, dict):
+        return frozenset(k for k, v in value.items() if v is True)
+    if isinstance(value, list):
+        return frozenset(v for v in value if isinstance(v, str))
+    return None
+
+
+def _distillation(value: Any) -> str | None:
+    status = value.get("status") if isinstance(value, dict) else None
+    return status if isinstance(status, str) else None
+
+
+class Catalog:
+    """The cached catalog of one `catalog.source`."""
+
+    def __init__(
+        self,
+        fetch_json: FetchJson,
+        *,
+        source: str = "canonical",
+        ttl_seconds: float = 300.0,
+        retry_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch_json = fetch_json
+        self._source = source
+        self._clock = clock
+        self._retry_seconds = retry_seconds
+        self._fresh: TTLCache[str, Snapshot] = TTLCache(maxsize=1, ttl=ttl_seconds, timer=clock)
+        self._last_good: Snapshot | None = None
+        self._refreshing: asyncio.Task[Snapshot] | None = None
+        self._failed_at: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The last good catalog, however old; `None` until one has loaded."""
+        return self._last_good
+
+    async def get(self) -> Snapshot:
+        """A catalog now: fresh, or the last good one while a single refresh runs behind it."""
+        if (fresh := self._fresh.get("catalog")) is not None:
+            return fresh
+        task = self._start_refresh()
+        if self._last_good is not None:
+            return self._last_good
+        if task is None:
+            raise CatalogUnavailable(self._unavailable_message())
+        try:
+            # Shielded: one waiter giving up must not cancel the fetch the others wait on.
+            return await asyncio.shield(task)
+        except GatewayError:
+            raise CatalogUnavailable(self._unavailable_message()) from None
+
+    async def refresh(self) -> Snapshot | None:
+        """Fetch now (joining a fetch already under way); `None` if it failed."""
+        task = self._refreshing or asyncio.ensure_future(self._refresh())
+        self._refreshing = task
+        try:
+            return await asyncio.shield(task)
+        except GatewayError:
+            return None
+
+    def _start_refresh(self) -> asyncio.Task[Snapshot] | None:
+        if self._refreshing is None:
+            if (
+                self._failed_at is not None
+                and self._clock() - self._failed_at < self._retry_seconds
+            ):
+                return None
+            self._refreshing = asyncio.ensure_future(self._refresh())
+            self._refreshing.add_done_callback(_consume_exception)
+        return self._refreshing
+
+    async def _refresh(self) -> Snapshot:
+        try:
+            snapshot = await self._fetch()
+        except Exception as exc:
+            self._failed_at = self._clock()
+            self.last_error = exc.message if isinstance(exc, GatewayError) else str(exc)
+            if self._last_good is not None:
+                age = time.time() - self._last_good.fetched_at
+                logger.warning(
+                    "catalog refresh failed (%s); still serving the catalog from %.0fs ago",
+                    self.last_error,
+                    age,
+                )
+            else:
+                logger.warning("catalog load failed (%s); no catalog yet", self.last_error)
+            raise CatalogUnavailable(self.last_error) from exc
+        else:
+            self._fresh["catalog"] = self._last_good = snapshot
+            self._failed_at = self.last_error = None
+            logger.info("catalog loaded: %d models from %s", len(snapshot.text), self._source)
+            return snapshot
+        finally:
+            self._refreshing = None
+
+    async def _fetch(self) -> Snapshot:
+        params = {"detailed": "true"}
+        payload = await self._fetch_json(SOURCE_PATHS[self._source], params)
+        text = parse_models(payload, subscription=True if self._source == "subscription" else None)
+        try:
+            embedding = parse_models(
+                await self._fetch_json(EMBEDDING_MODELS_PATH, params), kind="embedding"
+            )
+        except Exception as exc:  # embeddings are optional: the text catalog alone is useful
+            logger.warning("embedding models not loaded: %s", exc)
+            previous = self._last_good.by_id.values() if self._last_good else ()
+            embedding = tuple(m for m in previous if m.kind == "embedding")
+        by_id = {m.id: m for m in embedding} | {m.id: m for m in text}
+        return Snapshot(text=text, by_id=by_id)
+
+    def _unavailable_message(self) -> str:
+        reason = f": {self.last_error}" if self.last_error else ""
+        return f"The model catalog could not be loaded from NanoGPT yet{reason}"
+
+
+def _consume_exception(task: asyncio.Task[Snapshot]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,188 @@
+"""Upstream I/O: the one module that knows the HTTP client library (httpx today).
+
+It owns the pooled client, filters headers both ways, swaps the member's key for the team key,
+and translates every client-library failure into `UpstreamError` / `UpstreamTimeout`, so the
+rest of the gateway can change client library without noticing.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import httpx
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.types import Secret
+
+logger = logging.getLogger("gateway.proxy")
+
+# RFC 9110 section 7.6.1, plus the names every proxy treats the same way.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# The member's credentials and cookies stay here; length and encoding are the client library's.
+NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "cookie",
+    "authorization",
+    "x-api-key",
+    "content-length",
+    "accept-encoding",
+}
+# The body is relayed decoded, so its length and encoding headers no longer hold; a cookie set
+# for the team's account must never reach a member.
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
+
+METADATA_READ_TIMEOUT_SECONDS = 30.0
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """One shared client serves every member, so it must never store or replay a cookie."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+def forwarded_headers(
+    headers: Iterable[tuple[str, str]], team_key: Secret
+) -> list[tuple[str, str]]:
+    """The client's end-to-end headers, minus its credentials, plus the team key."""
+    pairs = [(k.lower(), v) for k, v in headers]
+    named_in_connection = {
+        token.strip().lower() for k, v in pairs if k == "connection" for token in v.split(",")
+    }
+    kept = [(k, v) for k, v in pairs if k not in NOT_FORWARDED and k not in named_in_connection]
+    kept.append(("authorization", f"Bearer {team_key.reveal()}"))
+    return kept
+
+
+def returned_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() not in NOT_RETURNED]
+
+
+class UpstreamResponse:
+    """An upstream response whose body has not been read yet; `aclose()` it in a `finally`."""
+
+    def __init__(self, response: httpx.Response, upstream: Upstream) -> None:
+        self._response = response
+        self._upstream = upstream
+        self.status_code = response.status_code
+        self.headers = returned_headers(response.headers.multi_items())
+        self.is_event_stream = response.headers.get("content-type", "").startswith(
+            "text/event-stream"
+        )
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, decoded, one chunk as soon as it arrives, never coalesced."""
+        try:
+            async for chunk in self._response.aiter_bytes():
+                if chunk:
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise self._upstream.translate(exc, "while streaming the response") from None
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+class Upstream:
+    """The NanoGPT API at `base_url`, reached through one pooled client for the gateway's life."""
+
+    def __init__(
+        self,
+        base_url: str,
+        team_key: Secret,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._team_key = team_key
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> UpstreamResponse:
+        """Send a request to `{base_url}{path}` and return once the response headers are in."""
+        url = self.base_url + path + (f"?{query.decode('latin-1')}" if query else "")
+        request = self._client.build_request(
+            method, url, headers=forwarded_headers(headers, self._team_key), content=body
+        )
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self.translate(exc, f"on {method} {path}") from None
+        return UpstreamResponse(response, self)
+
+    async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """GET a NanoGPT metadata endpoint (catalog, balance) with a short read timeout."""
+        timeout = httpx.Timeout(self._client.timeout.connect, read=METADATA_READ_TIMEOUT_SECONDS)
+        try:
+            response = await self._client.get(
+                self.base_url + path,
+                params=params,
+                headers={"authorization": f"Bearer {self._team_key.reveal()}"},
+                timeout=timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise self.translate(exc, f"on GET {path}") from None
+        if response.status_code != 200:
+            raise UpstreamError(f"NanoGPT answered GET {path} with HTTP {response.status_code}")
+        try:
+            return response.json()
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UpstreamError(
+                f"NanoGPT answered GET {path} with a body that is not JSON"
+            ) from None
+
+    def translate(self, exc: httpx.HTTPError, doing: str) -> UpstreamError:
+        """The gateway's error for a client-library failure; names the problem, never the key."""
+        detail = self.redact(str(exc)) or type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeout(
+                f"NanoGPT at {self.base_url} did not answer in time {doing} "
+                f"({type(exc).__name__}: {detail})"
+            )
+        return UpstreamError(
+            f"Could not reach NanoGPT at {self.base_url} {doing} ({type(exc).__name__}: {detail})"
+        )
+
+    def redact(self, text: str) -> str:
+        key = self._team_key.reveal()
+        return text.replace(key, "[redacted]") if key else text

@@ -1,0 +1,189 @@
+"""Shared fixtures: hermetic environment, settings from TOML text, a scriptable fake NanoGPT on
+`httpx.MockTransport`, the app in-process, and the app on a real uvicorn server for streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from gateway.app import create_app
+from gateway.config import Settings, hash_key, load_settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TEAM_KEY = "sk-nano-team-0123456789abcdef"
+ALICE_KEY = "sk-member-alice"
+BOB_KEY = "sk-member-bob"
+ADMIN_KEY = "sk-member-root"
+
+MEMBERS_TOML = f"""
+[[members]]
+name = "alice"
+key_sha256 = "{hash_key(ALICE_KEY)}"
+
+[[members]]
+name = "bob"
+key_env = "BOB_KEY"
+deny = ["anthropic/*"]
+
+[[members]]
+name = "root"
+key_sha256 = "{hash_key(ADMIN_KEY)}"
+admin = true
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NANOGPT_API_KEY", "NANOGPT_BASE_URL", "GATEWAY_CONFIG", "BOB_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def catalog_payload() -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((FIXTURES / "catalog.json").read_text())
+    return payload
+
+
+def make_settings(tmp_path: Path, toml: str = "", *, members: bool = True, **env: str) -> Settings:
+    """Settings from TOML text, with the team key and Bob's key in the environment."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(toml + (MEMBERS_TOML if members else ""))
+    environ = {"NANOGPT_API_KEY": TEAM_KEY, "BOB_KEY": BOB_KEY, **env}
+    return load_settings(path, environ)
+
+
+Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+class FakeNanoGPT:
+    """NanoGPT on a MockTransport: the fixture catalog, and a replaceable handler for the rest."""
+
+    def __init__(self) -> None:
+        self.catalog: Any = catalog_payload()
+        self.requests: list[httpx.Request] = []
+        self.catalog_fetches = 0
+        self.handler: Handler = self.complete
+        self.transport = httpx.MockTransport(self._dispatch)
+
+    async def _dispatch(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.endswith("/embedding-models"):
+            return httpx.Response(200, json={"object": "list", "data": []})
+        if path.endswith("/models") and request.method == "GET":
+            self.catalog_fetches += 1
+            if isinstance(self.catalog, Exception):
+                raise self.catalog
+            return httpx.Response(200, json=self.catalog)
+        self.requests.append(request)
+        return await self.handler(request)
+
+    async def complete(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "model": body.get("model"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            },
+        )
+
+
+@pytest.fixture
+def nanogpt() -> FakeNanoGPT:
+    return FakeNanoGPT()
+
+
+def with_lifespan_state(app: Starlette, state: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+    """What an ASGI server does with lifespan state: a copy in every request's scope."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["state"] = dict(state)
+        await app(scope, receive, send)
+
+    return asgi
+
+
+@contextlib.asynccontextmanager
+async def gateway_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport, **app_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in-process (lifespan run), with the catalog loaded unless upstream is down."""
+    app = create_app(settings, upstream_transport=transport, **app_options)
+    async with app.router.lifespan_context(app) as state:
+        asgi = with_lifespan_state(app, state or {})
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi), base_url="http://gateway"
+        ) as client:
+            await state["gateway"].catalog.refresh()
+            yield client
+
+
+@pytest.fixture
+async def client(tmp_path: Path, nanogpt: FakeNanoGPT) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+        yield client
+
+
+def auth(key: str = ALICE_KEY) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def assert_openai_error(
+    response: httpx.Response, status: int, code: str | None = None
+) -> dict[str, Any]:
+    """The one error shape: every non-2xx the gateway makes is an OpenAI error object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["type"], str) and error["type"]
+    if code is not None:
+        assert error["code"] == code, error
+    assert TEAM_KEY not in response.text
+    result: dict[str, Any] = error
+    return result
+
+
+@contextlib.asynccontextmanager
+async def live_server(app: Any) -> AsyncIterator[str]:
+    """A real uvicorn server on a free loopback port in this event loop, for what
+    ASGITransport cannot show: chunk timing, disconnects, real SDK clients."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, lifespan="on", timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    with anyio.fail_after(10):
+        while not server.started:  # readiness poll, not a timed wait
+            await asyncio.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

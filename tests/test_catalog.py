@@ -1,0 +1,192 @@
+"""The catalog cache: one fetch for many callers, the last good copy on failure, no stampede."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import pytest
+
+from gateway.catalog import Catalog, parse_models
+from gateway.errors import CatalogUnavailable, UpstreamError
+from tests.conftest import catalog_payload
+
+pytestmark = pytest.mark.anyio
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Upstream:
+    """A catalog endpoint whose answers the test releases one at a time."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail: Exception | None = None
+        self.payload: Any = catalog_payload()
+
+    async def fetch_json(self, path: str, params: Mapping[str, str]) -> Any:
+        if path.endswith("embedding-models"):
+            return {"data": [{"id": "text-embedding-3-small"}]}
+        self.calls.append(path)
+        assert params == {"detailed": "true"}
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        return self.payload
+
+
+def make(upstream: Upstream, clock: Clock, **options: Any) -> Catalog:
+    return Catalog(upstream.fetch_json, ttl_seconds=300, retry_seconds=5, clock=clock, **options)
+
+
+def test_parse_tolerates_the_catalogs_variety() -> None:
+    models = {m.id: m for m in parse_models(catalog_payload())}
+    assert len(models) == 7  # entries without an id, and non-objects, are skipped
+    glm = models["zai-org/glm-4.7"]
+    assert (glm.created, glm.owned_by, glm.prompt_usd_per_mtok, glm.capabilities) == (
+        0,
+        "zai-org",
+        None,
+        None,
+    )
+    qwen = models["qwen/qwen3-coder-next"]
+    assert (qwen.prompt_usd_per_mtok, qwen.completion_usd_per_mtok) == (0.30, 1.20)
+    assert qwen.capabilities == {"tool_calling", "structured_output"}
+    assert qwen.detailed["a_future_field"] == {"nested": [1, 2, 3]}
+    assert models["deepseek/deepseek-chat-v3-0324"].prompt_usd_per_mtok == 2500  # as given
+    assert models["anthropic/claude-opus-4.6"].distillation_status is None
+    assert models["openai/gpt-5.2"].basic() == {
+        "id": "openai/gpt-5.2",
+        "object": "model",
+        "created": 1704067200,
+        "owned_by": "openai",
+    }
+    assert parse_models([{"id": "bare"}])[0].id == "bare"
+    with pytest.raises(ValueError, match="expected"):
+        parse_models({"models": ["a", "b"]})
+
+
+@pytest.mark.parametrize("source", ["canonical", "subscription", "paid", "personalized"])
+async def test_source_chooses_the_endpoint(source: str) -> None:
+    upstream = Upstream()
+    snapshot = await make(upstream, Clock(), source=source).get()
+    expected = {
+        "canonical": "/v1/models",
+        "subscription": "/subscription/v1/models",
+        "paid": "/paid/v1/models",
+        "personalized": "/personalized/v1/models",
+    }[source]
+    assert upstream.calls == [expected]
+    assert all(
+        m.subscription is (True if source == "subscription" else None) for m in snapshot.text
+    )
+    assert snapshot.by_id["text-embedding-3-small"].kind == "embedding"
+    assert "text-embedding-3-small" not in {m.id for m in snapshot.text}
+
+
+async def test_fifty_cold_callers_share_one_fetch() -> None:
+    upstream, clock = Upstream(), Clock()
+    catalog = make(upstream, clock)
+    upstream.release.clear()
+    results: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(lambda: _append(results, catalog.get()))
+        await _until(lambda: len(upstream.calls) == 1)
+        upstream.release.set()
+    assert len(upstream.calls) == 1
+    assert len(results) == 50 and all(r is results[0] for r in results)
+
+
+async def test_fifty_callers_on_an_expired_catalog_share_one_fetch() -> None:
+    upstream, clock = Upstream(), Clock()
+    catalog = make(upstream, clock)
+    first = await catalog.get()
+    clock.now += 301
+    upstream.release.clear()
+    upstream.payload = {"data": [{"id": "new/model"}]}
+    results = await asyncio.gather(*(catalog.get() for _ in range(50)))
+    assert all(r is first for r in results)  # nobody waits: the stale copy is served
+    assert len(upstream.calls) == 2
+    upstream.release.set()
+    await _until(lambda: catalog.snapshot is not first)
+    assert [m.id for m in (await catalog.get()).text] == ["new/model"]
+    assert len(upstream.calls) == 2
+
+
+async def test_failed_refresh_keeps_the_last_good_catalog(caplog: pytest.LogCaptureFixture) -> None:
+    upstream, clock = Upstream(), Clock()
+    catalog = make(upstream, clock)
+    good = await catalog.get()
+    clock.now += 301
+    upstream.fail = UpstreamError("Could not reach NanoGPT (ConnectError)")
+    with caplog.at_level(logging.WARNING, logger="gateway.catalog"):
+        assert await catalog.get() is good
+        await _until(lambda: catalog.last_error is not None)
+    assert "catalog refresh failed (Could not reach NanoGPT (ConnectError))" in caplog.text
+    for _ in range(20):  # within retry_seconds no new fetch is started
+        assert await catalog.get() is good
+    assert len(upstream.calls) == 2
+    clock.now += 5
+    upstream.fail = None
+    assert await catalog.get() is good
+    await _until(lambda: catalog.snapshot is not good)
+    assert len(upstream.calls) == 3
+
+
+async def test_no_catalog_is_503_and_retries_are_spaced() -> None:
+    upstream, clock = Upstream(), Clock()
+    catalog = make(upstream, clock)
+    upstream.fail = UpstreamError("NanoGPT answered GET /v1/models with HTTP 500")
+    results = await asyncio.gather(*(catalog.get() for _ in range(50)), return_exceptions=True)
+    assert all(isinstance(r, CatalogUnavailable) for r in results)
+    assert "HTTP 500" in results[0].message  # type: ignore[union-attr]
+    assert len(upstream.calls) == 1
+    for _ in range(10):
+        with pytest.raises(CatalogUnavailable):
+            await catalog.get()
+    assert len(upstream.calls) == 1
+    clock.now += 5
+    upstream.fail = None
+    assert (await catalog.get()).text
+    assert len(upstream.calls) == 2
+
+
+async def test_a_catalog_that_is_not_a_list_is_a_failure_not_a_crash() -> None:
+    upstream = Upstream()
+    upstream.payload = {"error": "maintenance"}
+    with pytest.raises(CatalogUnavailable, match="expected"):
+        await make(upstream, Clock()).get()
+
+
+async def test_embedding_models_are_optional() -> None:
+    upstream = Upstream()
+
+    async def no_embeddings(path: str, params: Mapping[str, str]) -> Any:
+        if path.endswith("embedding-models"):
+            raise UpstreamError("HTTP 404")
+        return await upstream.fetch_json(path, params)
+
+    snapshot = await Catalog(no_embeddings, clock=Clock()).get()
+    assert len(snapshot.text) == 7
+
+
+async def _append(results: list[Any], awaitable: Any) -> None:
+    results.append(await awaitable)
+
+
+async def _until(condition: Any) -> None:
+    with anyio.fail_after(5):
+        while not condition():
+            await asyncio.sleep(0)

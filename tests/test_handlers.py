@@ -1,0 +1,315 @@
+"""The gateway in-process: auth, policy, the models list, and forwarding to NanoGPT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    ADMIN_KEY,
+    ALICE_KEY,
+    BOB_KEY,
+    TEAM_KEY,
+    FakeNanoGPT,
+    assert_openai_error,
+    auth,
+    catalog_payload,
+    gateway_client,
+    make_settings,
+)
+
+pytestmark = pytest.mark.anyio
+CHAT = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("prefix", ["/v1", "/api/v1"])
+async def test_chat_is_forwarded_with_the_team_key(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT, prefix: str
+) -> None:
+    response = await client.post(
+        f"{prefix}/chat/completions?trace=1&x=a%20b",
+        json=CHAT,
+        headers={
+            **auth(),
+            "x-api-key": ALICE_KEY,
+            "cookie": "session=member",
+            "x-request-id": "req-42",
+            "connection": "keep-alive, x-hop",
+            "x-hop": "drop me",
+            "accept-encoding": "br",
+        },
+    )
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "hi"
+    (sent,) = nanogpt.requests
+    assert str(sent.url) == "https://nano-gpt.com/api/v1/chat/completions?trace=1&x=a%20b"
+    assert sent.headers["authorization"] == f"Bearer {TEAM_KEY}"
+    assert "x-api-key" not in sent.headers and "cookie" not in sent.headers
+    assert "x-hop" not in sent.headers and sent.headers["x-request-id"] == "req-42"
+    assert sent.headers["accept-encoding"] != "br"
+    assert json.loads(sent.content) == CHAT
+
+
+async def test_other_endpoints_pass_through(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    async def echo(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            207,
+            content=b"\x00binary\xff",
+            headers={"content-type": "audio/mpeg", "x-upstream": "yes", "set-cookie": "team=1"},
+        )
+
+    nanogpt.handler = echo
+    response = await client.get("/v1/characters/mine?limit=5", headers=auth())
+    assert response.status_code == 207 and response.content == b"\x00binary\xff"
+    assert response.headers["x-upstream"] == "yes"
+    assert "set-cookie" not in response.headers  # the team account's cookies stay here
+    assert str(nanogpt.requests[0].url) == "https://nano-gpt.com/api/v1/characters/mine?limit=5"
+
+
+async def test_upstream_errors_are_passed_back(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    async def rate_limited(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, json={"code": "rate_limited", "message": "Rate limit exceeded"})
+
+    nanogpt.handler = rate_limited
+    response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert response.status_code == 429
+    assert response.json() == {"code": "rate_limited", "message": "Rate limit exceeded"}
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"authorization": "Bearer sk-nope"}, {"x-api-key": TEAM_KEY}]
+)
+async def test_unknown_keys_are_401(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT, headers: dict[str, str]
+) -> None:
+    for method, path in [
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/openai/gpt-5.2"),
+    ]:
+        response = await client.request(method, path, json=CHAT, headers=headers)
+        assert_openai_error(response, 401, "invalid_api_key")
+    assert nanogpt.requests == []
+
+
+async def test_models_lists_what_the_member_may_use(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
+    settings = make_settings(tmp_path, "[policy]\ndistillation = 'allowed'\n")
+    async with gateway_client(settings, nanogpt.transport) as client:
+        response = await client.get("/v1/models", headers=auth())
+        assert response.status_code == 200
+        listing = response.json()
+        assert listing["object"] == "list"
+        assert [m["id"] for m in listing["data"]] == [
+            "deepseek/deepseek-chat-v3-0324",
+            "qwen/qwen3-coder-next",
+            "moonshotai/kimi-k2.5:thinking",
+        ]
+        assert all(set(m) == {"id", "object", "created", "owned_by"} for m in listing["data"])
+        detailed = (await client.get("/api/v1/models?detailed=true", headers=auth())).json()["data"]
+        assert detailed[0]["pricing"]["prompt"] == 2500
+        assert detailed[0]["distillationPolicy"]["status"] == "allowed"
+        assert detailed[1]["created"] == 1750000000 and detailed[1]["object"] == "model"
+        one = await client.get("/v1/models/qwen/qwen3-coder-next", headers=auth())
+        assert one.json() == {
+            "id": "qwen/qwen3-coder-next",
+            "object": "model",
+            "created": 1750000000,
+            "owned_by": "qwen",
+        }
+        denied = await client.get("/v1/models/openai/gpt-5.2", headers=auth())
+        assert (
+            "not distillation-allowed"
+            in assert_openai_error(denied, 403, "model_not_allowed")["message"]
+        )
+    assert nanogpt.requests == []
+
+
+async def test_member_deny_narrows_the_listing(client: httpx.AsyncClient) -> None:
+    alice = {m["id"] for m in (await client.get("/v1/models", headers=auth())).json()["data"]}
+    bob = {m["id"] for m in (await client.get("/v1/models", headers=auth(BOB_KEY))).json()["data"]}
+    assert alice - bob == {"anthropic/claude-opus-4.6"}
+
+
+async def test_denied_model_is_403_and_never_reaches_upstream(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    settings = make_settings(tmp_path, "[policy]\ndeny = ['openai/*']\n")
+    async with gateway_client(settings, nanogpt.transport) as client:
+        for path, body in [
+            ("/v1/chat/completions", CHAT),
+            ("/v1/completions", {"model": "openai/gpt-5.2", "prompt": "hi"}),
+            ("/v1/responses", {"model": "openai/gpt-5.2", "input": "hi"}),
+            ("/v1/audio/speech", {"model": "openai/gpt-5.2", "input": "hi"}),
+        ]:
+            response = await client.post(path, json=body, headers=auth())
+            error = assert_openai_error(response, 403, "model_not_allowed")
+            assert (
+                "'openai/gpt-5.2'" in error["message"]
+                and "deny pattern 'openai/*'" in error["message"]
+            )
+            assert error["param"] == "model"
+        no_model = await client.post(
+            "/v1/responses", json={"character_id": "guide", "input": "hi"}, headers=auth()
+        )
+        assert (
+            "names no model" in assert_openai_error(no_model, 403, "model_not_allowed")["message"]
+        )
+    assert nanogpt.requests == []
+
+
+async def test_member_deny_refuses_requests(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    body = {**CHAT, "model": "anthropic/claude-opus-4.6"}
+    assert (await client.post("/v1/chat/completions", json=body, headers=auth())).status_code == 200
+    response = await client.post("/v1/chat/completions", json=body, headers=auth(BOB_KEY))
+    message = assert_openai_error(response, 403, "model_not_allowed")["message"]
+    assert "member 'bob'" in message and "deny pattern 'anthropic/*'" in message
+    assert len(nanogpt.requests) == 1
+
+
+async def test_unknown_model_is_404(client: httpx.AsyncClient, nanogpt: FakeNanoGPT) -> None:
+    response = await client.post(
+        "/v1/chat/completions", json={**CHAT, "model": "openai/gpt-9"}, headers=auth()
+    )
+    assert "'openai/gpt-9'" in assert_openai_error(response, 404, "model_not_found")["message"]
+    assert nanogpt.requests == []
+
+
+async def test_subscription_source_refuses_models_outside_it(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    settings = make_settings(tmp_path, "[catalog]\nsource = 'subscription'\n")
+    async with gateway_client(settings, nanogpt.transport) as client:
+        ok = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        assert ok.status_code == 200
+        response = await client.post(
+            "/v1/chat/completions", json={**CHAT, "model": "paid/only"}, headers=auth()
+        )
+        assert "subscription" in assert_openai_error(response, 403, "model_not_allowed")["message"]
+    assert len(nanogpt.requests) == 1
+
+
+async def test_only_admins_change_characters(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    character = {"name": "Guide", "base_model_id": "deepseek/deepseek-chat-v3-0324"}
+    for method in ("POST", "PATCH", "DELETE", "PUT"):
+        response = await client.request(
+            method, "/v1/characters/guide", json=character, headers=auth()
+        )
+        assert_openai_error(response, 403, "admin_required")
+    assert (await client.get("/v1/characters", headers=auth())).status_code == 200
+    assert (
+        await client.post("/v1/characters", json=character, headers=auth(ADMIN_KEY))
+    ).status_code == 200
+    assert [r.method for r in nanogpt.requests] == ["GET", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"[]", "application/json"),
+        (b"hello", "text/plain"),
+        (b"", ""),
+    ],
+)
+async def test_bad_json_is_400(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT, body: bytes, content_type: str
+) -> None:
+    headers = {**auth(), "content-type": content_type} if content_type else auth()
+    response = await client.post("/v1/chat/completions", content=body, headers=headers)
+    assert_openai_error(response, 400)
+    assert nanogpt.requests == []
+
+
+async def test_dot_segments_are_400(client: httpx.AsyncClient, nanogpt: FakeNanoGPT) -> None:
+    response = await client.post("/v1/x/%2e%2e/%2e%2e/check-balance", headers=auth())
+    assert_openai_error(response, 400)
+    assert nanogpt.requests == []
+
+
+async def test_body_over_the_limit_is_413(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
+    settings = make_settings(tmp_path, "[upstream]\nmax_body_bytes = 1000\n")
+    async with gateway_client(settings, nanogpt.transport) as client:
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * 1000}]}
+        response = await client.post("/v1/chat/completions", json=big, headers=auth())
+        assert "1000 bytes" in assert_openai_error(response, 413, "request_too_large")["message"]
+
+        async def chunked() -> object:  # no content-length: counted as it arrives
+            for _ in range(20):
+                yield b"x" * 100
+
+        response = await client.post("/v1/audio/transcriptions", content=chunked(), headers=auth())  # type: ignore[arg-type]
+        assert_openai_error(response, 413, "request_too_large")
+        small = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        assert small.status_code == 200
+    assert len(nanogpt.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "code"),
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused"), 502, "upstream_unreachable"),
+        (httpx.ConnectTimeout("timed out"), 504, "upstream_timeout"),
+        (httpx.ReadTimeout("timed out"), 504, "upstream_timeout"),
+        (httpx.RemoteProtocolError(f"peer closed: Bearer {TEAM_KEY}"), 502, "upstream_unreachable"),
+    ],
+)
+async def test_upstream_failures_are_502_or_504(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT, exc: Exception, status: int, code: str
+) -> None:
+    async def fail(request: httpx.Request) -> httpx.Response:
+        raise exc
+
+    nanogpt.handler = fail
+    response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    error = assert_openai_error(response, status, code)  # asserts the key is not in it
+    assert "nano-gpt.com" in error["message"] and type(exc).__name__ in error["message"]
+
+
+async def test_cookies_are_never_replayed(client: httpx.AsyncClient, nanogpt: FakeNanoGPT) -> None:
+    async def set_cookie(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={}, headers={"set-cookie": "session=alice-secret; Path=/"})
+
+    nanogpt.handler = set_cookie
+    await client.get("/v1/characters/mine", headers=auth())
+    await client.get("/v1/characters/mine", headers=auth(BOB_KEY))
+    assert [r.headers.get("cookie") for r in nanogpt.requests] == [None, None]
+
+
+async def test_no_catalog_is_503_not_ready_then_ready(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
+    nanogpt.catalog = httpx.ConnectError("refused")
+    async with gateway_client(
+        make_settings(tmp_path), nanogpt.transport, catalog_retry_seconds=0
+    ) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert_openai_error(await client.get("/readyz"), 503, "catalog_unavailable")
+        response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        assert (
+            "could not be loaded"
+            in assert_openai_error(response, 503, "catalog_unavailable")["message"]
+        )
+        assert_openai_error(await client.get("/v1/models", headers=auth()), 503)
+        nanogpt.catalog = catalog_payload()
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "models": 7}
+        assert (
+            await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        ).status_code == 200
+
+
+async def test_auth_none_is_anonymous(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
+    settings = make_settings(tmp_path, "[auth]\nmode = 'none'\n", members=False)
+    async with gateway_client(settings, nanogpt.transport) as client:
+        assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        assert_openai_error(await client.post("/v1/characters", json={}), 403, "admin_required")
+    assert nanogpt.requests[0].headers["authorization"] == f"Bearer {TEAM_KEY}"
