@@ -142,7 +142,7 @@ def test_missing_team_key_stops_start_up(tmp_path: Path) -> None:
     path = tmp_path / "gateway.toml"
     path.write_text("[upstream]\napi_key_env = 'TEAM_NANO_KEY'\n" + MEMBERS_TOML)
     with pytest.raises(
-        ConfigError, match="upstream.api_key_env: the environment variable TEAM_NANO_KEY"
+        ConfigError, match=r"upstream\.api_key_env: the environment variable TEAM_NANO_KEY"
     ):
         load_settings(path, {"BOB_KEY": BOB_KEY, "NANOGPT_API_KEY": "not this one"})
     settings = load_settings(path, {"BOB_KEY": BOB_KEY, "TEAM_NANO_KEY": "sk-other"})
