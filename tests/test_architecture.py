@@ -1,0 +1,96 @@
+"""Imports point one way: pure modules know no I/O library, only proxy.py knows httpx, and the
+demo upstream knows nothing of the gateway (so it stays an honest stand-in)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "gateway"
+IO_LIBRARIES = {
+    "httpx",
+    "starlette",
+    "uvicorn",
+    "anyio",
+    "sqlite3",
+    "prometheus_client",
+    "redis",
+    "aiohttp",
+}
+PURE = {"types", "errors", "config", "keys", "policy", "protocol"}
+# module -> the gateway modules it may import
+ALLOWED = {
+    "types": set(),
+    "errors": set(),
+    "config": {"types"},
+    "keys": {"types", "errors"},
+    "policy": {"types"},
+    "protocol": {"errors"},
+    "catalog": {"types", "errors"},
+    "proxy": {"types", "errors"},
+    "relay": {"errors", "proxy"},
+    "logs": set(),
+    "handlers": {
+        "types",
+        "errors",
+        "config",
+        "keys",
+        "policy",
+        "protocol",
+        "catalog",
+        "proxy",
+        "relay",
+    },
+    "app": {"config", "errors", "keys", "catalog", "proxy", "handlers"},
+    "cli": {"__init__", "app", "config", "demo_upstream", "logs"},
+    "__main__": {"cli"},
+    "__init__": set(),
+    "demo_upstream": set(),
+}
+
+
+def imports_of(module: str) -> tuple[set[str], set[str]]:
+    """(gateway modules, top-level third-party or stdlib packages) imported by a module."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    internal, external = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            top, _, rest = name.partition(".")
+            if top != "gateway":
+                external.add(top)
+                continue
+            part = rest.split(".")[0]
+            internal.add(part if (PACKAGE / f"{part}.py").exists() else "__init__")
+    return internal, external
+
+
+def test_every_module_is_in_the_table() -> None:
+    assert {p.stem for p in PACKAGE.glob("*.py")} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("module", sorted(ALLOWED))
+def test_imports_point_one_way(module: str) -> None:
+    internal, external = imports_of(module)
+    assert internal <= ALLOWED[module], f"{module} imports {internal - ALLOWED[module]}"
+    if module in PURE:
+        assert not external & IO_LIBRARIES, (
+            f"{module} is pure but imports {external & IO_LIBRARIES}"
+        )
+    if module != "proxy":
+        assert "httpx" not in external or module == "app", f"{module} must not know httpx"
+
+
+def test_only_proxy_and_the_app_seam_know_httpx() -> None:
+    knowing = {m for m in ALLOWED if "httpx" in imports_of(m)[1]}
+    # app.py names httpx only in the type of its `upstream_transport` test seam
+    assert knowing == {"proxy", "app"}
+    app_source = (PACKAGE / "app.py").read_text()
+    assert app_source.count("httpx.") == 1

@@ -1,0 +1,50 @@
+"""The docs stay true: every setting is documented, and CI runs the README's test command."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from gateway.config import SECTIONS, MemberSettings
+
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+EXAMPLE = (ROOT / "config" / "gateway.example.toml").read_text()
+SETTINGS = [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+MEMBER_KEYS = [f.name for f in dataclasses.fields(MemberSettings)]
+
+
+@pytest.mark.parametrize(("section", "key"), SETTINGS)
+def test_every_setting_is_documented(section: str, key: str) -> None:
+    assert f"`{section}.{key}`" in README
+    section_text = EXAMPLE.split(f"[{section}]", 1)[1].split("\n[", 1)[0]
+    assert re.search(rf"^#? ?{key} = ", section_text, re.MULTILINE), (
+        f"{section}.{key} not in example"
+    )
+
+
+@pytest.mark.parametrize("key", MEMBER_KEYS)
+def test_every_member_key_is_documented(key: str) -> None:
+    assert f"`members[].{key}`" in README
+    assert re.search(rf"^{key} = ", EXAMPLE, re.MULTILINE)
+
+
+def test_example_sets_the_documented_defaults() -> None:
+    example = tomllib.loads(EXAMPLE)
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            if f.name in example.get(section, {}):
+                value = example[section][f.name]
+                assert value == f.default or list(f.default) == value, f"{section}.{f.name}"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    commands = re.findall(r"```sh\n(.+?)\n```", README)
+    start, test = commands[0], commands[1]
+    assert "quickstart" in start and "pytest" in test
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test in ci
