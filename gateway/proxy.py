@@ -91,8 +91,15 @@ class UpstreamResponse:
         )
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, decoded, one chunk as soon as it arrives, never coalesced."""
+        """The body, decoded, one chunk as soon as it arrives, never coalesced.
+
+        An error body is read whole and scrubbed first: an upstream that echoes the key it
+        was sent ("Incorrect API key: sk-...") must not hand the team key to a member.
+        """
         try:
+            if self.status_code >= 400:
+                yield self._upstream.redact(await self._response.aread())
+                return
             async for chunk in self._response.aiter_bytes():
                 if chunk:
                     yield chunk
@@ -127,6 +134,10 @@ class Upstream:
             follow_redirects=False,
             trust_env=False,
         )
+
+    @property
+    def is_closed(self) -> bool:
+        return self._client.is_closed
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -173,7 +184,7 @@ class Upstream:
 
     def translate(self, exc: httpx.HTTPError, doing: str) -> UpstreamError:
         """The gateway's error for a client-library failure; names the problem, never the key."""
-        detail = self.redact(str(exc)) or type(exc).__name__
+        detail = self.redact(str(exc).encode()).decode() or type(exc).__name__
         if isinstance(exc, httpx.TimeoutException):
             return UpstreamTimeout(
                 f"NanoGPT at {self.base_url} did not answer in time {doing} "
@@ -183,6 +194,6 @@ class Upstream:
             f"Could not reach NanoGPT at {self.base_url} {doing} ({type(exc).__name__}: {detail})"
         )
 
-    def redact(self, text: str) -> str:
-        key = self._team_key.reveal()
-        return text.replace(key, "[redacted]") if key else text
+    def redact(self, data: bytes) -> bytes:
+        key = self._team_key.reveal().encode()
+        return data.replace(key, b"[redacted]") if key else data
