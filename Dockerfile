@@ -15,12 +15,12 @@ RUN pip install . \
 COPY config/gateway.example.toml /etc/nanogpt-gateway/gateway.example.toml
 USER gateway
 EXPOSE 8080
-ENV GATEWAY_CONFIG=/etc/nanogpt-gateway/gateway.toml
 
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status != 200)"]
 
 # Mount your config at /etc/nanogpt-gateway/gateway.toml and pass NANOGPT_API_KEY;
 # members reach the container, so it listens on all interfaces.
+# Try it without either: docker run -p 8080:8080 IMAGE serve --demo --host 0.0.0.0
 ENTRYPOINT ["nanogpt-gateway"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["serve", "--config", "/etc/nanogpt-gateway/gateway.toml", "--host", "0.0.0.0", "--port", "8080"]
