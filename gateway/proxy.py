@@ -35,8 +35,10 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# The member's credentials and cookies stay here; length and encoding are the client library's.
+# The member's credentials and cookies stay here; length, encoding and `Expect` (answered by
+# our own server already) are the client library's business.
 NOT_FORWARDED = HOP_BY_HOP | {
+    "expect",
     "host",
     "cookie",
     "authorization",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -9,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.cli import DEMO_MEMBER_KEY, main
+from gateway.demo_upstream import DEMO_TEAM_KEY
 from tests.conftest import MEMBERS_TOML, TEAM_KEY
 
 
@@ -67,43 +70,66 @@ def free_port() -> int:
         return port
 
 
-def test_quickstart_without_a_key_serves_the_demo() -> None:
+@contextlib.contextmanager
+def running(
+    args: list[str], ready_path: str, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
+    """`python -m gateway ARGS` on a free port, until its `ready_path` answers; yields the base
+    URL, the process, and a list that holds its stderr once it has been stopped by SIGTERM."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "NANOGPT_API_KEY"}
+    environ = {k: v for k, v in os.environ.items() if k != "NANOGPT_API_KEY"} | env
     process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "quickstart", "--port", str(port)],
-        env=env,
+        [sys.executable, "-m", "gateway", *args, "--port", str(port)],
+        env=environ,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    base, stderr = f"http://127.0.0.1:{port}", []
     try:
         deadline = time.monotonic() + 30
         while True:  # readiness poll, bounded
             assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
+            assert time.monotonic() < deadline, f"{args} did not become ready"
+            with contextlib.suppress(httpx.TransportError):
+                headers = {"x-api-key": DEMO_TEAM_KEY}
+                if httpx.get(base + ready_path, headers=headers).status_code == 200:
                     break
-            except httpx.TransportError:
-                pass
             time.sleep(0.05)
-        response = httpx.post(
-            f"{base}/v1/chat/completions",
-            headers={"authorization": f"Bearer {DEMO_MEMBER_KEY}"},
-            json={
-                "model": "deepseek/deepseek-v3.2",
-                "messages": [{"role": "user", "content": "hi"}],
-            },
-        )
-        assert response.status_code == 200
-        assert "demo upstream" in response.json()["choices"][0]["message"]["content"]
+        yield base, process, stderr
     finally:
         process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
+        stderr.append(process.communicate(timeout=30)[1])
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit reports the signal.
-    assert process.returncode in (0, -signal.SIGTERM), err
-    assert err.count("Application shutdown complete") == 2  # the gateway and the stand-in
-    assert "offline demo upstream" in err and DEMO_MEMBER_KEY in err
-    assert "Traceback" not in err
+    assert process.returncode in (0, -signal.SIGTERM), stderr[0]
+    assert "Traceback" not in stderr[0]
+
+
+def chat(base: str, key: str) -> httpx.Response:
+    return httpx.post(
+        f"{base}/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "deepseek/deepseek-v3.2", "messages": [{"role": "user", "content": "hi"}]},
+    )
+
+
+def test_quickstart_without_a_key_serves_the_demo() -> None:
+    with running(["quickstart"], "/readyz") as (base, _, stderr):
+        response = chat(base, DEMO_MEMBER_KEY)
+        assert response.status_code == 200
+        assert "demo upstream" in response.json()["choices"][0]["message"]["content"]
+    assert "offline demo upstream" in stderr[0] and DEMO_MEMBER_KEY in stderr[0]
+    assert stderr[0].count("Application shutdown complete") == 2  # the gateway and the stand-in
+
+
+def test_quickstart_with_a_key_uses_that_upstream_and_prints_a_member_key() -> None:
+    with running(["demo-upstream"], "/api/v1/models") as (upstream, _, _):
+        env = {"NANOGPT_API_KEY": DEMO_TEAM_KEY, "NANOGPT_BASE_URL": f"{upstream}/api"}
+        with running(["quickstart"], "/readyz", **env) as (base, gateway, stderr):
+            assert gateway.stderr is not None
+            first_line = gateway.stderr.readline()  # printed before the server started
+            assert "Your member key for this run: sk-gateway-" in first_line
+            key = first_line.split()[-1]
+            assert chat(base, DEMO_MEMBER_KEY).status_code == 401  # no demo member here
+            assert chat(base, key).status_code == 200
+    assert DEMO_TEAM_KEY not in first_line + stderr[0]
