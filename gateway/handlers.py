@@ -25,6 +25,8 @@ from gateway.proxy import Upstream
 from gateway.relay import Relay
 from gateway.types import Member, ModelInfo
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
@@ -47,7 +49,8 @@ async def proxy(request: Request) -> Response:
     member = gateway.keys.authenticate(request.headers)
     raw_subpath = _raw_subpath(request)
     endpoint = protocol.endpoint_of(raw_subpath)
-    if request.method != "GET" and endpoint.split("/")[0] == "characters" and not member.admin:
+    changes_account = request.method not in READ_METHODS and endpoint.split("/")[0] == "characters"
+    if changes_account and not member.admin:
         raise PermissionDenied(
             f"Member {member.name!r} may not change account data ({request.method} /v1/{endpoint}); "
             "ask a gateway admin.",
@@ -82,9 +85,8 @@ async def list_models(request: Request) -> Response:
     gateway = gateway_of(request)
     member = gateway.keys.authenticate(request.headers)
     snapshot = await gateway.catalog.get()
-    detailed = request.query_params.get("detailed", "").lower() in ("true", "1")
     models = policy.visible(gateway.settings.policy, member, snapshot.text)
-    return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
+    return JSONResponse({"object": "list", "data": [_render(m, request) for m in models]})
 
 
 async def retrieve_model(request: Request) -> Response:
@@ -92,8 +94,7 @@ async def retrieve_model(request: Request) -> Response:
     gateway = gateway_of(request)
     member = gateway.keys.authenticate(request.headers)
     model = await _allowed_model(gateway, member, request.path_params["model_id"])
-    detailed = request.query_params.get("detailed", "").lower() in ("true", "1")
-    return JSONResponse(_render(model, detailed))
+    return JSONResponse(_render(model, request))
 
 
 async def healthz(request: Request) -> Response:
@@ -129,7 +130,9 @@ async def _allowed_model(gateway: Gateway, member: Member, model_id: str) -> Mod
     return model
 
 
-def _render(model: ModelInfo, detailed: bool) -> dict[str, object]:
+def _render(model: ModelInfo, request: Request) -> dict[str, object]:
+    """OpenAI's four fields, or with `?detailed=true` everything NanoGPT gave (as NanoGPT does)."""
+    detailed = request.query_params.get("detailed", "").lower() in ("true", "1")
     return {**model.detailed, **model.basic()} if detailed else model.basic()
 
 

@@ -207,10 +207,11 @@ async def test_only_admins_change_characters(
         )
         assert_openai_error(response, 403, "admin_required")
     assert (await client.get("/v1/characters", headers=auth())).status_code == 200
+    assert (await client.head("/v1/characters/guide", headers=auth())).status_code == 200
     assert (
         await client.post("/v1/characters", json=character, headers=auth(ADMIN_KEY))
     ).status_code == 200
-    assert [r.method for r in nanogpt.requests] == ["GET", "POST"]
+    assert [r.method for r in nanogpt.requests] == ["GET", "HEAD", "POST"]
 
 
 @pytest.mark.parametrize(
