@@ -54,7 +54,9 @@ def parse_models(
         if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
             continue
         model_id = item["id"]
-        pricing = item.get("pricing") if isinstance(item.get("pricing"), dict) else {}
+        pricing = item.get("pricing")
+        if not isinstance(pricing, dict):
+            pricing = {}
         owned_by = item.get("owned_by")
         models.setdefault(
             model_id,

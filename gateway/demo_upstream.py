@@ -124,7 +124,8 @@ class _ApiError(HTTPException):
         self.code, self.type = code, kwargs.get("type", "invalid_request_error")
 
 
-async def _error_response(request: Request, exc: HTTPException) -> Response:
+async def _error_response(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
     if not isinstance(exc, _ApiError):  # starlette's own 404 / 405 for unknown routes
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         message = f"No route for {request.method} {request.url.path}"
@@ -258,7 +259,7 @@ async def chat_completions(request: Request) -> Response:
     usage = _usage(sum(len(_text(m.get("content")).split()) + 3 for m in msgs), content, model)
     if body.get("stream") is True:
         deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in _pieces(content)]
-        choices = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+        choices: list[Json] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
         choices.append({"index": 0, "delta": {}, "finish_reason": finish})
         base = _base("chatcmpl", "chat.completion.chunk", model)
         return _stream(request, body, base, choices, usage)

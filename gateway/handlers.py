@@ -138,7 +138,7 @@ def _render(model: ModelInfo, request: Request) -> dict[str, object]:
 
 def _raw_subpath(request: Request) -> str:
     """The path below `/v1/` as the client encoded it, so ids with `%2F` survive forwarding."""
-    raw = request.scope.get("raw_path") or request.scope["path"].encode()
+    raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     path = raw.split(b"?", 1)[0].decode("latin-1")
     prefix = "/api/v1/" if path.startswith("/api/v1/") else "/v1/"
     return path[len(prefix) :]
