@@ -145,10 +145,10 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
         f"  member key {DEMO_MEMBER_KEY}",
         file=sys.stderr,
     )
+    # Not access_log=False: uvicorn applies it to the process-wide "uvicorn.access" logger,
+    # which would silence the gateway's access log too.
     upstream = uvicorn.Server(
-        uvicorn.Config(
-            create_demo_upstream(chunk_delay_seconds=0.05), log_config=None, access_log=False
-        )
+        uvicorn.Config(create_demo_upstream(chunk_delay_seconds=0.05), log_config=None)
     )
 
     async def serve_both() -> None:
