@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from gateway.types import Distillation, Member, PolicyRules, Secret
+from gateway.types import ANONYMOUS, Distillation, Member, PolicyRules, Secret
 
 DEFAULT_BASE_URL = "https://nano-gpt.com/api"
 CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
 AuthMode = Literal["keys", "none"]
-ANONYMOUS = "anonymous"
 
 
 class ConfigError(ValueError):
@@ -334,7 +333,7 @@ def _members(tables: Any, env: Mapping[str, str]) -> tuple[Member, ...]:
         spec: MemberSettings = _section(MemberSettings, table, where)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", spec.name):
             raise ConfigError(f"{where}.name: use 1-64 letters, digits, '_', '.', '@' or '-'")
-        if spec.name in seen_names or spec.name == ANONYMOUS:
+        if spec.name in seen_names or spec.name == ANONYMOUS.name:
             raise ConfigError(f"{where}.name: {spec.name!r} is already taken")
         if (spec.key_sha256 is None) == (spec.key_env is None):
             raise ConfigError(f"{where}: set exactly one of key_sha256 or key_env")

@@ -11,9 +11,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 
 from gateway.errors import InvalidApiKey
-from gateway.types import Member
-
-ANONYMOUS = Member(name="anonymous", key_sha256="")
+from gateway.types import ANONYMOUS, Member
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

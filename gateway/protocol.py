@@ -65,7 +65,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidRequest(
-            f"The request body is not valid JSON: {exc or 'nested too deeply'}.",
+            f"The request body is not valid JSON: {exc}.",
             code="invalid_json",
         ) from None
     if not isinstance(payload, dict):

@@ -45,6 +45,10 @@ class Member:
     deny: tuple[str, ...] = ()
 
 
+ANONYMOUS = Member(name="anonymous", key_sha256="")
+"""Who a request is under `auth.mode = "none"`; no configured member may take the name."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyRules:
     """The global model policy. `None` and empty mean "no rule"; members may only narrow it."""
