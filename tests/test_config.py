@@ -115,6 +115,10 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> No
             "members[1].name: 'a' is already taken",
         ),
         (
+            "[[members]]\nname = 'anonymous'\nkey_sha256 = '{h}'\n",
+            "members[0].name: 'anonymous' is already taken",
+        ),
+        (
             "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\n[[members]]\nname = 'b'\nkey_sha256 = '{h}'\n",
             "members[1]: same key as member 'a'",
         ),
