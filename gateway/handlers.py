@@ -86,7 +86,8 @@ async def list_models(request: Request) -> Response:
     member = gateway.keys.authenticate(request.headers)
     snapshot = await gateway.catalog.get()
     models = policy.visible(gateway.settings.policy, member, snapshot.text)
-    return JSONResponse({"object": "list", "data": [_render(m, request) for m in models]})
+    detailed = _wants_detailed(request)
+    return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
 
 
 async def retrieve_model(request: Request) -> Response:
@@ -94,7 +95,7 @@ async def retrieve_model(request: Request) -> Response:
     gateway = gateway_of(request)
     member = gateway.keys.authenticate(request.headers)
     model = await _allowed_model(gateway, member, request.path_params["model_id"])
-    return JSONResponse(_render(model, request))
+    return JSONResponse(_render(model, _wants_detailed(request)))
 
 
 async def healthz(request: Request) -> Response:
@@ -130,9 +131,12 @@ async def _allowed_model(gateway: Gateway, member: Member, model_id: str) -> Mod
     return model
 
 
-def _render(model: ModelInfo, request: Request) -> dict[str, object]:
+def _wants_detailed(request: Request) -> bool:
+    return request.query_params.get("detailed", "").lower() in ("true", "1")
+
+
+def _render(model: ModelInfo, detailed: bool) -> dict[str, object]:
     """OpenAI's four fields, or with `?detailed=true` everything NanoGPT gave (as NanoGPT does)."""
-    detailed = request.query_params.get("detailed", "").lower() in ("true", "1")
     return {**model.detailed, **model.basic()} if detailed else model.basic()
 
 
@@ -145,17 +149,20 @@ def _raw_subpath(request: Request) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    too_large = PayloadTooLarge(
-        f"The request body is larger than this gateway's limit of {limit} bytes "
-        "(upstream.max_body_bytes)."
-    )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than this gateway's limit of {limit} bytes "
+        "(upstream.max_body_bytes)."
+    )
