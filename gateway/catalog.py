@@ -151,20 +151,23 @@ class Catalog:
 
     async def refresh(self) -> Snapshot | None:
         """Fetch now (joining a fetch already under way); `None` if it failed."""
-        task = self._refreshing or asyncio.ensure_future(self._refresh())
-        self._refreshing = task
         try:
-            return await asyncio.shield(task)
+            return await asyncio.shield(self._refresh_task())
         except GatewayError:
             return None
 
     def _start_refresh(self) -> asyncio.Task[Snapshot] | None:
+        """The running fetch, or a new one unless the last failure is within the retry floor."""
+        recently_failed = (
+            self._failed_at is not None and self._clock() - self._failed_at < self._retry_seconds
+        )
+        if self._refreshing is None and recently_failed:
+            return None
+        return self._refresh_task()
+
+    def _refresh_task(self) -> asyncio.Task[Snapshot]:
+        """The single fetch under way, started if there is none."""
         if self._refreshing is None:
-            if (
-                self._failed_at is not None
-                and self._clock() - self._failed_at < self._retry_seconds
-            ):
-                return None
             self._refreshing = asyncio.ensure_future(self._refresh())
             self._refreshing.add_done_callback(_consume_exception)
         return self._refreshing

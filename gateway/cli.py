@@ -88,21 +88,26 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if not args.demo:
-        settings = load_settings(args.config, os.environ, host=args.host, port=args.port)
-        return _run(settings, args.log_level)
+    if args.demo:
+        return _serve_demo(args.config, args.host, args.port, args.log_level)
+    settings = load_settings(args.config, os.environ, host=args.host, port=args.port)
+    return _run(settings, args.log_level)
+
+
+def _serve_demo(config: str | None, host: str | None, port: int | None, log_level: str) -> int:
+    """The gateway in front of the stand-in, which listens on a free loopback port."""
     sock = _loopback_socket()
-    host, port = sock.getsockname()[:2]
-    demo = Demo(base_url=f"http://{host}:{port}/api", team_key=DEMO_TEAM_KEY)
+    demo_host, demo_port = sock.getsockname()[:2]
+    demo = Demo(base_url=f"http://{demo_host}:{demo_port}/api", team_key=DEMO_TEAM_KEY)
     settings = load_settings(
-        args.config,
+        config,
         os.environ,
-        host=args.host,
-        port=args.port,
+        host=host,
+        port=port,
         demo=demo,
         fallback_member=("demo", DEMO_MEMBER_KEY),
     )
-    return _run(settings, args.log_level, demo_socket=sock)
+    return _run(settings, log_level, demo_socket=sock)
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -112,9 +117,7 @@ def _quickstart(args: argparse.Namespace) -> int:
         print(f"Gateway on real NanoGPT. Your member key for this run: {key}", file=sys.stderr)
         return _run(settings, "info")
     print("NANOGPT_API_KEY is not set: starting on the offline demo upstream.", file=sys.stderr)
-    return _serve(
-        argparse.Namespace(config=None, host=None, port=args.port, demo=True, log_level="info")
-    )
+    return _serve_demo(None, None, args.port, "info")
 
 
 def _check_config(args: argparse.Namespace) -> int:
