@@ -7,7 +7,8 @@ client can read, never a 500. Pure: bytes in, values out.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
@@ -15,6 +16,9 @@ from gateway.errors import InvalidRequest
 
 MODEL_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
 MODEL_REQUIRED = frozenset({"chat/completions", "completions", "embeddings"})
+# Where a stream reports usage only when asked with `stream_options.include_usage`; the
+# Responses API always ends its stream with `response.completed`, usage included.
+STREAM_USAGE_ON_REQUEST = frozenset({"chat/completions", "completions"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,25 @@ class Call:
     endpoint: str
     model: str | None = None
     stream: bool = False
+    payload: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def asks_stream_usage(self) -> bool:
+        """The client itself asked for the usage event (`stream_options.include_usage`)."""
+        options = self.payload.get("stream_options")
+        return isinstance(options, dict) and options.get("include_usage") is True
+
+    @property
+    def stream_usage_injectable(self) -> bool:
+        """A stream that reports usage only if asked, whose client did not ask (and did not
+        send a malformed `stream_options`, which NanoGPT should reject as it is)."""
+        options = self.payload.get("stream_options")
+        return (
+            self.stream
+            and self.endpoint in STREAM_USAGE_ON_REQUEST
+            and (options is None or isinstance(options, dict))
+            and not self.asks_stream_usage
+        )
 
 
 def endpoint_of(subpath: str) -> str:
@@ -53,7 +76,15 @@ def parse_call(endpoint: str, method: str, content_type: str, body: bytes) -> Ca
     stream = payload.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise InvalidRequest("'stream' must be true or false.", param="stream")
-    return Call(endpoint, model, bool(stream))
+    return Call(endpoint, model, bool(stream), payload)
+
+
+def with_stream_usage(call: Call) -> bytes:
+    """The request body re-encoded to ask for the final usage event of a stream."""
+    options = call.payload.get("stream_options") or {}
+    return json.dumps(
+        {**call.payload, "stream_options": {**options, "include_usage": True}}
+    ).encode()
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal
 
 ModelKind = Literal["text", "embedding"]
 Distillation = Literal["any", "allowed"]
+Outcome = Literal[
+    "ok",  # the upstream answered 2xx and the body reached the client whole
+    "refused",  # the gateway said no (400, 401, 403, 404, 413, 429): NanoGPT was not called
+    "upstream_error",  # NanoGPT answered with an error status
+    "upstream_failed",  # NanoGPT could not be reached, timed out or broke off mid-response
+    "client_disconnected",  # the client went away before the end of the response
+    "error",  # the gateway itself failed
+]
 
 
 class Secret:
@@ -43,6 +52,7 @@ class Member:
     admin: bool = False
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] = ()
+    end_user_header: str | None = None
 
 
 ANONYMOUS = Member(name="anonymous", key_sha256="")
@@ -89,3 +99,42 @@ class ModelInfo:
             "created": self.created,
             "owned_by": self.owned_by,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens, exact: a catalog's `0.28` is 0.28, not 0.28000000000000002665."""
+
+    prompt: Decimal
+    completion: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Usage:
+    """Token counts of one response, as NanoGPT reported them. Cached and reasoning tokens are
+    breakdowns, already inside `prompt_tokens` and `completion_tokens`."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRecord:
+    """One finished request: a ledger row. `usage` is `None` when the request ended without
+    NanoGPT reporting any (unmetered); `cost_usd` is exact, never a float."""
+
+    time: float
+    request_id: str
+    member: str
+    endpoint: str
+    status: int
+    outcome: Outcome
+    model: str | None = None
+    end_user: str | None = None
+    stream: bool = False
+    usage: Usage | None = None
+    cost_usd: Decimal | None = None
+    duration_seconds: float = 0.0
+    ttft_seconds: float | None = None

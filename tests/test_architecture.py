@@ -19,7 +19,7 @@ IO_LIBRARIES = {
     "redis",
     "aiohttp",
 }
-PURE = {"types", "errors", "config", "keys", "policy", "protocol"}
+PURE = {"types", "errors", "config", "keys", "policy", "protocol", "usage", "pricing"}
 # module -> the gateway modules it may import
 ALLOWED = {
     "types": set(),
@@ -28,6 +28,8 @@ ALLOWED = {
     "keys": {"types", "errors"},
     "policy": {"types"},
     "protocol": {"errors"},
+    "usage": {"types"},
+    "pricing": {"types"},
     "catalog": {"types", "errors"},
     "proxy": {"types", "errors"},
     "relay": {"errors", "proxy"},

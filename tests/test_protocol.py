@@ -7,7 +7,7 @@ import json
 import pytest
 
 from gateway.errors import InvalidRequest
-from gateway.protocol import Call, endpoint_of, parse_call
+from gateway.protocol import Call, endpoint_of, parse_call, with_stream_usage
 
 JSON = "application/json"
 
@@ -65,3 +65,34 @@ def test_dot_segments_are_refused(path: str) -> None:
 def test_endpoint_of() -> None:
     assert endpoint_of("chat/completions/") == "chat/completions"
     assert endpoint_of("models/openai%2Fgpt-5.2") == "models/openai%2Fgpt-5.2"
+
+
+def call(endpoint: str = "chat/completions", **payload: object) -> Call:
+    body = json.dumps({"model": "x/y", **payload}).encode()
+    return parse_call(endpoint, "POST", JSON, body)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "payload", "injectable"),
+    [
+        ("chat/completions", {"stream": True}, True),
+        ("completions", {"stream": True, "stream_options": {}}, True),
+        ("chat/completions", {"stream": True, "stream_options": {"include_usage": False}}, True),
+        ("chat/completions", {"stream": True, "stream_options": {"include_usage": True}}, False),
+        ("chat/completions", {"stream": True, "stream_options": "yes"}, False),
+        ("chat/completions", {"stream": False}, False),
+        ("responses", {"stream": True}, False),  # its stream always ends with usage
+        ("embeddings", {}, False),
+    ],
+)
+def test_which_streams_get_usage_asked_for(
+    endpoint: str, payload: dict[str, object], injectable: bool
+) -> None:
+    assert call(endpoint, **payload).stream_usage_injectable is injectable
+
+
+def test_stream_usage_is_asked_for_and_everything_else_kept() -> None:
+    original = call(stream=True, messages=[{"role": "user", "content": "é"}], stream_options={})
+    injected = json.loads(with_stream_usage(original))
+    assert injected == {**original.payload, "stream_options": {"include_usage": True}}
+    assert call(stream=True, stream_options={"include_usage": True}).asks_stream_usage
