@@ -19,17 +19,19 @@ IO_LIBRARIES = {
     "redis",
     "aiohttp",
 }
-PURE = {"types", "errors", "config", "keys", "policy", "protocol", "usage", "pricing"}
+PURE = {"types", "errors", "config", "keys", "policy", "protocol", "usage", "pricing", "reports"}
 # module -> the gateway modules it may import
 ALLOWED = {
     "types": set(),
     "errors": set(),
-    "config": {"types"},
+    "config": {"types", "pricing"},
     "keys": {"types", "errors"},
     "policy": {"types"},
     "protocol": {"errors"},
     "usage": {"types"},
     "pricing": {"types"},
+    "reports": {"types"},
+    "ledger": {"types", "reports"},
     "catalog": {"types", "errors"},
     "proxy": {"types", "errors"},
     "relay": {"errors", "proxy"},

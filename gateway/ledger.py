@@ -1,0 +1,375 @@
+"""The usage ledger: one SQLite row per finished request, and the report queries over it.
+
+The only module that imports sqlite3. `Ledger.append()` runs on the request path, so it only
+queues; one writer thread commits rows in batches. Costs are stored as exact decimal text and
+summed with `decimal`, never as floats. The schema is versioned with `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import MAX_PREC, Context, Decimal
+from pathlib import Path
+
+from gateway.reports import GROUPINGS, NO_KEY, ReportRow
+from gateway.types import UsageRecord
+
+__all__ = ["MIGRATIONS", "Ledger", "LedgerError", "ReportRow", "migrate", "totals"]
+
+logger = logging.getLogger("gateway.ledger")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the usage table
+    """
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        member TEXT NOT NULL,
+        end_user TEXT,
+        model TEXT,
+        endpoint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cached_prompt_tokens INTEGER,
+        reasoning_tokens INTEGER,
+        cost_usd TEXT,
+        duration_seconds REAL NOT NULL,
+        ttft_seconds REAL
+    );
+    CREATE INDEX usage_time ON usage (time);
+    """,
+)
+"""Migration `i` brings a ledger from schema version `i` to `i + 1`. Append only, never edit."""
+
+_INSERT = """
+INSERT INTO usage (
+    time, request_id, member, end_user, model, endpoint, status, outcome, stream,
+    prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens,
+    cost_usd, duration_seconds, ttft_seconds
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_GROUP_KEYS = {
+    "member": "member",
+    "model": f"COALESCE(model, '{NO_KEY}')",
+    "end_user": f"COALESCE(end_user, '{NO_KEY}')",
+    "day": "strftime('%Y-%m-%d', time, 'unixepoch')",
+}
+_BUSY_TIMEOUT_SECONDS = 5.0
+_EXACT = Context(prec=MAX_PREC)  # sums of decimal strings are exact at any magnitude
+
+Row = tuple[object, ...]
+
+
+class LedgerError(Exception):
+    """The ledger cannot be opened, read or written; the message starts with the file."""
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the database up to `len(migrations)`, one transaction per step, and return the
+    version. A newer database than this code knows is refused rather than touched."""
+    where = _filename(conn)
+    target = len(migrations)
+    version = _user_version(conn)
+    if version > target:
+        raise LedgerError(
+            f"{where}: the ledger has schema version {version}, but this gateway knows only "
+            f"up to {target}; upgrade the gateway rather than let it rewrite newer history"
+        )
+    for step in range(version, target):
+        script = (
+            f"BEGIN IMMEDIATE;\n{migrations[step]};\nPRAGMA user_version = {step + 1};\nCOMMIT;"
+        )
+        try:
+            conn.executescript(script)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _user_version(conn) > step:  # another process migrated it meanwhile
+                continue
+            raise LedgerError(
+                f"{where}: migration to schema version {step + 1} failed: {exc}"
+            ) from None
+    return target
+
+
+class Ledger:
+    """Appends `UsageRecord`s to a SQLite file from any thread without blocking.
+
+    One writer thread owns the connection. It is a daemon thread, so a forgotten `close()` never
+    hangs the process at exit; an `atexit` hook closes the ledger then, so queued rows are still
+    written on a normal exit. `append()` after `close()` raises `LedgerError`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 500,
+        retry_delays: Sequence[float] = (0.5, 2.0, 8.0),
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.path = Path(path)
+        self._batch_size = batch_size
+        self._retry_delays = tuple(retry_delays)
+        self._conn = _open_for_writing(self.path)
+        self._queue: queue.SimpleQueue[UsageRecord | _Marker] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._writer = threading.Thread(target=self._run, name="gateway-ledger", daemon=True)
+        self._writer.start()
+        atexit.register(self.close)
+
+    def append(self, record: UsageRecord) -> None:
+        """Queue one row; it is committed within the next batch. Never blocks on the disk."""
+        with self._lock:
+            if self._closed:
+                raise LedgerError(
+                    f"{self.path}: ledger is closed; request {record.request_id} not recorded"
+                )
+            self._queue.put(record)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every row appended before this call is committed (or logged as lost)."""
+        marker = _Marker()
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._queue.put(marker)
+        if closed:
+            self._join(timeout)  # close() queued its stop marker behind every row
+        elif not marker.done.wait(timeout):
+            raise LedgerError(f"{self.path}: rows still being written after {timeout}s")
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything queued, stop the writer and close the file. Safe to call twice."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_Marker(stop=True))
+        self._join(timeout)
+        self._conn.close()
+        atexit.unregister(self.close)
+
+    def _join(self, timeout: float | None) -> None:
+        self._writer.join(timeout)
+        if self._writer.is_alive():
+            raise LedgerError(f"{self.path}: rows still being written after {timeout}s")
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            records: list[UsageRecord] = []
+            markers: list[_Marker] = []
+            item = self._queue.get()
+            while True:
+                if isinstance(item, _Marker):
+                    markers.append(item)
+                    stop = stop or item.stop
+                else:
+                    records.append(item)
+                if stop or len(records) >= self._batch_size:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if records:
+                self._write(records)
+            for marker in markers:
+                marker.done.set()
+
+    def _write(self, records: list[UsageRecord]) -> None:
+        for attempt in range(len(self._retry_delays) + 1):
+            try:
+                rows = [_row(r) for r in records]
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(_INSERT, rows)
+                self._conn.execute("COMMIT")
+                return
+            except Exception:  # the writer must outlive any failure, or flush() would hang
+                self._rollback()
+                logger.exception(
+                    "%s: writing %d usage rows failed (attempt %d)",
+                    self.path,
+                    len(records),
+                    attempt + 1,
+                )
+            if attempt < len(self._retry_delays):
+                time.sleep(self._retry_delays[attempt])
+        logger.error(
+            "%s: gave up writing usage rows: %d rows lost (request ids %s .. %s)",
+            self.path,
+            len(records),
+            records[0].request_id,
+            records[-1].request_id,
+        )
+
+    def _rollback(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.exception("%s: rollback failed", self.path)
+
+
+def totals(
+    path: str | Path, *, since: float | None = None, until: float | None = None, by: str
+) -> list[ReportRow]:
+    """Per-group sums of the rows with `since <= time < until` (unix seconds, either open).
+
+    Read-only: a report never creates, migrates or locks the ledger. Rows are ordered by cost,
+    highest first (`day`: oldest day first).
+    """
+    if by not in _GROUP_KEYS:
+        raise ValueError(f"cannot group by {by!r}: expected one of {', '.join(GROUPINGS)}")
+    file = Path(path)
+    if not file.is_file():
+        raise LedgerError(f"{path}: no usage ledger here (the gateway creates it when it starts)")
+    conditions = ["time >= :since"] if since is not None else []
+    conditions += ["time < :until"] if until is not None else []
+    query = f"""
+        SELECT {_GROUP_KEYS[by]} AS key,
+            COUNT(*),
+            COALESCE(SUM(outcome = 'refused'), 0),
+            COALESCE(SUM(outcome != 'refused' AND prompt_tokens IS NULL), 0),
+            COALESCE(SUM(prompt_tokens), 0),
+            COALESCE(SUM(completion_tokens), 0),
+            COALESCE(SUM(cached_prompt_tokens), 0),
+            COALESCE(SUM(reasoning_tokens), 0),
+            decimal_sum(cost_usd)
+        FROM usage
+        WHERE {" AND ".join(conditions) or "1"}
+        GROUP BY key
+    """
+    try:
+        conn = sqlite3.connect(file.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
+    try:
+        # typeshed types every aggregate as int -> int; ours sums TEXT into TEXT
+        conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+        version = _user_version(conn)
+        if version != len(MIGRATIONS):
+            raise LedgerError(
+                f"{path}: the ledger has schema version {version}, this gateway reads version "
+                f"{len(MIGRATIONS)}; start the matching gateway once to migrate it"
+            )
+        found = conn.execute(query, {"since": since, "until": until}).fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot read the usage ledger: {exc}") from None
+    finally:
+        conn.close()
+    rows = [
+        ReportRow(
+            key=key,
+            requests=requests,
+            refused=refused,
+            unmetered=unmetered,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_prompt_tokens=cached,
+            reasoning_tokens=reasoning,
+            cost_usd=Decimal(cost),
+        )
+        for key, requests, refused, unmetered, prompt, completion, cached, reasoning, cost in found
+    ]
+    if by == "day":
+        return sorted(rows, key=lambda r: r.key)
+    return sorted(rows, key=lambda r: (-r.cost_usd, r.key))
+
+
+@dataclass(frozen=True, slots=True)
+class _Marker:
+    """Put through the queue behind earlier rows: set once they are committed."""
+
+    stop: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class _DecimalSum:
+    """SQLite aggregate `decimal_sum(text)`: the exact sum of decimal strings, NULLs skipped."""
+
+    def __init__(self) -> None:
+        self.total = Decimal(0)
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            self.total = _EXACT.add(self.total, Decimal(value))
+
+    def finalize(self) -> str:
+        return str(self.total)
+
+
+def _row(record: UsageRecord) -> Row:
+    usage = record.usage
+    tokens: tuple[int | None, ...] = (None, None, None, None)
+    if usage is not None:
+        tokens = (
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cached_prompt_tokens,
+            usage.reasoning_tokens,
+        )
+    return (
+        record.time,
+        record.request_id,
+        record.member,
+        record.end_user,
+        record.model,
+        record.endpoint,
+        record.status,
+        record.outcome,
+        int(record.stream),
+        *tokens,
+        str(record.cost_usd) if record.cost_usd is not None else None,
+        record.duration_seconds,
+        record.ttft_seconds,
+    )
+
+
+def _open_for_writing(path: Path) -> sqlite3.Connection:
+    if not path.parent.is_dir():
+        raise LedgerError(f"{path}: directory {path.parent} does not exist")
+    try:
+        # Autocommit mode: transactions are explicit BEGIN/COMMIT. Only the writer thread uses
+        # the connection after start-up, hence check_same_thread=False.
+        conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable across crashes in WAL mode
+        migrate(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise LedgerError(f"{path}: not a usable usage ledger: {exc}") from None
+    except LedgerError:
+        conn.close()
+        raise
+    return conn
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _filename(conn: sqlite3.Connection) -> str:
+    for _, name, filename in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(filename) or ":memory:"
+    return ":memory:"

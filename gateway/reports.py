@@ -1,0 +1,165 @@
+"""The `usage` command's words: when a period starts or ends, and how a usage report reads.
+
+Pure, so the report's look is tested without a database: `ledger.totals()` fills `ReportRow`s,
+this module parses `--since`/`--until` and renders rows as a table, CSV or JSON. No sqlite3.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+GROUPINGS = ("member", "model", "day", "end_user")
+"""What a report may be grouped by: the `--by` choices."""
+
+NO_KEY = "(none)"
+"""The key of rows whose model or end user was never known (a refused request, no `user`)."""
+
+TOTAL_KEY = "TOTAL"
+
+WHEN_FORMS = (
+    "a duration back from now (30m, 12h, 7d, 2w), "
+    "a UTC date (2026-11-01) or an ISO datetime (2026-11-01T12:00, naive means UTC, "
+    "or with Z or +02:00)"
+)
+_DURATION = re.compile(r"(\d+)([mhdw])")
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_TABLE_DECIMALS = 6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportRow:
+    """One group of a usage report. `unmetered` counts requests that reached NanoGPT but came
+    back without usage, so their tokens and cost are missing from the sums."""
+
+    key: str
+    requests: int = 0
+    refused: int = 0
+    unmetered: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+
+def parse_when(text: str, *, now: datetime) -> float:
+    """Unix seconds of a `--since`/`--until` value: a duration back from `now` or an ISO date or
+    datetime. A naive `now` or datetime is taken as UTC; anything else raises `ValueError`."""
+    value = text.strip()
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        seconds = int(duration[1]) * _UNIT_SECONDS[duration[2]]
+        return (now - timedelta(seconds=seconds)).timestamp()
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: expected {WHEN_FORMS}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def total(rows: Sequence[ReportRow]) -> ReportRow:
+    """The sum of all rows, exact in cost, keyed `TOTAL`."""
+    return ReportRow(
+        key=TOTAL_KEY,
+        requests=sum(r.requests for r in rows),
+        refused=sum(r.refused for r in rows),
+        unmetered=sum(r.unmetered for r in rows),
+        prompt_tokens=sum(r.prompt_tokens for r in rows),
+        completion_tokens=sum(r.completion_tokens for r in rows),
+        cached_prompt_tokens=sum(r.cached_prompt_tokens for r in rows),
+        reasoning_tokens=sum(r.reasoning_tokens for r in rows),
+        cost_usd=sum((r.cost_usd for r in rows), Decimal(0)),
+    )
+
+
+def format_table(rows: Sequence[ReportRow], by: str) -> str:
+    """Aligned columns for a terminal, with a TOTAL line; costs rounded to 6 decimals (half even).
+    No trailing newline."""
+    if not rows:
+        return "no requests in this period"
+    header = [by, "requests", "refused", "unmetered", "prompt tok", "completion tok"]
+    header += ["cached", "reasoning", "cost USD"]
+    every = [*rows, total(rows)]
+    cells = [header, *(_table_cells(r) for r in every)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
+
+    def line(values: Sequence[str]) -> str:
+        first = values[0].ljust(widths[0])
+        rest = (v.rjust(w) for v, w in zip(values[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    lines = [line(header), *(line(c) for c in cells[1:-1])]
+    lines += ["-" * len(lines[0]), line(cells[-1])]
+    if any(_rounded(r.cost_usd) != r.cost_usd for r in every):
+        lines.append(f"(costs rounded to {_TABLE_DECIMALS} decimals; csv and json are exact)")
+    return "\n".join(lines)
+
+
+def format_csv(rows: Sequence[ReportRow], by: str) -> str:
+    """One header line and one line per row, cost exact in plain decimal notation; no TOTAL line,
+    so a spreadsheet can sum the columns itself. No trailing newline."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([by, *_FIELDS])
+    for row in rows:
+        record = _record(row)
+        writer.writerow([row.key, *(record[f] for f in _FIELDS)])
+    return out.getvalue().rstrip("\n")
+
+
+def format_json(rows: Sequence[ReportRow], by: str) -> str:
+    """`{"by": ..., "rows": [...], "total": {...}}`, each row keyed by the grouping's name and
+    every cost an exact decimal string (a JSON number would be read back as a float)."""
+    document = {
+        "by": by,
+        "rows": [{by: row.key, **_record(row)} for row in rows],
+        "total": _record(total(rows)),
+    }
+    return json.dumps(document, indent=2)
+
+
+_FIELDS = (
+    "requests",
+    "refused",
+    "unmetered",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_prompt_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+)
+
+
+def _record(row: ReportRow) -> dict[str, Any]:
+    values: dict[str, Any] = {f: getattr(row, f) for f in _FIELDS}
+    values["cost_usd"] = format(row.cost_usd, "f")  # exact and never "1E-10"
+    return values
+
+
+def _table_cells(row: ReportRow) -> list[str]:
+    counts = (
+        row.requests,
+        row.refused,
+        row.unmetered,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.cached_prompt_tokens,
+        row.reasoning_tokens,
+    )
+    return [row.key, *(f"{n:,}" for n in counts), f"{_rounded(row.cost_usd):,.{_TABLE_DECIMALS}f}"]
+
+
+def _rounded(cost: Decimal) -> Decimal:
+    return round(cost, _TABLE_DECIMALS)

@@ -1,0 +1,446 @@
+"""The usage ledger on real SQLite files: every appended row lands exactly once with its exact
+cost, close() loses nothing, the schema migrates forward and refuses to go back, and reports
+sum exactly."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.ledger import MIGRATIONS, Ledger, LedgerError, ReportRow, migrate, totals
+from gateway.types import Usage, UsageRecord
+
+DAY1 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+DAY2 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
+DAY3 = datetime(2026, 11, 3, tzinfo=UTC).timestamp()
+DAY = 86_400
+USAGE = Usage(prompt_tokens=100, completion_tokens=20, cached_prompt_tokens=40, reasoning_tokens=5)
+
+
+def record(n: int = 0, **fields: Any) -> UsageRecord:
+    base = UsageRecord(
+        time=DAY1 + n,
+        request_id=f"req-{n}",
+        member="alice",
+        endpoint="/v1/chat/completions",
+        status=200,
+        outcome="ok",
+        model="openai/gpt-4o-mini",
+        usage=USAGE,
+        cost_usd=Decimal("0.001"),
+        duration_seconds=1.5,
+    )
+    return replace(base, **fields)
+
+
+def write(path: Path, records: Iterable[UsageRecord]) -> None:
+    ledger = Ledger(path)
+    for r in records:
+        ledger.append(r)
+    ledger.close()
+
+
+def rows(path: Path) -> list[sqlite3.Row]:
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return conn.execute("SELECT * FROM usage ORDER BY id").fetchall()
+    finally:
+        conn.close()
+
+
+def pragma(path: Path, name: str) -> Any:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def columns(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [name for _, name, *_ in conn.execute("PRAGMA table_info(usage)")]
+    finally:
+        conn.close()
+
+
+def execute(path: Path, script: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(script)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "usage.sqlite3"
+
+
+def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
+    cost = Decimal("0.000123456789012345678901234567")
+    metered = record(1, cost_usd=cost, end_user="user-7", stream=True, ttft_seconds=0.25)
+    unmetered = record(
+        2, outcome="client_disconnected", status=200, usage=None, cost_usd=None, model=None
+    )
+    write(path, [metered, unmetered])
+
+    first, second = rows(path)
+    assert dict(first) == {
+        "id": 1,
+        "time": DAY1 + 1,
+        "request_id": "req-1",
+        "member": "alice",
+        "end_user": "user-7",
+        "model": "openai/gpt-4o-mini",
+        "endpoint": "/v1/chat/completions",
+        "status": 200,
+        "outcome": "ok",
+        "stream": 1,
+        "prompt_tokens": 100,
+        "completion_tokens": 20,
+        "cached_prompt_tokens": 40,
+        "reasoning_tokens": 5,
+        "cost_usd": str(cost),
+        "duration_seconds": 1.5,
+        "ttft_seconds": 0.25,
+    }
+    assert Decimal(first["cost_usd"]) == cost
+    assert second["outcome"] == "client_disconnected" and second["stream"] == 0
+    assert second["model"] is None and second["cost_usd"] is None
+    assert second["ttft_seconds"] is None
+    tokens = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
+    assert [second[t] for t in tokens] == [None] * 4
+
+
+def test_a_new_ledger_is_wal_and_at_the_latest_schema(path: Path) -> None:
+    Ledger(path).close()
+    assert pragma(path, "journal_mode") == "wal"
+    assert pragma(path, "user_version") == len(MIGRATIONS)
+
+
+def test_appends_from_many_threads_all_land(path: Path) -> None:
+    ledger = Ledger(path, batch_size=64)
+    start = threading.Barrier(8)
+
+    def member(t: int) -> None:
+        start.wait()
+        for i in range(250):
+            ledger.append(record(t * 1000 + i, member=f"m{t}"))
+
+    threads = [threading.Thread(target=member, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ledger.flush()
+    stored = rows(path)
+    assert len(stored) == 2000
+    assert len({r["request_id"] for r in stored}) == 2000
+    ledger.close()
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 500])
+def test_more_rows_than_a_batch_are_all_written_by_flush(path: Path, batch_size: int) -> None:
+    ledger = Ledger(path, batch_size=batch_size)
+    for i in range(1200):
+        ledger.append(record(i))
+    ledger.flush()
+    assert len(rows(path)) == 1200
+    ledger.close()
+
+
+def test_close_writes_everything_still_queued(path: Path) -> None:
+    ledger = Ledger(path)
+    for i in range(1000):
+        ledger.append(record(i))
+    ledger.close()
+    assert len(rows(path)) == 1000
+    [row] = totals(path, by="member")
+    assert row.requests == 1000
+
+
+def test_close_is_idempotent_and_a_closed_ledger_refuses_rows(path: Path) -> None:
+    ledger = Ledger(path)
+    ledger.append(record(1))
+    ledger.close()
+    ledger.close()
+    ledger.flush()  # nothing pending: returns at once
+    with pytest.raises(LedgerError, match=r"closed; request req-2 not recorded"):
+        ledger.append(record(2))
+    assert len(rows(path)) == 1
+
+
+def test_reopening_appends_to_the_same_history(path: Path) -> None:
+    write(path, [record(1)])
+    write(path, [record(2)])
+    assert [r["request_id"] for r in rows(path)] == ["req-1", "req-2"]
+
+
+def test_batch_size_must_be_positive(path: Path) -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        Ledger(path, batch_size=0)
+
+
+def test_a_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    where = tmp_path / "nowhere" / "usage.sqlite3"
+    with pytest.raises(LedgerError, match=r"nowhere/usage.sqlite3: directory .* does not exist"):
+        Ledger(where)
+    assert not where.parent.exists()
+
+
+def test_a_file_that_is_not_a_database_is_refused(path: Path) -> None:
+    path.write_text("these are my notes, not a ledger\n" * 100)
+    with pytest.raises(LedgerError, match=r"usage.sqlite3: not a usable usage ledger"):
+        Ledger(path)
+    with pytest.raises(LedgerError, match=r"usage.sqlite3: cannot read"):
+        totals(path, by="member")
+
+
+def test_a_failed_write_is_retried(path: Path) -> None:
+    """The first attempt hits a failure that then clears (as a full disk might); the batch is
+    written by the retry, and the failure is logged."""
+    ledger = Ledger(path, retry_delays=(0.0,))
+    execute(
+        path,
+        """
+        CREATE TABLE gate (closed INTEGER);
+        INSERT INTO gate VALUES (1);
+        CREATE TRIGGER refuse BEFORE INSERT ON usage WHEN EXISTS (SELECT 1 FROM gate)
+        BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;
+        """,
+    )
+    failures: list[str] = []
+
+    class OpenGateOnFailure(logging.Handler):
+        def emit(self, log: logging.LogRecord) -> None:  # runs in the writer, before its retry
+            failures.append(log.getMessage())
+            execute(path, "DELETE FROM gate")
+
+    handler = OpenGateOnFailure(level=logging.ERROR)
+    logging.getLogger("gateway.ledger").addHandler(handler)
+    try:
+        for i in range(3):
+            ledger.append(record(i))
+        ledger.flush()
+    finally:
+        logging.getLogger("gateway.ledger").removeHandler(handler)
+        ledger.close()
+    assert len(rows(path)) == 3
+    assert len(failures) == 1 and "writing 3 usage rows failed (attempt 1)" in failures[0]
+
+
+def test_rows_that_cannot_be_written_are_counted_as_lost(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(path, retry_delays=(0.0, 0.0))
+    execute(
+        path,
+        "CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    )
+    with caplog.at_level(logging.ERROR, logger="gateway.ledger"):
+        for i in range(4):
+            ledger.append(record(i))
+        ledger.flush()  # returns: a lost batch must not hang the gateway
+    attempts = [r for r in caplog.records if "failed (attempt" in r.getMessage()]
+    assert len(attempts) == 3
+    [lost] = [r for r in caplog.records if "lost" in r.getMessage()]
+    assert lost.levelno == logging.ERROR
+    assert "4 rows lost (request ids req-0 .. req-3)" in lost.getMessage()
+
+    execute(path, "DROP TRIGGER refuse")  # the ledger keeps working once the cause is gone
+    ledger.append(record(9))
+    ledger.close()
+    assert [r["request_id"] for r in rows(path)] == ["req-9"]
+
+
+# -- schema versions ----------------------------------------------------------------------------
+
+ADD_REGION = "ALTER TABLE usage ADD COLUMN region TEXT"
+
+
+def test_migrating_a_v1_ledger_keeps_its_rows(path: Path) -> None:
+    write(path, [record(1), record(2, usage=None, cost_usd=None)])
+    conn = sqlite3.connect(path)
+    try:
+        assert migrate(conn, (*MIGRATIONS, ADD_REGION)) == len(MIGRATIONS) + 1
+        assert migrate(conn, (*MIGRATIONS, ADD_REGION)) == len(MIGRATIONS) + 1  # idempotent
+    finally:
+        conn.close()
+    stored = rows(path)
+    assert [r["request_id"] for r in stored] == ["req-1", "req-2"]
+    assert columns(path)[-1] == "region"
+    assert [r["region"] for r in stored] == [None, None]
+    assert stored[0]["cost_usd"] == "0.001"
+    assert pragma(path, "user_version") == len(MIGRATIONS) + 1
+
+
+def test_an_empty_database_is_migrated_from_version_zero(path: Path) -> None:
+    sqlite3.connect(path).close()
+    assert pragma(path, "user_version") == 0
+    write(path, [record(1)])
+    assert pragma(path, "user_version") == len(MIGRATIONS)
+    assert len(rows(path)) == 1
+
+
+def test_a_failed_migration_changes_nothing(path: Path) -> None:
+    write(path, [record(1)])
+    broken = f"{ADD_REGION}; CREATE TABLE usage (a)"
+    conn = sqlite3.connect(path)
+    try:
+        with pytest.raises(
+            LedgerError, match=rf"usage.sqlite3: migration to schema version {len(MIGRATIONS) + 1}"
+        ):
+            migrate(conn, (*MIGRATIONS, broken))
+    finally:
+        conn.close()
+    assert pragma(path, "user_version") == len(MIGRATIONS)
+    assert "region" not in columns(path)
+    assert len(rows(path)) == 1
+
+
+def test_a_ledger_from_a_newer_gateway_is_refused_untouched(path: Path) -> None:
+    write(path, [record(1)])
+    newer = len(MIGRATIONS) + 1
+    execute(path, f"PRAGMA user_version = {newer}")
+    message = (
+        rf"usage.sqlite3: the ledger has schema version {newer}, .* only up to {len(MIGRATIONS)}"
+    )
+    with pytest.raises(LedgerError, match=message):
+        Ledger(path)
+    with pytest.raises(LedgerError, match=rf"schema version {newer}"):
+        totals(path, by="member")
+    assert pragma(path, "user_version") == newer
+    assert len(rows(path)) == 1
+
+
+# -- reports --------------------------------------------------------------------------------------
+
+
+def test_totals_of_a_missing_ledger_is_a_clear_error(path: Path) -> None:
+    with pytest.raises(LedgerError, match=r"usage.sqlite3: no usage ledger here"):
+        totals(path, by="member")
+    assert not path.exists()
+
+
+def test_totals_refuses_an_unknown_grouping(path: Path) -> None:
+    write(path, [])
+    with pytest.raises(ValueError, match=r"cannot group by 'colour'.*member, model, day, end_user"):
+        totals(path, by="colour")
+
+
+@pytest.fixture
+def history(path: Path) -> Path:
+    write(
+        path,
+        [
+            record(1, member="alice", cost_usd=Decimal("0.25"), end_user="u1"),
+            record(2, member="alice", cost_usd=Decimal("0.5"), model="m/big"),
+            record(3, member="alice", outcome="refused", status=403, usage=None, cost_usd=None),
+            record(4, member="bob", cost_usd=Decimal("1.25"), end_user="u1"),
+            record(
+                5, member="bob", outcome="upstream_failed", status=502, usage=None, cost_usd=None
+            ),
+            record(
+                6,
+                member="carol",
+                outcome="refused",
+                status=400,
+                usage=None,
+                cost_usd=None,
+                model=None,
+            ),
+            record(DAY, member="carol", cost_usd=Decimal("0.125")),
+            record(2 * DAY + 60, member="alice", cost_usd=Decimal("2")),
+        ],
+    )
+    return path
+
+
+def test_totals_by_member_count_refused_and_unmetered(history: Path) -> None:
+    assert totals(history, by="member") == [
+        ReportRow(
+            key="alice",
+            requests=4,
+            refused=1,
+            prompt_tokens=300,
+            completion_tokens=60,
+            cached_prompt_tokens=120,
+            reasoning_tokens=15,
+            cost_usd=Decimal("2.75"),
+        ),
+        ReportRow(
+            key="bob",
+            requests=2,
+            unmetered=1,
+            prompt_tokens=100,
+            completion_tokens=20,
+            cached_prompt_tokens=40,
+            reasoning_tokens=5,
+            cost_usd=Decimal("1.25"),
+        ),
+        ReportRow(
+            key="carol",
+            requests=2,
+            refused=1,
+            prompt_tokens=100,
+            completion_tokens=20,
+            cached_prompt_tokens=40,
+            reasoning_tokens=5,
+            cost_usd=Decimal("0.125"),
+        ),
+    ]
+
+
+def test_totals_by_model_and_end_user_name_the_unknown(history: Path) -> None:
+    by_model = {r.key: (r.requests, r.cost_usd) for r in totals(history, by="model")}
+    assert by_model == {
+        "openai/gpt-4o-mini": (6, Decimal("3.625")),
+        "m/big": (1, Decimal("0.5")),
+        "(none)": (1, Decimal(0)),
+    }
+    by_user = totals(history, by="end_user")
+    assert [(r.key, r.requests, r.cost_usd) for r in by_user] == [
+        ("(none)", 6, Decimal("2.625")),
+        ("u1", 2, Decimal("1.5")),
+    ]
+
+
+def test_totals_by_day_in_order_and_within_the_period(history: Path) -> None:
+    by_day = totals(history, by="day")
+    assert [(r.key, r.requests) for r in by_day] == [
+        ("2026-11-01", 6),
+        ("2026-11-02", 1),
+        ("2026-11-03", 1),
+    ]
+    # since is inclusive, until exclusive: DAY2 itself is in, DAY3 + 60 s is out
+    window = totals(history, since=DAY2, until=DAY3 + 60, by="day")
+    assert [(r.key, r.cost_usd) for r in window] == [("2026-11-02", Decimal("0.125"))]
+    assert [r.key for r in totals(history, since=DAY2, by="member")] == ["alice", "carol"]
+    assert [r.key for r in totals(history, until=DAY1 + 3, by="member")] == ["alice"]
+    assert totals(history, since=DAY3 + 61, by="member") == []
+
+
+@pytest.mark.parametrize(
+    ("costs", "expected"),
+    [
+        (["0.1"] * 10, "1.0"),
+        (["1E-10", "0.0000000002", "3.5E-10"], "6.5E-10"),
+        (["12345678901234567890.1", "1E-19"], "12345678901234567890.1000000000000000001"),
+    ],
+)
+def test_cost_sums_are_exact(path: Path, costs: list[str], expected: str) -> None:
+    write(path, [record(i, cost_usd=Decimal(c)) for i, c in enumerate(costs)])
+    [row] = totals(path, by="member")
+    assert row.cost_usd == Decimal(expected)
+    assert str(row.cost_usd) == str(Decimal(expected))
