@@ -1,7 +1,8 @@
-"""The composition root: `create_app(settings)` wires config, keys, catalog and upstream.
+"""The composition root: `create_app(settings)` wires config, keys, catalog, upstream, meter.
 
-The lifespan builds the one upstream client and the catalog, starts loading the catalog in the
-background (the gateway starts even when NanoGPT is down), and closes the client at shutdown.
+The lifespan builds the one upstream client, the catalog and the usage ledger, starts loading
+the catalog and polling the balance in the background (the gateway starts even when NanoGPT is
+down), and at shutdown, once the server has let in-flight requests finish, flushes the ledger.
 Every error leaves as an OpenAI error body, whichever layer raised it.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -20,11 +23,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import handlers
-from gateway.catalog import Catalog
+from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
 from gateway.config import Settings
 from gateway.errors import GatewayError, error_body
 from gateway.handlers import Gateway
 from gateway.keys import KeyRing
+from gateway.ledger import Ledger
+from gateway.metering import Meter, Metrics
 from gateway.proxy import Upstream
 
 logger = logging.getLogger("gateway")
@@ -38,7 +43,12 @@ def create_app(
     upstream_transport: httpx.AsyncBaseTransport | None = None,
     catalog_retry_seconds: float = CATALOG_RETRY_SECONDS,
 ) -> Starlette:
-    """The gateway as an ASGI app; `upstream_transport` is the seam tests put NanoGPT behind."""
+    """The gateway as an ASGI app; `upstream_transport` is the seam tests put NanoGPT behind.
+
+    `app.state.metrics` holds the metrics, for a server that exposes them on another port.
+    """
+    metrics = Metrics()
+    metering = settings.metering
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
@@ -49,38 +59,54 @@ def create_app(
             read_timeout=settings.upstream.read_timeout_seconds,
             transport=upstream_transport,
         )
+        ledger = Ledger(metering.ledger_path)
+        meter = Meter(metrics, ledger, price_overrides=settings.pricing)
+
+        def refreshed(snapshot: Snapshot | None) -> None:
+            models = snapshot.by_id.values() if snapshot is not None else None
+            meter.catalog_refreshed(settings.catalog.source, models)
+
         catalog = Catalog(
             upstream.get_json,
             source=settings.catalog.source,
             ttl_seconds=settings.catalog.ttl_seconds,
             retry_seconds=catalog_retry_seconds,
+            on_refresh=refreshed,
         )
         keys = KeyRing(settings.members, required=settings.auth.mode == "keys")
-        loading = asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))
+        tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
+        if metering.balance_poll_seconds > 0:
+            fetch_balance = functools.partial(upstream.post_json, BALANCE_PATH)
+            poll = poll_balance(fetch_balance, meter.balance_polled, metering.balance_poll_seconds)
+            tasks.append(asyncio.create_task(poll))
         try:
-            yield {"gateway": Gateway(settings, keys, catalog, upstream)}
+            yield {"gateway": Gateway(settings, keys, catalog, upstream, meter)}
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await upstream.aclose()
+            await asyncio.to_thread(ledger.close)
 
     routes = [Route("/healthz", handlers.healthz), Route("/readyz", handlers.readyz)]
+    if metering.metrics_port is None:
+        routes.append(Route("/metrics", handlers.metrics_endpoint(metrics, metering.metrics_token)))
     for prefix in ("/v1", "/api/v1"):
         routes += [
             Route(f"{prefix}/models", handlers.list_models, methods=["GET"]),
             Route(f"{prefix}/models/{{model_id:path}}", handlers.retrieve_model, methods=["GET"]),
             Route(f"{prefix}/{{path:path}}", handlers.proxy, methods=_ALL_METHODS),
         ]
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers={
-            GatewayError: _gateway_error,
-            HTTPException: _http_error,
-            Exception: _internal_error,
-        },
-    )
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_EXCEPTION_HANDLERS)
+    app.state.metrics = metrics
+    return app
+
+
+def create_metrics_app(metrics: Metrics, token: str | None) -> Starlette:
+    """Only `/metrics`, for `metering.metrics_port`: scrapes then need not reach the API port."""
+    routes = [Route("/metrics", handlers.metrics_endpoint(metrics, token))]
+    return Starlette(routes=routes, exception_handlers=_EXCEPTION_HANDLERS)
 
 
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -116,3 +142,10 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
         "The gateway failed to handle this request.", type="api_error", code="internal_error"
     )
     return JSONResponse(body, status_code=500)
+
+
+_EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+    GatewayError: _gateway_error,
+    HTTPException: _http_error,
+    Exception: _internal_error,
+}

@@ -1,8 +1,10 @@
-"""The NanoGPT model catalog: parsed leniently, cached for a TTL, refreshed by one fetch at a time.
+"""NanoGPT's read-only account data: the model catalog and the balance.
 
+The catalog is parsed leniently, cached for a TTL and refreshed by one fetch at a time.
 Requests never wait on a refresh while a previous copy exists (stale-while-revalidate), a failed
 refresh keeps the last good copy, and with no copy at all fetches are spaced by `retry_seconds`
-so a down upstream is not stampeded. The fetch is injected; this module knows no HTTP library.
+so a down upstream is not stampeded. The balance is polled on an interval. Fetches are
+injected; this module knows no HTTP library.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ SOURCE_PATHS = {
 EMBEDDING_MODELS_PATH = "/v1/embedding-models"
 
 FetchJson = Callable[[str, Mapping[str, str]], Awaitable[Any]]
+BALANCE_PATH = "/check-balance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +121,10 @@ class Catalog:
         ttl_seconds: float = 300.0,
         retry_seconds: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        on_refresh: Callable[[Snapshot | None], None] | None = None,
     ) -> None:
         self._fetch_json = fetch_json
+        self._on_refresh = on_refresh
         self._source = source
         self._clock = clock
         self._retry_seconds = retry_seconds
@@ -187,11 +192,13 @@ class Catalog:
                 )
             else:
                 logger.warning("catalog load failed (%s); no catalog yet", self.last_error)
+            self._notify(None)
             raise CatalogUnavailable(self.last_error) from exc
         else:
             self._fresh["catalog"] = self._last_good = snapshot
             self._failed_at = self.last_error = None
             logger.info("catalog loaded: %d models from %s", len(snapshot.text), self._source)
+            self._notify(snapshot)
             return snapshot
         finally:
             self._refreshing = None
@@ -211,6 +218,10 @@ class Catalog:
         by_id = {m.id: m for m in embedding} | {m.id: m for m in text}
         return Snapshot(text=text, by_id=by_id)
 
+    def _notify(self, snapshot: Snapshot | None) -> None:
+        if self._on_refresh is not None:
+            self._on_refresh(snapshot)
+
     def _unavailable_message(self) -> str:
         reason = f": {self.last_error}" if self.last_error else ""
         return f"The model catalog could not be loaded from NanoGPT yet{reason}"
@@ -219,3 +230,29 @@ class Catalog:
 def _consume_exception(task: asyncio.Task[Snapshot]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+def parse_balance(payload: Any) -> tuple[float, float]:
+    """(USD, Nano) from `/check-balance`, which gives both as decimal strings."""
+    if not isinstance(payload, dict):
+        raise ValueError("expected a JSON object from /check-balance")
+    try:
+        return float(payload["usd_balance"]), float(payload["nano_balance"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("expected usd_balance and nano_balance from /check-balance") from None
+
+
+async def poll_balance(
+    fetch: Callable[[], Awaitable[Any]],
+    on_balance: Callable[[float, float], None],
+    interval_seconds: float,
+) -> None:
+    """Poll the balance now and every `interval_seconds`, until cancelled; a failed poll is
+    logged and the last known balance stays in place."""
+    while True:
+        try:
+            on_balance(*parse_balance(await fetch()))
+        except Exception as exc:
+            detail = exc.message if isinstance(exc, GatewayError) else str(exc)
+            logger.warning("balance check failed: %s", detail)
+        await asyncio.sleep(interval_seconds)

@@ -1,4 +1,4 @@
-"""The `nanogpt-gateway` command: serve, quickstart, check-config, hash-key, demo-upstream.
+"""The `nanogpt-gateway` command: serve, quickstart, check-config, usage, hash-key, demo-upstream.
 
 Configuration errors end the process with one line naming the key, and exit status 2.
 Nothing imports this module.
@@ -11,16 +11,20 @@ import asyncio
 import contextlib
 import os
 import secrets
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from types import FrameType
 
 import uvicorn
 
-from gateway import __version__
-from gateway.app import create_app
-from gateway.config import ConfigError, Demo, Settings, hash_key, load_settings
+from gateway import __version__, reports
+from gateway.app import create_app, create_metrics_app
+from gateway.config import ConfigError, Demo, Settings, hash_key, load_metering, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from gateway.ledger import LedgerError, totals
 from gateway.logs import configure_logging
 
 DEMO_MEMBER_KEY = "sk-gateway-demo"
@@ -66,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     _config_arguments(check)
     check.set_defaults(run=_check_config)
 
+    usage = commands.add_parser(
+        "usage", help="print requests, tokens and cost from the usage ledger"
+    )
+    _config_arguments(usage)
+    usage.add_argument("--ledger", help="the ledger file (default: metering.ledger_path)")
+    usage.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (UTC)")
+    usage.add_argument("--until", help="same forms as --since (default: now)")
+    usage.add_argument("--by", choices=reports.GROUPINGS, default="member")
+    usage.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    usage.set_defaults(run=_usage)
+
     hash_cmd = commands.add_parser("hash-key", help="print the key_sha256 of a member key")
     hash_cmd.add_argument("key")
     hash_cmd.set_defaults(run=lambda args: print(hash_key(args.key)))
@@ -88,6 +103,7 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    _one_process_only()
     if args.demo:
         return _serve_demo(args.config, args.host, args.port, args.log_level)
     settings = load_settings(args.config, os.environ, host=args.host, port=args.port)
@@ -111,6 +127,7 @@ def _serve_demo(config: str | None, host: str | None, port: int | None, log_leve
 
 
 def _quickstart(args: argparse.Namespace) -> int:
+    _one_process_only()
     if os.environ.get("NANOGPT_API_KEY", "").strip():
         key = "sk-gateway-" + secrets.token_urlsafe(24)
         settings = load_settings(None, os.environ, port=args.port, fallback_member=("local", key))
@@ -127,45 +144,122 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _usage(args: argparse.Namespace) -> int:
+    ledger = args.ledger or load_metering(args.config).ledger_path
+    now = datetime.now(UTC)
+    try:
+        since = reports.parse_when(args.since, now=now) if args.since else None
+        until = reports.parse_when(args.until, now=now) if args.until else None
+    except ValueError as exc:
+        print(f"nanogpt-gateway usage: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rows = totals(ledger, since=since, until=until, by=args.by)
+    except LedgerError as exc:
+        print(f"nanogpt-gateway usage: {exc}", file=sys.stderr)
+        return 1
+    formats = {
+        "table": reports.format_table,
+        "csv": reports.format_csv,
+        "json": reports.format_json,
+    }
+    print(formats[args.format](rows, args.by))
+    return 0
+
+
+class _Companion(uvicorn.Server):
+    """A server that stops when the gateway does, never on a signal of its own: the gateway
+    must drain its in-flight requests while the demo upstream behind it still answers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class _Gateway(uvicorn.Server):
+    """uvicorn re-raises the signal that stopped it as soon as it has shut down, which would
+    kill the process before its companions stop; this one leaves that to `_run`."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.caught: list[int] = []
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.caught.append(sig)
+        super().handle_exit(sig, frame)
+
+
 def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | None = None) -> int:
-    configure_logging(log_level, [settings.team_key.reveal()])
-    gateway = uvicorn.Server(
+    configure_logging(
+        log_level, [settings.team_key.reveal(), settings.metering.metrics_token or ""]
+    )
+    _one_process_only()
+    app = create_app(settings)
+    host = settings.server.host
+    gateway = _Gateway(
         uvicorn.Config(
-            create_app(settings),
-            host=settings.server.host,
+            app,
+            host=host,
             port=settings.server.port,
             log_config=None,
             server_header=False,
             timeout_graceful_shutdown=30,
         )
     )
-    if demo_socket is None:
-        gateway.run()
-        return 0
-    print(
-        f"Demo mode: NanoGPT stand-in at {settings.upstream.base_url} (not the real API).\n"
-        f"  base URL   http://{settings.server.host}:{settings.server.port}/v1\n"
-        f"  member key {DEMO_MEMBER_KEY}",
-        file=sys.stderr,
-    )
-    # Not access_log=False: uvicorn applies it to the process-wide "uvicorn.access" logger,
-    # which would silence the gateway's access log too.
-    upstream = uvicorn.Server(
-        uvicorn.Config(create_demo_upstream(chunk_delay_seconds=0.05), log_config=None)
-    )
+    # Not access_log=False on companions: uvicorn applies it to the process-wide
+    # "uvicorn.access" logger, which would silence the gateway's access log too.
+    companions: list[tuple[uvicorn.Server, list[socket.socket] | None]] = []
+    if demo_socket is not None:
+        print(
+            f"Demo mode: NanoGPT stand-in at {settings.upstream.base_url} (not the real API).\n"
+            f"  base URL   http://{host}:{settings.server.port}/v1\n"
+            f"  member key {DEMO_MEMBER_KEY}",
+            file=sys.stderr,
+        )
+        demo = create_demo_upstream(chunk_delay_seconds=0.05)
+        companions.append((_Companion(uvicorn.Config(demo, log_config=None)), [demo_socket]))
+    if (metrics_port := settings.metering.metrics_port) is not None:
+        metrics = create_metrics_app(app.state.metrics, settings.metering.metrics_token)
+        config = uvicorn.Config(metrics, host=host, port=metrics_port, log_config=None)
+        companions.append((_Companion(config), None))
 
-    async def serve_both() -> None:
-        demo_task = asyncio.create_task(upstream.serve(sockets=[demo_socket]))
+    async def serve_all() -> None:
+        tasks = [asyncio.create_task(server.serve(sockets=s)) for server, s in companions]
         try:
             await gateway.serve()
         finally:
-            upstream.should_exit = True
-            await demo_task
+            for server, _ in companions:
+                server.should_exit = True
+            await asyncio.gather(*tasks)
 
-    # uvicorn re-raises the signal it caught once it has shut down.
+    asyncio.run(serve_all())
+    # Exit as the signal says, now that everything has shut down gracefully (Ctrl-C quietly).
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_both())
+        for sig in reversed(gateway.caught):
+            signal.raise_signal(sig)
     return 0
+
+
+def _one_process_only() -> None:
+    """Metrics, the ledger writer and the catalog cache live in this process: several workers
+    would each count a share and Prometheus would see whichever answered the scrape. So the
+    gateway runs as one process, and scales with replicas, each scraped on its own."""
+    workers = os.environ.get("WEB_CONCURRENCY", "1").strip() or "1"
+    if workers != "1":
+        raise ConfigError(
+            f"WEB_CONCURRENCY={workers}: the gateway runs as one process (its metrics and "
+            "ledger are per process); run more replicas instead of more workers"
+        )
 
 
 def _demo_upstream(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import ipaddress
+import json
 import re
 import tomllib
 import types
@@ -20,7 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from gateway.types import ANONYMOUS, Distillation, Member, PolicyRules, Secret
+from gateway.pricing import exact
+from gateway.types import ANONYMOUS, Distillation, Member, PolicyRules, Price, Secret
 
 DEFAULT_BASE_URL = "https://nano-gpt.com/api"
 CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
@@ -68,6 +70,15 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MeteringSettings:
+    ledger_path: str = "./gateway-usage.db"
+    inject_stream_usage: bool = True
+    balance_poll_seconds: float = 300.0
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemberSettings:
     name: str
     key_sha256: str | None = None
@@ -75,6 +86,13 @@ class MemberSettings:
     admin: bool = False
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] = ()
+    end_user_header: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceSettings:
+    prompt: float
+    completion: float
 
 
 SECTIONS: dict[str, type] = {
@@ -83,6 +101,7 @@ SECTIONS: dict[str, type] = {
     "auth": AuthSettings,
     "catalog": CatalogSettings,
     "policy": PolicySettings,
+    "metering": MeteringSettings,
 }
 
 
@@ -101,6 +120,8 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     policy: PolicyRules = field(default_factory=PolicyRules)
+    metering: MeteringSettings = field(default_factory=MeteringSettings)
+    pricing: Mapping[str, Price] = field(default_factory=dict)
     members: tuple[Member, ...] = ()
     team_key: Secret = field(default_factory=lambda: Secret(""))
     demo: bool = False
@@ -134,6 +155,19 @@ def load_settings(
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def load_metering(path: str | Path | None) -> MeteringSettings:
+    """Only `[metering]`, for commands that read the ledger and need no team key."""
+    if path is None:
+        return MeteringSettings()
+    try:
+        metering: MeteringSettings = _section(
+            MeteringSettings, _read_toml(Path(path)).get("metering", {}), "metering"
+        )
+        return metering
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -153,7 +187,7 @@ def _build(
     demo: Demo | None,
     fallback_member: tuple[str, str] | None,
 ) -> Settings:
-    known = {*SECTIONS, "members"}
+    known = {*SECTIONS, "members", "pricing"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown key (expected one of {', '.join(sorted(known))})")
@@ -163,6 +197,7 @@ def _build(
     auth: AuthSettings = sections["auth"]
     catalog: CatalogSettings = sections["catalog"]
     policy: PolicySettings = sections["policy"]
+    metering: MeteringSettings = sections["metering"]
 
     server = dataclasses.replace(
         server, host=host if host is not None else server.host, port=port or server.port
@@ -175,6 +210,7 @@ def _build(
     _check_upstream(upstream)
     if catalog.ttl_seconds <= 0:
         raise ConfigError("catalog.ttl_seconds: must be greater than 0")
+    _check_metering(metering, server)
 
     rules = PolicyRules(
         allow=_patterns(policy.allow, "policy.allow"),
@@ -219,6 +255,8 @@ def _build(
         auth=auth,
         catalog=catalog,
         policy=rules,
+        metering=metering,
+        pricing=_pricing(data.get("pricing", {})),
         members=members,
         team_key=team_key,
         demo=demo is not None,
@@ -316,6 +354,34 @@ def _patterns(patterns: tuple[str, ...], where: str) -> tuple[str, ...]:
     return patterns
 
 
+def _check_metering(metering: MeteringSettings, server: ServerSettings) -> None:
+    if not metering.ledger_path.strip():
+        raise ConfigError("metering.ledger_path: must not be empty")
+    if metering.balance_poll_seconds < 0:
+        raise ConfigError("metering.balance_poll_seconds: must be 0 (off) or more")
+    if metering.metrics_token is not None and len(metering.metrics_token) < 16:
+        raise ConfigError("metering.metrics_token: use at least 16 characters")
+    port = metering.metrics_port
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"metering.metrics_port: must be between 1 and 65535, got {port}")
+    if port == server.port:
+        raise ConfigError(f"metering.metrics_port: must differ from server.port ({port})")
+
+
+def _pricing(tables: Any) -> dict[str, Price]:
+    """`[pricing."model-id"]` tables: USD per million tokens that override the catalog's."""
+    if not isinstance(tables, dict):
+        raise ConfigError('pricing: expected tables like [pricing."model-id"]')
+    prices = {}
+    for model_id, table in tables.items():
+        where = f"pricing.{json.dumps(model_id)}"
+        spec: PriceSettings = _section(PriceSettings, table, where)
+        for name in ("prompt", "completion"):
+            _non_negative(getattr(spec, name), f"{where}.{name}")
+        prices[model_id] = Price(exact(spec.prompt), exact(spec.completion))
+    return prices
+
+
 def _non_negative(value: float | None, where: str) -> float | None:
     if value is not None and value < 0:
         raise ConfigError(f"{where}: must not be negative, got {value}")
@@ -355,6 +421,9 @@ def _members(tables: Any, env: Mapping[str, str]) -> tuple[Member, ...]:
             raise ConfigError(f"{where}: same key as member {seen_keys[digest]!r}")
         seen_names.add(spec.name)
         seen_keys[digest] = spec.name
+        header = spec.end_user_header
+        if header is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header):
+            raise ConfigError(f"{where}.end_user_header: not an HTTP header name: {header!r}")
         members.append(
             Member(
                 name=spec.name,
@@ -362,6 +431,7 @@ def _members(tables: Any, env: Mapping[str, str]) -> tuple[Member, ...]:
                 admin=spec.admin,
                 allow=_patterns(spec.allow, f"{where}.allow") if spec.allow is not None else None,
                 deny=_patterns(spec.deny, f"{where}.deny"),
+                end_user_header=header.lower() if header is not None else None,
             )
         )
     return tuple(members)

@@ -79,11 +79,14 @@ class UpstreamError(GatewayError):
     status_code = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+    reason = "protocol"
+    """How NanoGPT failed, for metrics: `connect`, `timeout` or `protocol` (broke off mid-way)."""
 
 
 class UpstreamTimeout(UpstreamError):
     status_code = 504
     code = "upstream_timeout"
+    reason = "timeout"
 
 
 def error_body(

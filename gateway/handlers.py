@@ -1,12 +1,18 @@
 """The routes, each readable top to bottom: authenticate, parse, check policy, proxy, relay.
 
-Errors are raised as `GatewayError` and rendered by the one handler in `app.py`; nothing here
-knows the HTTP client library or catches a client-library exception.
+Every `/v1` route is `metered`: it opens a tally first thing and finishes it however it ends, a
+refusal included; a relayed response finishes its own when its body ends. Errors are raised as
+`GatewayError` and rendered by the one handler in `app.py`; nothing here knows the HTTP client
+library or catches a client-library exception.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,17 +21,26 @@ from gateway import policy, protocol
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.errors import (
+    CatalogUnavailable,
+    GatewayError,
+    InvalidApiKey,
     ModelNotAllowed,
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
+    UpstreamError,
 )
-from gateway.keys import KeyRing
-from gateway.proxy import Upstream
+from gateway.keys import KeyRing, presented_key
+from gateway.metering import Meter, Metrics, Tally
+from gateway.proxy import Upstream, UpstreamResponse
 from gateway.relay import Relay
-from gateway.types import Member, ModelInfo
+from gateway.types import Member, ModelInfo, Outcome
+from gateway.usage import BodyWatcher, EventStream, JsonBody, Passthrough
+
+logger = logging.getLogger("gateway.handlers")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +51,9 @@ class Gateway:
     keys: KeyRing
     catalog: Catalog
     upstream: Upstream
+    meter: Meter
+    no_stream_usage: set[str] = field(default_factory=set)
+    """Models whose upstream refused `stream_options`: not asked again in this process."""
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -43,12 +61,49 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-async def proxy(request: Request) -> Response:
+MeteredRoute = Callable[[Request, Gateway, Tally], Awaitable[Response]]
+
+
+def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        gateway = gateway_of(request)
+        tally = gateway.meter.start()
+        try:
+            response = await route(request, gateway, tally)
+        except GatewayError as exc:
+            if isinstance(exc, UpstreamError):
+                tally.upstream_failure = exc.reason
+                tally.forwarded = exc.reason != "connect"
+            tally.finish(exc.status_code, _outcome_of(exc))
+            raise
+        except asyncio.CancelledError:
+            tally.finish(CLIENT_CLOSED_REQUEST, "client_disconnected")
+            raise
+        except BaseException:
+            tally.finish(500, "error")
+            raise
+        if not isinstance(response, Relay):
+            tally.finish(response.status_code, "ok")
+        return response
+
+    handle.__name__ = handle.__qualname__ = route.__name__
+    return handle
+
+
+def _outcome_of(exc: GatewayError) -> Outcome:
+    if isinstance(exc, UpstreamError | CatalogUnavailable):
+        return "upstream_failed"
+    return "refused" if exc.status_code < 500 else "error"
+
+
+@metered
+async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Response:
     """Any `/v1/{path}`: checked, then forwarded to NanoGPT and relayed as it streams."""
-    gateway = gateway_of(request)
-    member = gateway.keys.authenticate(request.headers)
+    member = tally.member = gateway.keys.authenticate(request.headers)
+    if member.end_user_header is not None:
+        tally.end_user = request.headers.get(member.end_user_header)
     raw_subpath = _raw_subpath(request)
-    endpoint = protocol.endpoint_of(raw_subpath)
+    endpoint = tally.endpoint = protocol.endpoint_of(raw_subpath)
     changes_account = request.method not in READ_METHODS and endpoint.split("/")[0] == "characters"
     if changes_account and not member.admin:
         raise PermissionDenied(
@@ -60,8 +115,9 @@ async def proxy(request: Request) -> Response:
     call = protocol.parse_call(
         endpoint, request.method, request.headers.get("content-type", ""), body
     )
+    tally.model_id, tally.stream = call.model, call.stream
     if call.model is not None:
-        await _allowed_model(gateway, member, call.model)
+        tally.model = await _allowed_model(gateway, member, call.model)
     elif endpoint in protocol.MODEL_ENDPOINTS and not policy.is_unrestricted(
         gateway.settings.policy, member
     ):
@@ -70,32 +126,104 @@ async def proxy(request: Request) -> Response:
             "model policy; name the model explicitly.",
             param="model",
         )
-    upstream = await gateway.upstream.open(
+
+    tally.forwarded = True
+    ask_usage = _asks_stream_usage(gateway, call, tally)
+    upstream = await _open(
+        request, gateway, raw_subpath, protocol.with_stream_usage(call) if ask_usage else body
+    )
+    if ask_usage and await _refuses_stream_options(upstream):
+        gateway.no_stream_usage.add(str(call.model))
+        logger.warning(
+            "NanoGPT refused stream_options for %s; its streams go unmetered from now on",
+            call.model,
+        )
+        ask_usage, tally.stream_usage_unsupported = False, True
+        upstream = await _open(request, gateway, raw_subpath, body)
+    return Relay(upstream, _watcher(call, upstream, hide_usage=ask_usage), tally)
+
+
+def _asks_stream_usage(gateway: Gateway, call: protocol.Call, tally: Tally) -> bool:
+    """Whether to add `stream_options.include_usage` for a client that did not ask for it."""
+    if not (call.stream_usage_injectable and gateway.settings.metering.inject_stream_usage):
+        return False
+    if call.model in gateway.no_stream_usage:
+        tally.stream_usage_unsupported = True
+        return False
+    return True
+
+
+async def _open(
+    request: Request, gateway: Gateway, raw_subpath: str, body: bytes
+) -> UpstreamResponse:
+    return await gateway.upstream.open(
         request.method,
         "/v1/" + raw_subpath,
         request.scope.get("query_string", b""),
         request.headers.items(),
         body,
     )
-    return Relay(upstream)
 
 
-async def list_models(request: Request) -> Response:
+async def _refuses_stream_options(upstream: UpstreamResponse) -> bool:
+    """A 400 that names `stream_options`: this upstream does not take it, and nothing has
+    reached the client yet, so the request can be sent again without it."""
+    if upstream.status_code != 400:
+        return False
+    try:
+        refused = b"stream_options" in await upstream.error_body()
+    except BaseException:
+        await upstream.aclose()
+        raise
+    if refused:
+        await upstream.aclose()
+    return refused
+
+
+def _watcher(call: protocol.Call, upstream: UpstreamResponse, *, hide_usage: bool) -> BodyWatcher:
+    if upstream.status_code >= 400 or call.endpoint not in protocol.MODEL_ENDPOINTS:
+        return Passthrough()
+    if upstream.is_event_stream:
+        return EventStream(hide_usage=hide_usage)
+    return JsonBody() if upstream.is_json else Passthrough()
+
+
+@metered
+async def list_models(request: Request, gateway: Gateway, tally: Tally) -> Response:
     """`GET /v1/models`: the models this member may use, from the cached catalog."""
-    gateway = gateway_of(request)
-    member = gateway.keys.authenticate(request.headers)
+    member = tally.member = gateway.keys.authenticate(request.headers)
+    tally.endpoint = "models"
     snapshot = await gateway.catalog.get()
     models = policy.visible(gateway.settings.policy, member, snapshot.text)
     detailed = _wants_detailed(request)
     return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
 
 
-async def retrieve_model(request: Request) -> Response:
+@metered
+async def retrieve_model(request: Request, gateway: Gateway, tally: Tally) -> Response:
     """`GET /v1/models/{id}`: one model, if this member may use it."""
-    gateway = gateway_of(request)
-    member = gateway.keys.authenticate(request.headers)
+    member = tally.member = gateway.keys.authenticate(request.headers)
+    tally.endpoint = "models"
     model = await _allowed_model(gateway, member, request.path_params["model_id"])
     return JSONResponse(_render(model, _wants_detailed(request)))
+
+
+def metrics_endpoint(
+    metrics: Metrics, token: str | None
+) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics` in Prometheus's text format; with a token, only for whoever presents it."""
+
+    async def serve_metrics(request: Request) -> Response:
+        if token is not None:
+            presented = presented_key(request.headers) or ""
+            if not hmac.compare_digest(presented.encode(), token.encode()):
+                raise InvalidApiKey(
+                    "The metrics need 'Authorization: Bearer <metering.metrics_token>'."
+                )
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    return serve_metrics
 
 
 async def healthz(request: Request) -> Response:

@@ -88,20 +88,27 @@ class UpstreamResponse:
         self._upstream = upstream
         self.status_code = response.status_code
         self.headers = returned_headers(response.headers.multi_items())
-        self.is_event_stream = response.headers.get("content-type", "").startswith(
-            "text/event-stream"
-        )
+        content_type = response.headers.get("content-type", "")
+        self.is_event_stream = content_type.startswith("text/event-stream")
+        self.is_json = content_type.startswith("application/json")
+        self._error_body: bytes | None = None
+
+    async def error_body(self) -> bytes:
+        """An error answer, read whole and scrubbed: an upstream that echoes the key it was sent
+        ("Incorrect API key: sk-...") must not hand the team key to a member."""
+        if self._error_body is None:
+            try:
+                self._error_body = self._upstream.redact(await self._response.aread())
+            except httpx.HTTPError as exc:
+                raise self._upstream.translate(exc, "while reading an error") from None
+        return self._error_body
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, decoded, one chunk as soon as it arrives, never coalesced.
-
-        An error body is read whole and scrubbed first: an upstream that echoes the key it
-        was sent ("Incorrect API key: sk-...") must not hand the team key to a member.
-        """
+        """The body, decoded, one chunk as soon as it arrives, never coalesced."""
+        if self.status_code >= 400:
+            yield await self.error_body()
+            return
         try:
-            if self.status_code >= 400:
-                yield self._upstream.redact(await self._response.aread())
-                return
             async for chunk in self._response.aiter_bytes():
                 if chunk:
                     yield chunk
@@ -164,24 +171,39 @@ class Upstream:
         return UpstreamResponse(response, self)
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        """GET a NanoGPT metadata endpoint (catalog, balance) with a short read timeout."""
+        """GET a NanoGPT metadata endpoint (the catalog) with a short read timeout."""
+        key = {"authorization": f"Bearer {self._team_key.reveal()}"}
+        return await self._metadata("GET", path, params=params, headers=key)
+
+    async def post_json(self, path: str) -> Any:
+        """POST to a NanoGPT account endpoint (`/check-balance`), which takes the key in
+        `x-api-key` as NanoGPT documents it."""
+        return await self._metadata("POST", path, headers={"x-api-key": self._team_key.reveal()})
+
+    async def _metadata(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
         timeout = httpx.Timeout(self._client.timeout.connect, read=METADATA_READ_TIMEOUT_SECONDS)
         try:
-            response = await self._client.get(
-                self.base_url + path,
-                params=params,
-                headers={"authorization": f"Bearer {self._team_key.reveal()}"},
-                timeout=timeout,
+            response = await self._client.request(
+                method, self.base_url + path, params=params, headers=headers, timeout=timeout
             )
         except httpx.HTTPError as exc:
-            raise self.translate(exc, f"on GET {path}") from None
+            raise self.translate(exc, f"on {method} {path}") from None
         if response.status_code != 200:
-            raise UpstreamError(f"NanoGPT answered GET {path} with HTTP {response.status_code}")
+            raise UpstreamError(
+                f"NanoGPT answered {method} {path} with HTTP {response.status_code}"
+            )
         try:
             return response.json()
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise UpstreamError(
-                f"NanoGPT answered GET {path} with a body that is not JSON"
+                f"NanoGPT answered {method} {path} with a body that is not JSON"
             ) from None
 
     def translate(self, exc: httpx.HTTPError, doing: str) -> UpstreamError:
@@ -192,9 +214,12 @@ class Upstream:
                 f"NanoGPT at {self.base_url} did not answer in time {doing} "
                 f"({type(exc).__name__}: {detail})"
             )
-        return UpstreamError(
+        error = UpstreamError(
             f"Could not reach NanoGPT at {self.base_url} {doing} ({type(exc).__name__}: {detail})"
         )
+        if isinstance(exc, httpx.ConnectError):
+            error.reason = "connect"
+        return error
 
     def redact(self, data: bytes) -> bytes:
         key = self._team_key.reveal().encode()

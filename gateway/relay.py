@@ -1,9 +1,11 @@
-"""Relaying an upstream response to the client, chunk by chunk, as an ASGI response.
+"""Relaying an upstream response to the client, chunk by chunk, as an ASGI response, and
+finishing its tally however it ends.
 
 Starlette's `StreamingResponse` only notices a gone client on its next write (ASGI 2.4), which
 for a silent upstream (a model still thinking) may be minutes away; this relay listens for the
 disconnect itself and closes the upstream at once. Once headers are out, a failure can no
-longer become an error response: an event stream then ends with an OpenAI error event.
+longer become an error response: an event stream then ends with an OpenAI error event. Every
+chunk passes through a `BodyWatcher`, which reads usage without holding the stream back.
 """
 
 from __future__ import annotations
@@ -16,47 +18,67 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import UpstreamError
+from gateway.metering import Tally
 from gateway.proxy import UpstreamResponse
+from gateway.types import Outcome
+from gateway.usage import BodyWatcher
 
 logger = logging.getLogger("gateway.relay")
 
 
 class Relay(Response):
-    def __init__(self, upstream: UpstreamResponse) -> None:
+    def __init__(self, upstream: UpstreamResponse, watcher: BodyWatcher, tally: Tally) -> None:
         self.upstream = upstream
+        self.watcher = watcher
+        self.tally = tally
         self.status_code = upstream.status_code
         self.background = None
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Until the relay says otherwise, the client left: a cancelled relay never returns.
+        outcome: Outcome = "client_disconnected"
         try:
             async with anyio.create_task_group() as task_group:
                 task_group.start_soon(_cancel_on_disconnect, receive, task_group.cancel_scope)
-                await self._relay(send)
+                outcome = await self._relay(send)
                 task_group.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self.upstream.aclose()
+            self.tally.finish(self.status_code, outcome, self.watcher.usage)
 
-    async def _relay(self, send: Send) -> None:
+    async def _relay(self, send: Send) -> Outcome:
         start = {
             "type": "http.response.start",
             "status": self.status_code,
             "headers": self.raw_headers,
         }
+        outcome: Outcome = "ok" if self.status_code < 400 else "upstream_error"
         try:
             await send(start)
             try:
                 async for chunk in self.upstream.chunks():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await self._send(send, self.watcher.feed(chunk))
             except UpstreamError as exc:
                 logger.warning("upstream failed mid-response: %s", exc.message)
+                outcome, self.tally.upstream_failure = "upstream_failed", exc.reason
+                # A partial event is dropped, not flushed: glued to the error event below, it
+                # would garble both.
                 if self.upstream.is_event_stream:
-                    event = b"data: " + json.dumps(exc.body()).encode() + b"\n\n"
-                    await send({"type": "http.response.body", "body": event, "more_body": True})
+                    await self._send(send, b"data: " + json.dumps(exc.body()).encode() + b"\n\n")
+            else:
+                await self._send(send, self.watcher.finish())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client went away between two chunks (ASGI 2.4 servers)
             logger.info("client disconnected mid-response")
+            return "client_disconnected"
+        return outcome
+
+    async def _send(self, send: Send, body: bytes) -> None:
+        if body:
+            self.tally.first_byte()
+            await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:

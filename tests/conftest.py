@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
@@ -45,7 +47,9 @@ admin = true
 
 
 @pytest.fixture(autouse=True)
-def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The default ledger_path is relative: every test's ledger lands in its own directory.
+    monkeypatch.chdir(tmp_path)
     for name in ("NANOGPT_API_KEY", "NANOGPT_BASE_URL", "GATEWAY_CONFIG", "BOB_KEY"):
         monkeypatch.delenv(name, raising=False)
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
@@ -82,10 +86,15 @@ class FakeNanoGPT:
         self.requests: list[httpx.Request] = []
         self.catalog_fetches = 0
         self.handler: Handler = self.complete
+        self.balance: Any = {"usd_balance": "129.46956147", "nano_balance": "26.71801147"}
+        self.balance_requests: list[httpx.Request] = []
         self.transport = httpx.MockTransport(self._dispatch)
 
     async def _dispatch(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if path.endswith("/check-balance"):
+            self.balance_requests.append(request)
+            return httpx.Response(200, json=self.balance)
         if path.endswith("/embedding-models"):
             return httpx.Response(200, json={"object": "list", "data": []})
         if path.endswith("/models") and request.method == "GET":
@@ -187,3 +196,19 @@ async def live_server(app: Any) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
+
+
+def ledger_rows(path: Path | str = "gateway-usage.db") -> list[dict[str, Any]]:
+    """Every row of a usage ledger, read straight from the SQLite file as an auditor would."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute("SELECT * FROM usage ORDER BY id")]
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in a Prometheus exposition, `None` if it is absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None

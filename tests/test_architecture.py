@@ -31,10 +31,11 @@ ALLOWED = {
     "usage": {"types"},
     "pricing": {"types"},
     "reports": {"types"},
-    "ledger": {"types", "reports"},
     "catalog": {"types", "errors"},
     "proxy": {"types", "errors"},
-    "relay": {"errors", "proxy"},
+    "relay": {"errors", "proxy", "metering", "types", "usage"},
+    "metering": {"types", "pricing", "protocol"},
+    "ledger": {"types", "reports"},
     "logs": set(),
     "handlers": {
         "types",
@@ -46,9 +47,11 @@ ALLOWED = {
         "catalog",
         "proxy",
         "relay",
+        "metering",
+        "usage",
     },
-    "app": {"config", "errors", "keys", "catalog", "proxy", "handlers"},
-    "cli": {"__init__", "app", "config", "demo_upstream", "logs"},
+    "app": {"config", "errors", "keys", "catalog", "proxy", "handlers", "ledger", "metering"},
+    "cli": {"__init__", "app", "config", "demo_upstream", "logs", "ledger", "reports"},
     "__main__": {"cli"},
     "__init__": set(),
     "demo_upstream": set(),
@@ -98,3 +101,10 @@ def test_only_proxy_and_the_app_seam_know_httpx() -> None:
     assert knowing == {"proxy", "app"}
     app_source = (PACKAGE / "app.py").read_text()
     assert app_source.count("httpx.") == 1
+
+
+@pytest.mark.parametrize(
+    ("library", "owner"), [("sqlite3", "ledger"), ("prometheus_client", "metering")]
+)
+def test_one_module_knows_each_store(library: str, owner: str) -> None:
+    assert {m for m in ALLOWED if library in imports_of(m)[1]} == {owner}

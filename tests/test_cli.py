@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -18,7 +22,7 @@ import pytest
 
 from gateway.cli import DEMO_MEMBER_KEY, main
 from gateway.demo_upstream import DEMO_TEAM_KEY
-from tests.conftest import MEMBERS_TOML, TEAM_KEY
+from tests.conftest import MEMBERS_TOML, TEAM_KEY, ledger_rows
 
 
 def test_hash_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,3 +137,60 @@ def test_quickstart_with_a_key_uses_that_upstream_and_prints_a_member_key() -> N
             assert chat(base, DEMO_MEMBER_KEY).status_code == 401  # no demo member here
             assert chat(base, key).status_code == 200
     assert DEMO_TEAM_KEY not in first_line + stderr[0]
+
+
+def test_sigterm_lets_streams_finish_and_flushes_them_to_the_ledger(tmp_path: Path) -> None:
+    started = [threading.Event() for _ in range(5)]
+
+    def stream(started: threading.Event) -> bytes:
+        body = {
+            "model": "deepseek/deepseek-v3.2",
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+        headers = {"authorization": f"Bearer {DEMO_MEMBER_KEY}"}
+        with httpx.stream(
+            "POST", f"{base}/v1/chat/completions", json=body, headers=headers
+        ) as response:
+            chunks = response.iter_raw()
+            first = next(chunks)
+            started.set()
+            return first + b"".join(chunks)
+
+    with ThreadPoolExecutor(len(started)) as pool:
+        with running(["serve", "--demo"], "/readyz") as (base, _, stderr):
+            streams = [pool.submit(stream, event) for event in started]
+            for event in started:
+                assert event.wait(10)
+        # SIGTERM was sent with all five mid-stream (the demo upstream paces its chunks)
+        bodies = [s.result(timeout=30) for s in streams]
+    assert all(body.endswith(b"data: [DONE]\n\n") for body in bodies)
+    rows = ledger_rows(tmp_path / "gateway-usage.db")
+    assert [(r["outcome"], r["stream"]) for r in rows] == [("ok", 1)] * 5
+    assert all(r["prompt_tokens"] and r["cost_usd"] for r in rows)
+    assert "Waiting for connections to close" in stderr[0]
+
+
+def test_usage_report_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running(["serve", "--demo"], "/readyz") as (base, _, _):
+        for _ in range(3):
+            assert chat(base, DEMO_MEMBER_KEY).status_code == 200
+    assert main(["usage", "--by", "model", "--format", "json", "--since", "1h"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["rows"]
+    assert row["model"] == "deepseek/deepseek-v3.2" and row["requests"] == 3
+    assert Decimal(row["cost_usd"]) > 0
+    assert main(["usage", "--ledger", str(tmp_path / "none.db")]) == 1
+    assert "none.db" in capsys.readouterr().err
+    assert main(["usage", "--since", "last week"]) == 2
+    assert "7d" in capsys.readouterr().err
+
+
+def test_one_process_per_container(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    assert main(["serve", "--demo"]) == 2
+    assert "replicas" in capsys.readouterr().err

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Demo, hash_key, load_settings
+from gateway.config import (
+    ConfigError,
+    Demo,
+    MeteringSettings,
+    hash_key,
+    load_metering,
+    load_settings,
+)
+from gateway.types import Price
 from tests.conftest import ALICE_KEY, BOB_KEY, MEMBERS_TOML, TEAM_KEY, make_settings
 
 
@@ -89,6 +98,20 @@ def test_full_example_is_valid() -> None:
             "policy.require_capabilities: expected a list of strings",
         ),
         ("server = 1\n", "server: expected a table"),
+        ("[metering]\nledger_path = ''\n", "metering.ledger_path: must not be empty"),
+        ("[metering]\ninject_stream_usage = 1\n", "metering.inject_stream_usage: expected true"),
+        ("[metering]\nbalance_poll_seconds = -5\n", "metering.balance_poll_seconds: must be 0"),
+        ("[metering]\nmetrics_token = 'short'\n", "metering.metrics_token: use at least 16"),
+        ("[metering]\nmetrics_port = 70000\n", "metering.metrics_port: must be between"),
+        ("[metering]\nmetrics_port = 8080\n", "metering.metrics_port: must differ from server"),
+        ("[metering]\nledger = 'x.db'\n", "metering.ledger: unknown key"),
+        ("[pricing]\n'a/b' = 1\n", 'pricing."a/b": expected a table'),
+        ("[pricing.'a/b']\nprompt = 1\n", 'pricing."a/b".completion: required'),
+        ("[pricing.'a/b']\nprompt = 1\ncompletion = -1\n", 'pricing."a/b".completion: must not'),
+        (
+            "[pricing.'a/b']\nprompt = '1'\ncompletion = 1\n",
+            'pricing."a/b".prompt: expected a number',
+        ),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> None:
@@ -135,6 +158,10 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> No
             "members[0].admin: expected true or false",
         ),
         ("", 'members: at least one [[members]] entry is needed when auth.mode = "keys"'),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nend_user_header = 'x user'\n",
+            "members[0].end_user_header: not an HTTP header name",
+        ),
     ],
 )
 def test_bad_members_name_the_key(tmp_path: Path, members: str, expected: str) -> None:
@@ -189,3 +216,28 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
     assert "not valid TOML" in error_for(tmp_path, "[server\n")
     with pytest.raises(ConfigError, match="file not found"):
         load_settings(tmp_path / "nope.toml", {})
+
+
+def test_metering_and_pricing_are_read(tmp_path: Path) -> None:
+    toml = (
+        "[metering]\nledger_path = '/var/lib/gw/usage.db'\nbalance_poll_seconds = 0\n"
+        "[pricing.'deepseek/deepseek-v3.2']\nprompt = 0.28\ncompletion = 1\n"
+        "[[members]]\nname = 'webui'\nkey_env = 'BOB_KEY'\nend_user_header = 'X-OpenWebUI-User-Email'\n"
+    )
+    settings = make_settings(tmp_path, toml, members=False)
+    assert settings.metering.ledger_path == "/var/lib/gw/usage.db"
+    assert settings.metering.balance_poll_seconds == 0
+    assert settings.pricing == {"deepseek/deepseek-v3.2": Price(Decimal("0.28"), Decimal("1.0"))}
+    assert settings.members[0].end_user_header == "x-openwebui-user-email"
+
+
+def test_the_usage_command_reads_metering_without_a_team_key(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        "[metering]\nledger_path = 'u.db'\n[[members]]\nname = 'a'\nkey_env = 'UNSET'\n"
+    )
+    assert load_metering(config).ledger_path == "u.db"
+    assert load_metering(None) == MeteringSettings()
+    config.write_text("[metering]\nledger_path = 3\n")
+    with pytest.raises(ConfigError, match=r"metering\.ledger_path: expected a string"):
+        load_metering(config)

@@ -3,35 +3,76 @@ as `serve --demo` runs them."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
 from gateway.app import create_app
 from gateway.cli import DEMO_MEMBER_KEY
 from gateway.config import Demo, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
-from tests.conftest import live_server
+from tests.conftest import ledger_rows, live_server
 
 pytestmark = pytest.mark.anyio
 MESSAGES = [{"role": "user", "content": "Say hello to the team"}]
 
 
-@pytest.fixture
-async def sdk(tmp_path: Path) -> AsyncIterator[openai.AsyncOpenAI]:
+@contextlib.asynccontextmanager
+async def clients(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, openai.AsyncOpenAI]]:
+    """An SDK client through the gateway, and one straight to the demo upstream behind it."""
     config = tmp_path / "gateway.toml"
     config.write_text("[policy]\ndeny = ['openai/*']\n")
     async with live_server(create_demo_upstream()) as upstream_url:
         demo = Demo(base_url=f"{upstream_url}/api", team_key=DEMO_TEAM_KEY)
         settings = load_settings(config, {}, demo=demo, fallback_member=("demo", DEMO_MEMBER_KEY))
         async with live_server(create_app(settings)) as gateway_url:
-            client = openai.AsyncOpenAI(
+            via_gateway = openai.AsyncOpenAI(
                 base_url=f"{gateway_url}/v1", api_key=DEMO_MEMBER_KEY, max_retries=0
             )
-            async with client:
-                yield client
+            direct = openai.AsyncOpenAI(
+                base_url=f"{upstream_url}/api/v1", api_key=DEMO_TEAM_KEY, max_retries=0
+            )
+            async with via_gateway, direct:
+                yield via_gateway, direct
+
+
+@pytest.fixture
+async def sdk(tmp_path: Path) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with clients(tmp_path) as (via_gateway, _):
+        yield via_gateway
+
+
+def shape(chunks: list[ChatCompletionChunk]) -> list[dict[str, Any]]:
+    """A stream as a client reads it, without the ids and times that differ between calls."""
+    return [c.model_dump(exclude={"id", "created"}, exclude_unset=True) for c in chunks]
+
+
+@pytest.mark.parametrize("asks_usage", [False, True])
+async def test_a_stream_reads_as_it_would_without_the_gateway(
+    tmp_path: Path, asks_usage: bool
+) -> None:
+    options: dict[str, Any] = {"stream_options": {"include_usage": True}} if asks_usage else {}
+    request: dict[str, Any] = {"model": "deepseek/deepseek-v3.2", "messages": MESSAGES, **options}
+    async with clients(tmp_path) as (via_gateway, direct):
+        through = [
+            c async for c in await via_gateway.chat.completions.create(**request, stream=True)
+        ]
+        alone = [c async for c in await direct.chat.completions.create(**request, stream=True)]
+    assert shape(through) == shape(alone)
+    assert (through[-1].usage is not None) is asks_usage
+    if not asks_usage:
+        assert all(c.choices and "usage" not in c.model_fields_set for c in through)
+    # Either way, the gateway got the usage, and the ledger has it.
+    (row,) = ledger_rows(tmp_path / "gateway-usage.db")
+    assert row["member"] == "demo" and row["stream"] == 1 and row["outcome"] == "ok"
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] > 0
+    assert Decimal(row["cost_usd"]) > 0
 
 
 async def test_models_list_shows_only_allowed_models(sdk: openai.AsyncOpenAI) -> None:

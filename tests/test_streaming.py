@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import TEAM_KEY, FakeNanoGPT, auth, live_server, make_settings
+from tests.conftest import TEAM_KEY, FakeNanoGPT, auth, ledger_rows, live_server, make_settings
 
 pytestmark = pytest.mark.anyio
 CHAT = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -87,6 +87,9 @@ async def test_client_disconnect_closes_the_upstream_request(
         with anyio.fail_after(5):
             await stream.closed.wait()
         assert not stream.go_on.is_set()
+    (row,) = ledger_rows()
+    assert (row["member"], row["status"], row["outcome"]) == ("alice", 200, "client_disconnected")
+    assert row["prompt_tokens"] is None and row["ttft_seconds"] is not None
 
 
 @pytest.mark.parametrize(
@@ -114,3 +117,5 @@ async def test_mid_stream_failure_ends_with_an_error_event(
     assert error["code"] == code and "while streaming" in error["message"]
     assert TEAM_KEY not in response.text
     assert stream.closed.is_set()
+    (row,) = ledger_rows()
+    assert (row["status"], row["outcome"], row["stream"]) == (200, "upstream_failed", 1)
