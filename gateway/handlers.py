@@ -65,6 +65,9 @@ MeteredRoute = Callable[[Request, Gateway, Tally], Awaitable[Response]]
 
 
 def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
+    """The route, tallied: every way it can end finishes the tally, except a `Relay`, which
+    finishes it when its body has ended (or the client has left)."""
+
     async def handle(request: Request) -> Response:
         gateway = gateway_of(request)
         tally = gateway.meter.start()
@@ -128,19 +131,31 @@ async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Response:
         )
 
     tally.forwarded = True
-    ask_usage = _asks_stream_usage(gateway, call, tally)
-    upstream = await _open(
-        request, gateway, raw_subpath, protocol.with_stream_usage(call) if ask_usage else body
+    upstream, hides_usage = await _forward(request, gateway, raw_subpath, call, body, tally)
+    return Relay(upstream, _watcher(call, upstream, hide_usage=hides_usage), tally)
+
+
+async def _forward(
+    request: Request,
+    gateway: Gateway,
+    raw_subpath: str,
+    call: protocol.Call,
+    body: bytes,
+    tally: Tally,
+) -> tuple[UpstreamResponse, bool]:
+    """Send the request upstream, asking for stream usage on the client's behalf where needed;
+    also says whether the relay must hide that usage from the client."""
+    if not _asks_stream_usage(gateway, call, tally):
+        return await _open(request, gateway, raw_subpath, body), False
+    upstream = await _open(request, gateway, raw_subpath, protocol.with_stream_usage(call))
+    if not await _refuses_stream_options(upstream):
+        return upstream, True
+    gateway.no_stream_usage.add(str(call.model))
+    tally.stream_usage_unsupported = True
+    logger.warning(
+        "NanoGPT refused stream_options for %s; its streams go unmetered from now on", call.model
     )
-    if ask_usage and await _refuses_stream_options(upstream):
-        gateway.no_stream_usage.add(str(call.model))
-        logger.warning(
-            "NanoGPT refused stream_options for %s; its streams go unmetered from now on",
-            call.model,
-        )
-        ask_usage, tally.stream_usage_unsupported = False, True
-        upstream = await _open(request, gateway, raw_subpath, body)
-    return Relay(upstream, _watcher(call, upstream, hide_usage=ask_usage), tally)
+    return await _open(request, gateway, raw_subpath, body), False
 
 
 def _asks_stream_usage(gateway: Gateway, call: protocol.Call, tally: Tally) -> bool:

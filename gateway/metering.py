@@ -10,8 +10,8 @@ members are configured names, models are catalog ids, endpoints a fixed list.
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Protocol
@@ -157,7 +157,7 @@ class Tally:
         self._first_byte: float | None = None
         self._done = False
         self.started_at = time.time()
-        self.request_id = uuid.uuid4().hex
+        self.request_id = os.urandom(16).hex()  # a uuid4's randomness, without the object
         self.member: Member | None = None
         self.end_user: str | None = None
         self.endpoint = OTHER

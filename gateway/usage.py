@@ -130,12 +130,11 @@ class EventStream:
         self._pending = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk
+        data = self._pending + chunk if self._pending else chunk
         out: list[bytes] = []
-        start = 0
-        while (end := _event_end(data, start)) is not None:
-            event = self._inspect(data[start:end])
-            if event:
+        start, has_cr = 0, b"\r" in data
+        while (end := _event_end(data, start, has_cr)) is not None:
+            if event := self._inspect(data[start:end]):
                 out.append(event)
             start = end
         self._pending = data[start:]
@@ -149,6 +148,14 @@ class EventStream:
     def _inspect(self, event: bytes) -> bytes:
         if b'"usage"' not in event:
             return event
+        # Most events of a stream that asked for usage end in `"usage": null}`: nothing to read,
+        # and when hiding, the key is cut from the end without parsing the JSON.
+        body = event.rstrip(b"\r\n")
+        for suffix in _NULL_USAGE_SUFFIXES:
+            if body.endswith(suffix):
+                if not self._hide_usage:
+                    return event
+                return body[: -len(suffix)] + b"}" + event[len(body) :]
         payload, data_line = _payload(event)
         usage = usage_of(payload)
         if usage is not None:
@@ -160,9 +167,12 @@ class EventStream:
         return _without_null_usage(event, data_line, payload)
 
 
-def _event_end(data: bytes, start: int) -> int | None:
+def _event_end(data: bytes, start: int, has_cr: bool = True) -> int | None:
     """Where the event starting at `start` ends: just past its first empty line. A `\\r` at the
     very end may be the first half of `\\r\\n`, so it waits for the next byte."""
+    if not has_cr:  # the usual case: lines end with LF alone
+        end = data.find(b"\n\n", start)
+        return None if end < 0 else end + 2
     previous_end = start
     for match in _LINE_END.finditer(data, start):
         if match.end() == len(data) and match.group() == b"\r":
@@ -191,13 +201,9 @@ def _json(data: bytes) -> Any:
 
 
 def _without_null_usage(event: bytes, data_line: bytes | None, payload: dict[str, Any]) -> bytes:
-    """The event without its top-level `"usage": null`, as unchanged as possible: the key is
-    cut from the end of the line when it is last (as OpenAI-style upstreams send it), and the
-    data is re-encoded only otherwise."""
+    """The event without its top-level `"usage": null`, re-encoded (`EventStream._inspect`
+    has already cut the usual trailing key without parsing)."""
     if data_line is None:
         return event
-    for suffix in _NULL_USAGE_SUFFIXES:
-        if data_line.endswith(suffix):
-            return event.replace(data_line, data_line[: -len(suffix)] + b"}", 1)
     rest = {k: v for k, v in payload.items() if k != "usage"}
     return event.replace(data_line, b"data: " + json.dumps(rest).encode(), 1)
