@@ -194,3 +194,19 @@ def test_one_process_per_container(
     monkeypatch.setenv("WEB_CONCURRENCY", "4")
     assert main(["serve", "--demo"]) == 2
     assert "replicas" in capsys.readouterr().err
+
+
+def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
+    metrics_port = free_port()
+    config = tmp_path / "gateway.toml"
+    token = "scrape-token-0123456789"
+    config.write_text(f"[metering]\nmetrics_port = {metrics_port}\nmetrics_token = '{token}'\n")
+    with running(["serve", "--demo", "--config", str(config)], "/readyz") as (base, _, stderr):
+        assert chat(base, DEMO_MEMBER_KEY).status_code == 200
+        assert httpx.get(f"{base}/metrics").status_code == 404
+        scrape = f"http://127.0.0.1:{metrics_port}/metrics"
+        assert httpx.get(scrape).status_code == 401
+        metrics = httpx.get(scrape, headers={"authorization": f"Bearer {token}"})
+        assert metrics.status_code == 200
+        assert 'nanogpt_gateway_requests_total{endpoint="chat/completions"' in metrics.text
+    assert token not in stderr[0]
