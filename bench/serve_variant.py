@@ -1,0 +1,57 @@
+"""One gateway process for the metering benchmark: `--metering on` is the product as shipped;
+`--metering off` removes what metering adds to the request path (usage watching, stream usage
+injection, the metric updates and the ledger row), keeping auth, policy and the relay."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import uvicorn
+
+from gateway import handlers
+from gateway.app import create_app
+from gateway.config import hash_key, load_settings
+from gateway.metering import Meter
+from gateway.usage import Passthrough
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", required=True, help="the stand-in's API root")
+    parser.add_argument("--metering", choices=["on", "off"], required=True)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        serve(args, Path(tmp))
+
+
+def serve(args: argparse.Namespace, workdir: Path) -> None:
+    config = workdir / "gateway.toml"
+    config.write_text(
+        f"""
+[upstream]
+base_url = "{args.upstream}"
+[policy]
+allow = ["deepseek/*", "qwen/*", "moonshotai/*"]
+distillation = "allowed"
+[metering]
+ledger_path = "{workdir / "usage.db"}"
+inject_stream_usage = {"true" if args.metering == "on" else "false"}
+balance_poll_seconds = 0
+[[members]]
+name = "bench"
+key_sha256 = "{hash_key(os.environ.get("MEMBER_KEY", "sk-bench"))}"
+"""
+    )
+    if args.metering == "off":
+        handlers._watcher = lambda call, upstream, hide_usage: Passthrough()  # type: ignore[assignment]
+        Meter.record = lambda self, *rest: self.metrics.inflight.dec()  # type: ignore[assignment,method-assign]
+    settings = load_settings(config, {"NANOGPT_API_KEY": "demo-team-key"})
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
