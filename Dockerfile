@@ -10,10 +10,15 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 RUN pip install . \
-    && useradd --system --uid 10001 --no-create-home gateway
+    && useradd --system --uid 10001 --no-create-home gateway \
+    && mkdir -p /var/lib/nanogpt-gateway \
+    && chown gateway /var/lib/nanogpt-gateway
 
 COPY config/gateway.example.toml /etc/nanogpt-gateway/gateway.example.toml
 USER gateway
+# The default ledger_path is relative: the usage ledger lands here. Keep it on a volume.
+WORKDIR /var/lib/nanogpt-gateway
+VOLUME /var/lib/nanogpt-gateway
 EXPOSE 8080
 
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
