@@ -24,10 +24,11 @@ from gateway import __version__, reports
 from gateway.app import create_app, create_metrics_app
 from gateway.config import ConfigError, Demo, Settings, hash_key, load_metering, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
-from gateway.ledger import LedgerError, totals
+from gateway.ledger import LedgerError, prepare, totals
 from gateway.logs import configure_logging
 
 DEMO_MEMBER_KEY = "sk-gateway-demo"
+STARTUP_FAILURE = 3  # as uvicorn exits when the application fails to start
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,18 +113,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_demo(config: str | None, host: str | None, port: int | None, log_level: str) -> int:
     """The gateway in front of the stand-in, which listens on a free loopback port."""
-    sock = _loopback_socket()
-    demo_host, demo_port = sock.getsockname()[:2]
-    demo = Demo(base_url=f"http://{demo_host}:{demo_port}/api", team_key=DEMO_TEAM_KEY)
-    settings = load_settings(
-        config,
-        os.environ,
-        host=host,
-        port=port,
-        demo=demo,
-        fallback_member=("demo", DEMO_MEMBER_KEY),
-    )
-    return _run(settings, log_level, demo_socket=sock)
+    with _loopback_socket() as sock:
+        demo_host, demo_port = sock.getsockname()[:2]
+        demo = Demo(base_url=f"http://{demo_host}:{demo_port}/api", team_key=DEMO_TEAM_KEY)
+        settings = load_settings(
+            config,
+            os.environ,
+            host=host,
+            port=port,
+            demo=demo,
+            fallback_member=("demo", DEMO_MEMBER_KEY),
+        )
+        return _run(settings, log_level, demo_socket=sock)
 
 
 def _quickstart(args: argparse.Namespace) -> int:
@@ -200,10 +201,13 @@ class _Gateway(uvicorn.Server):
 
 
 def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | None = None) -> int:
+    try:
+        prepare(settings.metering.ledger_path)
+    except LedgerError as exc:
+        raise ConfigError(f"metering.ledger_path: {exc}") from None
     configure_logging(
         log_level, [settings.team_key.reveal(), settings.metering.metrics_token or ""]
     )
-    _one_process_only()
     app = create_app(settings)
     host = settings.server.host
     gateway = _Gateway(
@@ -243,6 +247,8 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
             await asyncio.gather(*tasks)
 
     asyncio.run(serve_all())
+    if not gateway.started:
+        return STARTUP_FAILURE
     # Exit as the signal says, now that everything has shut down gracefully (Ctrl-C quietly).
     with contextlib.suppress(KeyboardInterrupt):
         for sig in reversed(gateway.caught):

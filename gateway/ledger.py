@@ -22,7 +22,7 @@ from pathlib import Path
 from gateway.reports import GROUPINGS, NO_KEY, ReportRow
 from gateway.types import UsageRecord
 
-__all__ = ["MIGRATIONS", "Ledger", "LedgerError", "ReportRow", "migrate", "totals"]
+__all__ = ["MIGRATIONS", "Ledger", "LedgerError", "ReportRow", "migrate", "prepare", "totals"]
 
 logger = logging.getLogger("gateway.ledger")
 
@@ -70,6 +70,8 @@ _ROWS_PER_INSERT = 60
 @functools.cache
 def _insert(rows: int) -> str:
     return _INSERT + ", ".join(["(" + ", ".join("?" * _COLUMNS) + ")"] * rows)
+
+
 _GROUP_KEYS = {
     "member": "member",
     "model": f"COALESCE(model, '{NO_KEY}')",
@@ -356,6 +358,12 @@ def _row(record: UsageRecord) -> Row:
         record.duration_seconds,
         record.ttft_seconds,
     )
+
+
+def prepare(path: str | Path) -> None:
+    """Create or migrate the ledger at `path` and close it again, or raise `LedgerError`: the
+    command checks the ledger before it serves, so a bad path stops start-up with one line."""
+    _open_for_writing(Path(path)).close()
 
 
 def _open_for_writing(path: Path) -> sqlite3.Connection:

@@ -210,3 +210,13 @@ def test_metrics_on_a_port_of_their_own(tmp_path: Path) -> None:
         assert metrics.status_code == 200
         assert 'nanogpt_gateway_requests_total{endpoint="chat/completions"' in metrics.text
     assert token not in stderr[0]
+
+
+def test_a_ledger_that_cannot_be_opened_stops_start_up_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[metering]\nledger_path = '{tmp_path / 'missing' / 'usage.db'}'\n")
+    assert main(["serve", "--demo", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "metering.ledger_path:" in err and "does not exist" in err
