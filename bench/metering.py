@@ -56,8 +56,14 @@ def process(args: list[str], ready_url: str, cpus: str) -> Iterator[subprocess.P
         proc.wait(30)
 
 
-def wrk(url: str, *, stream: bool, seconds: int, connections: int) -> tuple[float, int]:
-    """(requests per second, non-2xx or socket errors) for one wrk run on core 1."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, *, stream: bool, seconds: int, connections: int) -> tuple[float, int, int]:
+    """(requests per second, requests, non-2xx or socket errors) for one wrk run on core 1."""
     env = {**os.environ, "STREAM": "1" if stream else "0", "MEMBER_KEY": MEMBER_KEY}
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
     out = subprocess.run(
@@ -68,10 +74,11 @@ def wrk(url: str, *, stream: bool, seconds: int, connections: int) -> tuple[floa
         check=True,
     ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = sum(
         int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|errors: .*?):?\s+(\d+)", out)
     )
-    return rate, errors
+    return rate, requests, errors
 
 
 def main() -> None:
@@ -93,6 +100,7 @@ def main() -> None:
     ]
     upstream_url = f"http://127.0.0.1:{upstream_port}/api"
     results: dict[tuple[str, bool], list[float]] = {}
+    cpu: dict[tuple[str, bool], list[float]] = {}
     errors = 0
     with process(upstream_cmd, f"{upstream_url}/v1/models", cpus="0"):
         for _ in range(args.rounds):
@@ -108,23 +116,29 @@ def main() -> None:
                     "--metering",
                     metering,
                 ]
-                with process(cmd, f"http://127.0.0.1:{port}/readyz", cpus="0"):
+                with process(cmd, f"http://127.0.0.1:{port}/readyz", cpus="0") as gateway:
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     for stream in (False, True):
                         wrk(url, stream=stream, seconds=2, connections=args.connections)  # warm-up
-                        rate, errs = wrk(
+                        before = cpu_seconds(gateway.pid)
+                        rate, requests, errs = wrk(
                             url, stream=stream, seconds=args.seconds, connections=args.connections
                         )
+                        used = cpu_seconds(gateway.pid) - before
                         results.setdefault((metering, stream), []).append(rate)
+                        cpu.setdefault((metering, stream), []).append(used / requests * 1e6)
                         errors += errs
 
-    print(f"\n{args.rounds} rounds x {args.seconds} s, c={args.connections}, median req/s\n")
-    print("| body | metering off | metering on | on / off |")
-    print("|---|---:|---:|---:|")
+    print(f"\n{args.rounds} rounds x {args.seconds} s, c={args.connections}, medians\n")
+    print("| body | req/s off | req/s on | on / off | gateway CPU us/req off | on | on / off |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for stream in (False, True):
-        off = statistics.median(results[("off", stream)])
-        on = statistics.median(results[("on", stream)])
-        print(f"| {'SSE' if stream else 'JSON'} | {off:,.0f} | {on:,.0f} | {on / off:.2f} |")
+        off, on = (statistics.median(results[(m, stream)]) for m in ("off", "on"))
+        cpu_off, cpu_on = (statistics.median(cpu[(m, stream)]) for m in ("off", "on"))
+        print(
+            f"| {'SSE' if stream else 'JSON'} | {off:,.0f} | {on:,.0f} | {on / off:.2f} "
+            f"| {cpu_off:,.0f} | {cpu_on:,.0f} | {cpu_on / cpu_off:.2f} |"
+        )
     print(f"\nerrors (non-2xx or socket): {errors}")
 
 
