@@ -439,3 +439,16 @@ def test_every_app_has_metrics_of_its_own() -> None:
     first.inflight.inc()
     assert b"nanogpt_gateway_inflight_requests 1.0" in first.exposition()[0]
     assert b"nanogpt_gateway_inflight_requests 0.0" in second.exposition()[0]
+
+
+async def test_auth_none_meters_everyone_as_anonymous(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
+    nanogpt.handler = answer()
+    settings = make_settings(tmp_path, "[auth]\nmode = 'none'\n", members=False)
+    async with gateway_client(settings, nanogpt.transport) as client:
+        await client.post("/v1/chat/completions", json=chat())
+        text = await scrape(client)
+    assert metric(
+        text, "nanogpt_gateway_cost_usd_total", member="anonymous", model=GPT
+    ) == pytest.approx(0.0045)
+    (row,) = ledger_rows()
+    assert row["member"] == "anonymous" and Decimal(row["cost_usd"]) == COST
