@@ -45,6 +45,7 @@ MIGRATIONS: tuple[str, ...] = (
         cached_prompt_tokens INTEGER,
         reasoning_tokens INTEGER,
         cost_usd TEXT,
+        unmetered TEXT,
         duration_seconds REAL NOT NULL,
         ttft_seconds REAL
     );
@@ -57,14 +58,14 @@ _INSERT = """
 INSERT INTO usage (
     time, request_id, member, end_user, model, endpoint, status, outcome, stream,
     prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens,
-    cost_usd, duration_seconds, ttft_seconds
+    cost_usd, unmetered, duration_seconds, ttft_seconds
 ) VALUES """
-_COLUMNS = 16
+_COLUMNS = 17
 # sqlite3 releases the GIL around every statement step, and each time the writer takes it back
 # the event loop may stall for the switch interval: executemany() (one step per row) cost the
 # request path ~0.15 ms per request. Rows go in multi-row INSERTs instead; 60 rows keep within
 # the 999 parameters of older SQLite builds.
-_ROWS_PER_INSERT = 60
+_ROWS_PER_INSERT = 55
 
 
 @functools.cache
@@ -264,7 +265,7 @@ def totals(
         SELECT {_GROUP_KEYS[by]} AS key,
             COUNT(*),
             COALESCE(SUM(outcome = 'refused'), 0),
-            COALESCE(SUM(outcome != 'refused' AND prompt_tokens IS NULL), 0),
+            COALESCE(SUM(unmetered IS NOT NULL), 0),
             COALESCE(SUM(prompt_tokens), 0),
             COALESCE(SUM(completion_tokens), 0),
             COALESCE(SUM(cached_prompt_tokens), 0),
@@ -355,6 +356,7 @@ def _row(record: UsageRecord) -> Row:
         int(record.stream),
         *tokens,
         str(record.cost_usd) if record.cost_usd is not None else None,
+        record.unmetered,
         record.duration_seconds,
         record.ttft_seconds,
     )

@@ -257,11 +257,12 @@ class Meter:
             m.upstream_errors.labels("status_5xx" if status >= 500 else "status_4xx").inc()
         elif tally.upstream_failure is not None:
             m.upstream_errors.labels(tally.upstream_failure).inc()
-        if reason := unmetered_reason(tally, outcome, usage, priced=cost is not None):
-            m.unmetered.labels(reason).inc()
+        unmetered = unmetered_reason(tally, outcome, usage, priced=cost is not None)
+        if unmetered is not None:
+            m.unmetered.labels(unmetered).inc()
 
         if tally.member is not None and self._ledger is not None:
-            row = _row(tally, status, outcome, usage, cost, duration, ttft)
+            row = _row(tally, status, outcome, usage, cost, unmetered, duration, ttft)
             try:
                 self._ledger.append(row)
             except Exception:  # a closed ledger must not turn a finished answer into a crash
@@ -315,6 +316,7 @@ def _row(
     outcome: Outcome,
     usage: Usage | None,
     cost: Decimal | None,
+    unmetered: str | None,
     duration: float,
     ttft: float | None,
 ) -> UsageRecord:
@@ -331,6 +333,7 @@ def _row(
         stream=tally.stream,
         usage=usage,
         cost_usd=cost,
+        unmetered=unmetered,
         duration_seconds=duration,
         ttft_seconds=ttft,
     )

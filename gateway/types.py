@@ -123,7 +123,8 @@ class Usage:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageRecord:
     """One finished request: a ledger row. `usage` is `None` when the request ended without
-    NanoGPT reporting any (unmetered); `cost_usd` is exact, never a float."""
+    NanoGPT reporting any; `cost_usd` is exact, never a float; `unmetered` says why a request
+    that reached NanoGPT has no known cost (the same reasons as the metric)."""
 
     time: float
     request_id: str
@@ -136,5 +137,6 @@ class UsageRecord:
     stream: bool = False
     usage: Usage | None = None
     cost_usd: Decimal | None = None
+    unmetered: str | None = None
     duration_seconds: float = 0.0
     ttft_seconds: float | None = None

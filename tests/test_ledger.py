@@ -91,7 +91,13 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
     cost = Decimal("0.000123456789012345678901234567")
     metered = record(1, cost_usd=cost, end_user="user-7", stream=True, ttft_seconds=0.25)
     unmetered = record(
-        2, outcome="client_disconnected", status=200, usage=None, cost_usd=None, model=None
+        2,
+        outcome="client_disconnected",
+        status=200,
+        usage=None,
+        cost_usd=None,
+        model=None,
+        unmetered="client_disconnected",
     )
     write(path, [metered, unmetered])
 
@@ -112,12 +118,14 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         "cached_prompt_tokens": 40,
         "reasoning_tokens": 5,
         "cost_usd": str(cost),
+        "unmetered": None,
         "duration_seconds": 1.5,
         "ttft_seconds": 0.25,
     }
     assert Decimal(first["cost_usd"]) == cost
     assert second["outcome"] == "client_disconnected" and second["stream"] == 0
     assert second["model"] is None and second["cost_usd"] is None
+    assert second["unmetered"] == "client_disconnected"
     assert second["ttft_seconds"] is None
     tokens = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
     assert [second[t] for t in tokens] == [None] * 4
@@ -349,7 +357,13 @@ def history(path: Path) -> Path:
             record(3, member="alice", outcome="refused", status=403, usage=None, cost_usd=None),
             record(4, member="bob", cost_usd=Decimal("1.25"), end_user="u1"),
             record(
-                5, member="bob", outcome="upstream_failed", status=502, usage=None, cost_usd=None
+                5,
+                member="bob",
+                outcome="upstream_failed",
+                status=502,
+                usage=None,
+                cost_usd=None,
+                unmetered="upstream_failed",
             ),
             record(
                 6,

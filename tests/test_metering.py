@@ -170,6 +170,7 @@ async def test_stream_usage_injection_can_be_switched_off(
     assert metric(text, "nanogpt_gateway_unmetered_requests_total", reason="no_usage") == 1
     (row,) = ledger_rows()
     assert row["outcome"] == "ok" and row["prompt_tokens"] is None and row["cost_usd"] is None
+    assert row["unmetered"] == "no_usage"
 
 
 async def test_an_upstream_that_refuses_stream_options_is_asked_once_then_left_alone(
