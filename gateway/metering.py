@@ -23,6 +23,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -64,6 +65,9 @@ class Metrics:
     tests, the demo) never share counters, and `/metrics` shows only what the gateway owns."""
 
     def __init__(self) -> None:
+        # No `*_created` series: they double what every scrape carries and no panel reads them.
+        # (A process-wide switch; this process is the gateway's.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = registry = CollectorRegistry()
         ProcessCollector(registry=registry)
         ns = "nanogpt_gateway"

@@ -36,8 +36,8 @@ _TABLE_DECIMALS = 6
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportRow:
-    """One group of a usage report. `unmetered` counts requests that reached NanoGPT but came
-    back without usage, so their tokens and cost are missing from the sums."""
+    """One group of a usage report. `unmetered` counts requests that reached NanoGPT but whose
+    cost is unknown (no usage came back, or no price), so they are missing from the sums."""
 
     key: str
     requests: int = 0

@@ -438,6 +438,8 @@ def test_endpoint_labels_are_bounded(endpoint: str, label: str) -> None:
 def test_every_app_has_metrics_of_its_own() -> None:
     first, second = Metrics(), Metrics()
     first.inflight.inc()
+    first.requests.labels("alice", "m", "models", "200").inc()
+    assert b"_created" not in first.exposition()[0]  # half the series, read by nobody
     assert b"nanogpt_gateway_inflight_requests 1.0" in first.exposition()[0]
     assert b"nanogpt_gateway_inflight_requests 0.0" in second.exposition()[0]
 
