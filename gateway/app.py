@@ -29,7 +29,7 @@ from gateway.errors import GatewayError, error_body
 from gateway.handlers import Gateway
 from gateway.keys import KeyRing
 from gateway.ledger import Ledger
-from gateway.metering import Meter, Metrics
+from gateway.metering import REQUEST_ID_HEADER, Meter, Metrics
 from gateway.proxy import Upstream
 
 logger = logging.getLogger("gateway")
@@ -122,7 +122,7 @@ async def _load_until_ready(catalog: Catalog, retry_seconds: float) -> None:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=_request_id(request))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -141,7 +141,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     body = error_body(
         "The gateway failed to handle this request.", type="api_error", code="internal_error"
     )
-    return JSONResponse(body, status_code=500)
+    return JSONResponse(body, status_code=500, headers=_request_id(request))
+
+
+def _request_id(request: Request) -> dict[str, str]:
+    request_id = getattr(request.state, "request_id", None)
+    return {REQUEST_ID_HEADER: request_id} if request_id else {}
 
 
 _EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {

@@ -31,7 +31,7 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.keys import KeyRing, presented_key
-from gateway.metering import Meter, Metrics, Tally
+from gateway.metering import REQUEST_ID_HEADER, Meter, Metrics, Tally
 from gateway.proxy import Upstream, UpstreamResponse
 from gateway.relay import Relay
 from gateway.types import Member, ModelInfo, Outcome
@@ -71,6 +71,7 @@ def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         gateway = gateway_of(request)
         tally = gateway.meter.start()
+        request.state.request_id = tally.request_id  # for the error handlers' responses
         try:
             response = await route(request, gateway, tally)
         except GatewayError as exc:
@@ -85,6 +86,7 @@ def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
         except BaseException:
             tally.finish(500, "error")
             raise
+        response.headers[REQUEST_ID_HEADER] = tally.request_id
         if not isinstance(response, Relay):
             tally.finish(response.status_code, "ok")
         return response

@@ -33,6 +33,8 @@ from gateway.types import Member, ModelInfo, Outcome, Price, Usage, UsageRecord
 
 logger = logging.getLogger("gateway.metering")
 
+REQUEST_ID_HEADER = "x-gateway-request-id"
+"""The ledger row's request id, on every `/v1` response: what to quote when asking about one."""
 UNAUTHENTICATED = "unauthenticated"
 OTHER = "other"
 NO_MODEL = "none"

@@ -455,3 +455,16 @@ async def test_auth_none_meters_everyone_as_anonymous(tmp_path: Path, nanogpt: F
     ) == pytest.approx(0.0045)
     (row,) = ledger_rows()
     assert row["member"] == "anonymous" and Decimal(row["cost_usd"]) == COST
+
+
+async def test_every_answer_names_its_ledger_row(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
+    nanogpt.handler = answer()
+    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+        answers = [
+            await client.post("/v1/chat/completions", json=chat(), headers=auth()),
+            await client.post("/v1/chat/completions", json=chat("no/such"), headers=auth()),
+            await client.get("/v1/models", headers=auth()),
+        ]
+    assert [a.status_code for a in answers] == [200, 404, 200]
+    ids = [a.headers["x-gateway-request-id"] for a in answers]
+    assert ids == [row["request_id"] for row in ledger_rows()]
