@@ -167,7 +167,7 @@ class EventStream:
         return _without_null_usage(event, data_line, payload)
 
 
-def _event_end(data: bytes, start: int, has_cr: bool = True) -> int | None:
+def _event_end(data: bytes, start: int, has_cr: bool) -> int | None:
     """Where the event starting at `start` ends: just past its first empty line. A `\\r` at the
     very end may be the first half of `\\r\\n`, so it waits for the next byte."""
     if not has_cr:  # the usual case: lines end with LF alone

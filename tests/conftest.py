@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.app import create_app
 from gateway.config import Settings, hash_key, load_settings
+from gateway.demo_upstream import DEMO_TEAM_KEY
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEAM_KEY = "sk-nano-team-0123456789abcdef"
@@ -212,3 +218,45 @@ def metric(text: str, name: str, **labels: str) -> float | None:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running(
+    args: list[str], ready_path: str, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
+    """`python -m gateway ARGS` on a free port, until its `ready_path` answers; yields the base
+    URL, the process, and a list that holds its stderr once it has been stopped by SIGTERM."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k != "NANOGPT_API_KEY"} | env
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", *args, "--port", str(port)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base, stderr = f"http://127.0.0.1:{port}", []
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # readiness poll, bounded
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, f"{args} did not become ready"
+            with contextlib.suppress(httpx.TransportError):
+                headers = {"x-api-key": DEMO_TEAM_KEY}
+                if httpx.get(base + ready_path, headers=headers).status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield base, process, stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stderr.append(process.communicate(timeout=30)[1])
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit reports the signal.
+    assert process.returncode in (0, -signal.SIGTERM), stderr[0]
+    assert "Traceback" not in stderr[0]

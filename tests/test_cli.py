@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +14,7 @@ import pytest
 
 from gateway.cli import DEMO_MEMBER_KEY, main
 from gateway.demo_upstream import DEMO_TEAM_KEY
-from tests.conftest import MEMBERS_TOML, TEAM_KEY, ledger_rows
+from tests.conftest import MEMBERS_TOML, TEAM_KEY, free_port, ledger_rows, running
 
 
 def test_hash_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -65,48 +57,6 @@ def test_serve_refuses_an_open_relay(
     monkeypatch.setenv("NANOGPT_API_KEY", TEAM_KEY)
     assert main(["serve", "--config", str(config), "--host", "0.0.0.0"]) == 2
     assert "loopback" in capsys.readouterr().err
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def running(
-    args: list[str], ready_path: str, **env: str
-) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
-    """`python -m gateway ARGS` on a free port, until its `ready_path` answers; yields the base
-    URL, the process, and a list that holds its stderr once it has been stopped by SIGTERM."""
-    port = free_port()
-    environ = {k: v for k, v in os.environ.items() if k != "NANOGPT_API_KEY"} | env
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", *args, "--port", str(port)],
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base, stderr = f"http://127.0.0.1:{port}", []
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # readiness poll, bounded
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, f"{args} did not become ready"
-            with contextlib.suppress(httpx.TransportError):
-                headers = {"x-api-key": DEMO_TEAM_KEY}
-                if httpx.get(base + ready_path, headers=headers).status_code == 200:
-                    break
-            time.sleep(0.05)
-        yield base, process, stderr
-    finally:
-        process.send_signal(signal.SIGTERM)
-        stderr.append(process.communicate(timeout=30)[1])
-    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit reports the signal.
-    assert process.returncode in (0, -signal.SIGTERM), stderr[0]
-    assert "Traceback" not in stderr[0]
 
 
 def chat(base: str, key: str) -> httpx.Response:

@@ -22,7 +22,7 @@ import pytest
 from gateway.cli import DEMO_MEMBER_KEY
 from gateway.config import load_settings
 from gateway.metering import Metrics
-from tests.test_cli import free_port, running
+from tests.conftest import free_port, running
 
 DEPLOY = Path(__file__).parents[1] / "deploy"
 DASHBOARD = json.loads((DEPLOY / "grafana" / "dashboards" / "nanogpt-gateway.json").read_text())
