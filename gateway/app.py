@@ -15,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -40,10 +39,9 @@ CATALOG_RETRY_SECONDS = 5.0
 def create_app(
     settings: Settings,
     *,
-    upstream_transport: httpx.AsyncBaseTransport | None = None,
     catalog_retry_seconds: float = CATALOG_RETRY_SECONDS,
 ) -> Starlette:
-    """The gateway as an ASGI app; `upstream_transport` is the seam tests put NanoGPT behind.
+    """The gateway as an ASGI app, in front of NanoGPT at `settings.upstream.base_url`.
 
     `app.state.metrics` holds the metrics, for a server that exposes them on another port.
     """
@@ -57,7 +55,6 @@ def create_app(
             settings.team_key,
             connect_timeout=settings.upstream.connect_timeout_seconds,
             read_timeout=settings.upstream.read_timeout_seconds,
-            transport=upstream_transport,
         )
         ledger = Ledger(metering.ledger_path)
         meter = Meter(metrics, ledger, price_overrides=settings.pricing)

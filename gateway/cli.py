@@ -275,7 +275,10 @@ def _demo_upstream(args: argparse.Namespace) -> int:
 
 
 def _loopback_socket() -> socket.socket:
+    """Listening already, so the gateway's first calls (catalog, balance) wait in the backlog
+    for the stand-in to start accepting instead of being refused."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
     return sock

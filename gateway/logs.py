@@ -1,6 +1,6 @@
 """Logging for the gateway process: one stderr handler whose filter scrubs every secret.
 
-The team key and member keys must never reach a log line, whoever logs it (httpx, uvicorn or a
+The team key and member keys must never reach a log line, whoever logs it (aiohttp, uvicorn or a
 traceback), so redaction sits on the handler rather than trusting each call site.
 """
 
@@ -38,4 +38,3 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per upstream call

@@ -1,19 +1,21 @@
-"""Upstream I/O: the one module that knows the HTTP client library (httpx today).
+"""Upstream I/O: the one module that knows the HTTP client library (aiohttp).
 
-It owns the pooled client, filters headers both ways, swaps the member's key for the team key,
-and translates every client-library failure into `UpstreamError` / `UpstreamTimeout`, so the
-rest of the gateway can change client library without noticing.
+It owns the pooled client session, filters headers both ways, swaps the member's key for the
+team key, and translates every client-library failure into `UpstreamError` /
+`UpstreamTimeout`, so the rest of the gateway can change client library without noticing.
+aiohttp was chosen on bench/run's numbers (bench/README.md): with httpx the connection pool's
+bookkeeping alone cost more per request than everything else the gateway does.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-import httpx
+import aiohttp
+from yarl import URL
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.types import Secret
@@ -53,16 +55,6 @@ NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
 METADATA_READ_TIMEOUT_SECONDS = 30.0
 
 
-class _NoCookies(http.cookiejar.DefaultCookiePolicy):
-    """One shared client serves every member, so it must never store or replay a cookie."""
-
-    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
-        return False
-
-
 def forwarded_headers(
     headers: Iterable[tuple[str, str]], team_key: Secret
 ) -> list[tuple[str, str]]:
@@ -76,18 +68,19 @@ def forwarded_headers(
     return kept
 
 
-def returned_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in headers if k.lower() not in NOT_RETURNED]
+def returned_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The upstream's end-to-end headers, as the raw bytes the relay sends on."""
+    return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in NOT_RETURNED]
 
 
 class UpstreamResponse:
     """An upstream response whose body has not been read yet; `aclose()` it in a `finally`."""
 
-    def __init__(self, response: httpx.Response, upstream: Upstream) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, upstream: Upstream) -> None:
         self._response = response
         self._upstream = upstream
-        self.status_code = response.status_code
-        self.headers = returned_headers(response.headers.multi_items())
+        self.status_code = response.status
+        self.raw_headers = returned_headers(response.raw_headers)
         content_type = response.headers.get("content-type", "")
         self.is_event_stream = content_type.startswith("text/event-stream")
         self.is_json = content_type.startswith("application/json")
@@ -98,8 +91,8 @@ class UpstreamResponse:
         ("Incorrect API key: sk-...") must not hand the team key to a member."""
         if self._error_body is None:
             try:
-                self._error_body = self._upstream.redact(await self._response.aread())
-            except httpx.HTTPError as exc:
+                self._error_body = self._upstream.redact(await self._response.read())
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 raise self._upstream.translate(exc, "while reading an error") from None
         return self._error_body
 
@@ -109,18 +102,24 @@ class UpstreamResponse:
             yield await self.error_body()
             return
         try:
-            async for chunk in self._response.aiter_bytes():
+            async for chunk in self._response.content.iter_any():
                 if chunk:
                     yield chunk
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._upstream.translate(exc, "while streaming the response") from None
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        """Back to the pool when the body was read to its end; closed otherwise, since a
+        connection with an unread body cannot carry another request."""
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 class Upstream:
-    """The NanoGPT API at `base_url`, reached through one pooled client for the gateway's life."""
+    """The NanoGPT API at `base_url`, reached through one pooled session for the gateway's life;
+    build it inside the running event loop."""
 
     def __init__(
         self,
@@ -129,27 +128,38 @@ class Upstream:
         *,
         connect_timeout: float,
         read_timeout: float,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._team_key = team_key
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(
-                connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout
-            ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
-            follow_redirects=False,
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
+        )
+        self._metadata_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=connect_timeout,
+            sock_connect=connect_timeout,
+            sock_read=METADATA_READ_TIMEOUT_SECONDS,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+            # One session serves every member, so it must never store or replay a cookie.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=self._timeout,
             trust_env=False,
+            # Sent as the client library's own (compressed bodies are decoded before relay)
+            # only when the member's client did not say otherwise: its `user-agent` is kept.
+            skip_auto_headers=("User-Agent",),
         )
 
     @property
     def is_closed(self) -> bool:
-        return self._client.is_closed
+        return self._session.closed
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
     async def open(
         self,
@@ -159,14 +169,19 @@ class Upstream:
         headers: Iterable[tuple[str, str]],
         body: bytes,
     ) -> UpstreamResponse:
-        """Send a request to `{base_url}{path}` and return once the response headers are in."""
+        """Send a request to `{base_url}{path}` and return once the response headers are in.
+
+        `path` and `query` go out exactly as the client encoded them (`%2F` in a model id)."""
         url = self.base_url + path + (f"?{query.decode('latin-1')}" if query else "")
-        request = self._client.build_request(
-            method, url, headers=forwarded_headers(headers, self._team_key), content=body
-        )
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self._session.request(
+                method,
+                URL(url, encoded=True),
+                headers=forwarded_headers(headers, self._team_key),
+                data=body or None,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.translate(exc, f"on {method} {path}") from None
         return UpstreamResponse(response, self)
 
@@ -188,28 +203,31 @@ class Upstream:
         headers: Mapping[str, str],
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        timeout = httpx.Timeout(self._client.timeout.connect, read=METADATA_READ_TIMEOUT_SECONDS)
         try:
-            response = await self._client.request(
-                method, self.base_url + path, params=params, headers=headers, timeout=timeout
-            )
-        except httpx.HTTPError as exc:
+            async with self._session.request(
+                method,
+                self.base_url + path,
+                params=params,
+                headers=headers,
+                timeout=self._metadata_timeout,
+                allow_redirects=False,
+            ) as response:
+                status, body = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.translate(exc, f"on {method} {path}") from None
-        if response.status_code != 200:
-            raise UpstreamError(
-                f"NanoGPT answered {method} {path} with HTTP {response.status_code}"
-            )
+        if status != 200:
+            raise UpstreamError(f"NanoGPT answered {method} {path} with HTTP {status}")
         try:
-            return response.json()
+            return json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise UpstreamError(
                 f"NanoGPT answered {method} {path} with a body that is not JSON"
             ) from None
 
-    def translate(self, exc: httpx.HTTPError, doing: str) -> UpstreamError:
+    def translate(self, exc: BaseException, doing: str) -> UpstreamError:
         """The gateway's error for a client-library failure; names the problem, never the key."""
         detail = self.redact(str(exc).encode()).decode() or type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, TimeoutError):
             return UpstreamTimeout(
                 f"NanoGPT at {self.base_url} did not answer in time {doing} "
                 f"({type(exc).__name__}: {detail})"
@@ -217,7 +235,7 @@ class Upstream:
         error = UpstreamError(
             f"Could not reach NanoGPT at {self.base_url} {doing} ({type(exc).__name__}: {detail})"
         )
-        if isinstance(exc, httpx.ConnectError):
+        if isinstance(exc, aiohttp.ClientConnectorError):
             error.reason = "connect"
         return error
 

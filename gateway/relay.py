@@ -33,7 +33,7 @@ class Relay(Response):
         self.tally = tally
         self.status_code = upstream.status_code
         self.background = None
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers]
+        self.raw_headers = upstream.raw_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Until the relay says otherwise, the client left: a cancelled relay never returns.

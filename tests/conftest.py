@@ -1,10 +1,12 @@
-"""Shared fixtures: hermetic environment, settings from TOML text, a scriptable fake NanoGPT on
-`httpx.MockTransport`, the app in-process, and the app on a real uvicorn server for streaming."""
+"""Shared fixtures: hermetic environment, settings from TOML text, a scriptable fake NanoGPT on a
+real loopback port (the gateway's client library sees a real server), the app in-process, and
+the app on a real uvicorn server for streaming."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -21,6 +23,8 @@ import anyio
 import httpx
 import pytest
 import uvicorn
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
@@ -85,7 +89,12 @@ Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
 class FakeNanoGPT:
-    """NanoGPT on a MockTransport: the fixture catalog, and a replaceable handler for the rest."""
+    """NanoGPT as a real HTTP server: the fixture catalog, and a replaceable handler for the rest.
+
+    Handlers are written as `httpx.Request -> httpx.Response` functions. What they raise is
+    played out on the wire: an `httpx.TimeoutException` stalls (the gateway's read timeout must
+    fire), any other `httpx.HTTPError` drops the connection, before the answer or mid-body.
+    """
 
     def __init__(self) -> None:
         self.catalog: Any = catalog_payload()
@@ -94,7 +103,58 @@ class FakeNanoGPT:
         self.handler: Handler = self.complete
         self.balance: Any = {"usd_balance": "129.46956147", "nano_balance": "26.71801147"}
         self.balance_requests: list[httpx.Request] = []
-        self.transport = httpx.MockTransport(self._dispatch)
+        self.keep_alive = True
+        """False: every answer closes its connection, so none waits in the gateway's pool (a
+        test that will `stop()` this fake wants the next request to meet a refusal)."""
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """This fake on a free loopback port in the running loop; yields its API root."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._serve)
+        self._server = server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
+        await server.start_server()
+        try:
+            yield str(server.make_url("/api"))
+        finally:
+            await server.close()
+
+    async def stop(self) -> None:
+        """Go away mid-test: from now on, connecting to this fake is refused."""
+        await self._server.close()
+
+    async def _serve(self, request: web.Request) -> web.StreamResponse:
+        received = httpx.Request(
+            request.method,
+            f"http://{request.host}{request.raw_path}",
+            headers=list(request.headers.items()),
+            content=await request.read(),
+        )
+        try:
+            response = await self._dispatch(received)
+        except httpx.HTTPError as exc:
+            return await _fail(request, exc)
+        headers = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k not in ("content-length", "transfer-encoding")
+        ]
+        answer = web.StreamResponse(status=response.status_code, reason="Fake", headers=headers)
+        if not self.keep_alive:
+            answer.force_close()
+        await answer.prepare(request)
+        body = response.stream  # as given: still compressed, if the handler compressed it
+        assert isinstance(body, httpx.AsyncByteStream)
+        try:
+            async for chunk in body:
+                if request.method != "HEAD":  # aiohttp.web would write it
+                    await answer.write(chunk)
+        except httpx.HTTPError as exc:
+            return await _fail(request, exc)
+        finally:
+            await body.aclose()
+        await answer.write_eof()
+        return answer
 
     async def _dispatch(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
@@ -125,6 +185,26 @@ class FakeNanoGPT:
         )
 
 
+async def _fail(request: web.Request, exc: httpx.HTTPError) -> web.StreamResponse:
+    if isinstance(exc, httpx.TimeoutException):
+        await asyncio.Event().wait()  # silent until the gateway gives up and hangs up
+    assert request.transport is not None
+    request.transport.abort()
+    return web.Response()
+
+
+def with_upstream(settings: Settings, api_root: str) -> Settings:
+    upstream = dataclasses.replace(settings.upstream, base_url=api_root)
+    return dataclasses.replace(settings, upstream=upstream)
+
+
+@contextlib.asynccontextmanager
+async def served(settings: Settings, nanogpt: FakeNanoGPT) -> AsyncIterator[Settings]:
+    """`settings` pointed at `nanogpt`, served for as long as the block runs."""
+    async with nanogpt.serving() as api_root:
+        yield with_upstream(settings, api_root)
+
+
 @pytest.fixture
 def nanogpt() -> FakeNanoGPT:
     return FakeNanoGPT()
@@ -142,10 +222,18 @@ def with_lifespan_state(app: Starlette, state: dict[str, Any]) -> Callable[..., 
 
 @contextlib.asynccontextmanager
 async def gateway_client(
-    settings: Settings, transport: httpx.AsyncBaseTransport, **app_options: Any
+    settings: Settings, nanogpt: FakeNanoGPT, **app_options: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in-process (lifespan run) in front of `nanogpt`, with the catalog loaded
+    unless the upstream is down."""
+    async with served(settings, nanogpt) as settings, in_process(settings, **app_options) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def in_process(settings: Settings, **app_options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway in-process (lifespan run), with the catalog loaded unless upstream is down."""
-    app = create_app(settings, upstream_transport=transport, **app_options)
+    app = create_app(settings, **app_options)
     async with app.router.lifespan_context(app) as state:
         asgi = with_lifespan_state(app, state or {})
         async with httpx.AsyncClient(
@@ -157,7 +245,7 @@ async def gateway_client(
 
 @pytest.fixture
 async def client(tmp_path: Path, nanogpt: FakeNanoGPT) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
         yield client
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway import protocol
 from gateway.app import create_app
 from tests.conftest import (
     TEAM_KEY,
@@ -15,6 +16,7 @@ from tests.conftest import (
     assert_openai_error,
     auth,
     make_settings,
+    served,
     with_lifespan_state,
 )
 
@@ -29,19 +31,20 @@ async def test_routing_errors_have_the_openai_shape(client: httpx.AsyncClient) -
 
 
 async def test_an_unexpected_failure_is_a_500_in_the_same_shape(
-    tmp_path: Path, nanogpt: FakeNanoGPT
+    tmp_path: Path, nanogpt: FakeNanoGPT, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(request: httpx.Request) -> httpx.Response:
+    def broken(*args: object) -> None:
         raise RuntimeError(f"bug while holding {TEAM_KEY}")
 
-    nanogpt.handler = broken
-    app = create_app(make_settings(tmp_path), upstream_transport=nanogpt.transport)
-    async with app.router.lifespan_context(app) as state:
-        transport = httpx.ASGITransport(
-            app=with_lifespan_state(app, state), raise_app_exceptions=False
-        )
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    monkeypatch.setattr(protocol, "parse_call", broken)
+    async with served(make_settings(tmp_path), nanogpt) as settings:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app) as state:
+            transport = httpx.ASGITransport(
+                app=with_lifespan_state(app, state), raise_app_exceptions=False
+            )
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     error = assert_openai_error(response, 500, "internal_error")
     assert "bug" not in error["message"]
 
@@ -83,7 +86,7 @@ async def test_compressed_upstream_bodies_are_relayed_decoded(
 async def test_the_upstream_client_is_closed_at_shutdown(
     tmp_path: Path, nanogpt: FakeNanoGPT
 ) -> None:
-    app = create_app(make_settings(tmp_path), upstream_transport=nanogpt.transport)
+    app = create_app(make_settings(tmp_path))
     async with app.router.lifespan_context(app) as state:
         upstream = state["gateway"].upstream
         assert not upstream.is_closed

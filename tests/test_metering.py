@@ -84,7 +84,7 @@ def answer(usage: dict[str, Any] = USAGE) -> Any:
 
 @pytest.fixture
 async def metered(tmp_path: Path, nanogpt: FakeNanoGPT) -> AsyncIterator[httpx.AsyncClient]:
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
         yield client
 
 
@@ -100,7 +100,7 @@ async def test_a_json_answer_is_counted_in_tokens_and_exact_cost(
     tmp_path: Path, nanogpt: FakeNanoGPT
 ) -> None:
     nanogpt.handler = answer()
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
         response = await client.post("/v1/chat/completions", json=chat(), headers=auth())
         assert response.status_code == 200
         text = await scrape(client)
@@ -129,7 +129,7 @@ async def test_a_stream_gets_usage_asked_for_and_the_client_never_sees_it(
     tmp_path: Path, nanogpt: FakeNanoGPT
 ) -> None:
     sent = streaming_upstream(nanogpt)
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
         response = await client.post("/v1/chat/completions", json=chat(stream=True), headers=auth())
         text = await scrape(client)
     assert sent[0]["stream_options"] == {"include_usage": True}
@@ -163,7 +163,7 @@ async def test_stream_usage_injection_can_be_switched_off(
 ) -> None:
     sent = streaming_upstream(nanogpt)
     settings = make_settings(tmp_path, "[metering]\ninject_stream_usage = false\n")
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         await client.post("/v1/chat/completions", json=chat(stream=True), headers=auth())
         text = await scrape(client)
     assert "stream_options" not in sent[0]
@@ -226,7 +226,7 @@ async def test_refusals_are_counted_and_audited_but_never_unmetered(
     tmp_path: Path, nanogpt: FakeNanoGPT
 ) -> None:
     settings = make_settings(tmp_path, "[upstream]\nmax_body_bytes = 2000\n", BOB_KEY=BOB_KEY)
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         bob = auth(BOB_KEY)
         denied = await client.post(
             "/v1/chat/completions", json=chat("anthropic/claude-opus-4.6"), headers=bob
@@ -265,19 +265,19 @@ async def test_refusals_are_counted_and_audited_but_never_unmetered(
 
 
 async def test_upstream_errors_are_recorded_with_their_reason(
-    metered: httpx.AsyncClient, nanogpt: FakeNanoGPT
+    tmp_path: Path, nanogpt: FakeNanoGPT
 ) -> None:
-    async def failing(request: httpx.Request) -> httpx.Response:
-        if b"boom" in request.content:
-            raise httpx.ConnectError("connection refused")
+    async def overloaded(request: httpx.Request) -> httpx.Response:
         return httpx.Response(503, json={"error": {"message": "overloaded"}})
 
-    nanogpt.handler = failing
-    overloaded = await metered.post("/v1/chat/completions", json=chat(), headers=auth())
-    assert overloaded.status_code == 503
-    body = chat(messages=[{"role": "user", "content": "boom"}])
-    assert_openai_error(await metered.post("/v1/chat/completions", json=body, headers=auth()), 502)
-    text = await scrape(metered)
+    nanogpt.handler, nanogpt.keep_alive = overloaded, False
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
+        answer = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+        assert answer.status_code == 503
+        await nanogpt.stop()
+        failed = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+        assert_openai_error(failed, 502)
+        text = await scrape(client)
     assert metric(text, "nanogpt_gateway_upstream_errors_total", reason="status_5xx") == 1
     assert metric(text, "nanogpt_gateway_upstream_errors_total", reason="connect") == 1
     assert metric(text, "nanogpt_gateway_unmetered_requests_total", reason="upstream_error") == 1
@@ -294,7 +294,8 @@ async def test_ledger_rows_for_upstream_error_and_failure(
         return httpx.Response(500, json={"error": {"message": f"bad key {TEAM_KEY}"}})
 
     nanogpt.handler = failing
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    settings = make_settings(tmp_path, "[upstream]\nread_timeout_seconds = 0.2\n")
+    async with gateway_client(settings, nanogpt) as client:
         await client.post("/v1/chat/completions", json=chat(), headers=auth())
         slow = chat(messages=[{"role": "user", "content": "slow"}])
         await client.post("/v1/chat/completions", json=slow, headers=auth())
@@ -312,7 +313,7 @@ async def test_end_user_header_is_recorded_in_the_ledger_only(
     nanogpt.handler = answer()
     toml = '[[members]]\nname = "webui"\nkey_env = "WEBUI_KEY"\nend_user_header = "X-OpenWebUI-User-Email"\n'
     settings = make_settings(tmp_path, toml, WEBUI_KEY="sk-webui")
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         headers = {**auth("sk-webui"), "x-openwebui-user-email": "dana@example.com"}
         await client.post("/v1/chat/completions", json=chat(), headers=headers)
         text = await scrape(client)
@@ -347,7 +348,7 @@ async def test_a_model_without_a_price_counts_tokens_and_is_unmetered_for_cost(
 async def test_price_overrides_win_over_the_catalog(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
     nanogpt.handler = answer()
     toml = '[pricing."openai/gpt-5.2"]\nprompt = 1\ncompletion = 2\n'
-    async with gateway_client(make_settings(tmp_path, toml), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path, toml), nanogpt) as client:
         await client.post("/v1/chat/completions", json=chat(), headers=auth())
     (row,) = ledger_rows()
     assert Decimal(row["cost_usd"]) == Decimal("0.0014")
@@ -357,7 +358,7 @@ async def test_catalog_balance_and_implausible_prices(
     tmp_path: Path, nanogpt: FakeNanoGPT, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.metering")
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
         with anyio.fail_after(5):  # the first poll runs in the background at start-up
             while not metric(text := await scrape(client), "nanogpt_balance_usd"):
                 await asyncio.sleep(0.01)
@@ -374,7 +375,7 @@ async def test_catalog_balance_and_implausible_prices(
 
 async def test_balance_polling_can_be_switched_off(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
     settings = make_settings(tmp_path, "[metering]\nbalance_poll_seconds = 0\n")
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         text = await scrape(client)
     assert nanogpt.balance_requests == []
     assert metric(text, "nanogpt_balance_usd") == 0
@@ -383,7 +384,7 @@ async def test_balance_polling_can_be_switched_off(tmp_path: Path, nanogpt: Fake
 async def test_metrics_token_guards_the_metrics(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
     token = "metrics-token-0123456789"
     settings = make_settings(tmp_path, f'[metering]\nmetrics_token = "{token}"\n')
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         assert_openai_error(await client.get("/metrics"), 401, "invalid_api_key")
         assert_openai_error(await client.get("/metrics", headers=auth(ALICE_KEY)), 401)
         allowed = await client.get("/metrics", headers=auth(token))
@@ -394,7 +395,7 @@ async def test_metrics_port_takes_metrics_off_the_api_port(
     tmp_path: Path, nanogpt: FakeNanoGPT
 ) -> None:
     settings = make_settings(tmp_path, "[metering]\nmetrics_port = 9464\n")
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         assert_openai_error(await client.get("/metrics"), 404)
 
 
@@ -447,7 +448,7 @@ def test_every_app_has_metrics_of_its_own() -> None:
 async def test_auth_none_meters_everyone_as_anonymous(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
     nanogpt.handler = answer()
     settings = make_settings(tmp_path, "[auth]\nmode = 'none'\n", members=False)
-    async with gateway_client(settings, nanogpt.transport) as client:
+    async with gateway_client(settings, nanogpt) as client:
         await client.post("/v1/chat/completions", json=chat())
         text = await scrape(client)
     assert metric(
@@ -459,7 +460,7 @@ async def test_auth_none_meters_everyone_as_anonymous(tmp_path: Path, nanogpt: F
 
 async def test_every_answer_names_its_ledger_row(tmp_path: Path, nanogpt: FakeNanoGPT) -> None:
     nanogpt.handler = answer()
-    async with gateway_client(make_settings(tmp_path), nanogpt.transport) as client:
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
         answers = [
             await client.post("/v1/chat/completions", json=chat(), headers=auth()),
             await client.post("/v1/chat/completions", json=chat("no/such"), headers=auth()),

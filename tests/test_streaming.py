@@ -14,7 +14,15 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import TEAM_KEY, FakeNanoGPT, auth, ledger_rows, live_server, make_settings
+from tests.conftest import (
+    TEAM_KEY,
+    FakeNanoGPT,
+    auth,
+    ledger_rows,
+    live_server,
+    make_settings,
+    served,
+)
 
 pytestmark = pytest.mark.anyio
 CHAT = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}
@@ -54,8 +62,11 @@ async def test_each_chunk_reaches_the_client_before_the_next_is_sent(
 ) -> None:
     stream = ScriptedStream([SECOND, b"data: [DONE]\n\n"])
     serve_stream(nanogpt, stream)
-    app = create_app(make_settings(tmp_path), upstream_transport=nanogpt.transport)
-    async with live_server(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        served(make_settings(tmp_path), nanogpt) as settings,
+        live_server(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
         request = http.stream("POST", "/v1/chat/completions", json=CHAT, headers=auth())
         async with request as response:
             assert response.status_code == 200
@@ -76,8 +87,11 @@ async def test_client_disconnect_closes_the_upstream_request(
 ) -> None:
     stream = ScriptedStream([SECOND])  # never released: a model still thinking
     serve_stream(nanogpt, stream)
-    app = create_app(make_settings(tmp_path), upstream_transport=nanogpt.transport)
-    async with live_server(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        served(make_settings(tmp_path), nanogpt) as settings,
+        live_server(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
         request = http.stream("POST", "/v1/chat/completions", json=CHAT, headers=auth())
         async with request as response:
             with anyio.fail_after(5):
@@ -90,6 +104,10 @@ async def test_client_disconnect_closes_the_upstream_request(
     (row,) = ledger_rows()
     assert (row["member"], row["status"], row["outcome"]) == ("alice", 200, "client_disconnected")
     assert row["prompt_tokens"] is None and row["ttft_seconds"] is not None
+
+
+# A silent upstream must time out within the test's patience.
+QUICK_TIMEOUT = "[upstream]\nread_timeout_seconds = 0.2\n"
 
 
 @pytest.mark.parametrize(
@@ -105,8 +123,11 @@ async def test_mid_stream_failure_ends_with_an_error_event(
     stream = ScriptedStream(failure)
     stream.go_on.set()
     serve_stream(nanogpt, stream)
-    app = create_app(make_settings(tmp_path), upstream_transport=nanogpt.transport)
-    async with live_server(app) as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        served(make_settings(tmp_path, QUICK_TIMEOUT), nanogpt) as settings,
+        live_server(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
         with anyio.fail_after(5):
             response = await http.post("/v1/chat/completions", json=CHAT, headers=auth())
     assert response.status_code == 200
