@@ -216,6 +216,7 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
             host=host,
             port=settings.server.port,
             log_config=None,
+            access_log=settings.server.access_log,
             server_header=False,
             timeout_graceful_shutdown=30,
         )

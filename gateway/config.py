@@ -37,6 +37,9 @@ class ConfigError(ValueError):
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    access_log: bool = False
+    """Off by default: the usage ledger already has a richer row for every request, and a log
+    line per request is CPU on the hot path (bench/README.md)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -113,6 +113,7 @@ class JsonBody:
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _NULL_USAGE_SUFFIXES = (b',"usage":null}', b', "usage": null}')
+_NULL_USAGE_ENDS = tuple(suffix + b"\n\n" for suffix in _NULL_USAGE_SUFFIXES)
 
 
 class EventStream:
@@ -131,13 +132,32 @@ class EventStream:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:
+            self._pending = b""
+            return self._feed_events(data, has_cr=True)
+        # The usual case, lines ending in LF alone, done a chunk at a time rather than an event
+        # at a time: every complete event at once, `"usage": null` cut from all of them with
+        # one replace, and only the events that still name usage looked at one by one.
+        last_end = data.rfind(b"\n\n")
+        if last_end < 0:
+            self._pending = data
+            return b""
+        complete, self._pending = data[: last_end + 2], data[last_end + 2 :]
+        if self._hide_usage:
+            for end in _NULL_USAGE_ENDS:
+                complete = complete.replace(end, b"}\n\n")
+        if b'"usage"' not in complete:
+            return complete
+        return self._feed_events(complete, has_cr=False)
+
+    def _feed_events(self, data: bytes, *, has_cr: bool) -> bytes:
         out: list[bytes] = []
-        start, has_cr = 0, b"\r" in data
+        start = 0
         while (end := _event_end(data, start, has_cr)) is not None:
             if event := self._inspect(data[start:end]):
                 out.append(event)
             start = end
-        self._pending = data[start:]
+        self._pending = data[start:] + self._pending
         return b"".join(out)
 
     def finish(self) -> bytes:

@@ -74,6 +74,15 @@ def test_quickstart_without_a_key_serves_the_demo() -> None:
         assert "demo upstream" in response.json()["choices"][0]["message"]["content"]
     assert "offline demo upstream" in stderr[0] and DEMO_MEMBER_KEY in stderr[0]
     assert stderr[0].count("Application shutdown complete") == 2  # the gateway and the stand-in
+    assert "POST /v1/chat/completions" not in stderr[0]  # no access log unless asked for
+
+
+def test_access_log_when_asked_for(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text("[server]\naccess_log = true\n")
+    with running(["serve", "--demo", "--config", str(config)], "/readyz") as (base, _, stderr):
+        assert chat(base, DEMO_MEMBER_KEY).status_code == 200
+    assert '"POST /v1/chat/completions HTTP/1.1" 200' in stderr[0]
 
 
 def test_quickstart_with_a_key_uses_that_upstream_and_prints_a_member_key() -> None:
