@@ -31,7 +31,22 @@ from harness import Load, answers, free_port, pinned, rss_mb, wrk
 from gateway.config import hash_key
 
 NGINX = "nginx direct"
-FLOORS = ("starlette + httpx", "starlette + aiohttp")
+# name: (bench module, server, environment)
+PASSTHROUGHS = {
+    "starlette + httpx": ("floor_httpx", "uvicorn", {}),
+    "starlette + aiohttp": ("floor_aiohttp", "uvicorn", {}),
+}
+FLOORS = tuple(PASSTHROUGHS)
+# With --compare: what chose the gateway's upstream client and server (bench/README.md).
+COMPARED = {
+    "starlette + httpx, httpx-aiohttp transport": (
+        "floor_httpx",
+        "uvicorn",
+        {"BENCH_TRANSPORT": "aiohttp"},
+    ),
+    "starlette + aiohttp, uvicorn on asyncio + h11": ("floor_aiohttp", "uvicorn-plain", {}),
+    "starlette + aiohttp, granian": ("floor_aiohttp", "granian", {}),
+}
 GATEWAY = "gateway"
 LITELLM = "LiteLLM proxy"
 BODIES = ("JSON", "SSE")
@@ -97,17 +112,15 @@ class Bench:
         log = self.workdir / f"{name.replace(' ', '_')}.log"
         ready = answers(f"{base}/v1/chat/completions", method="POST", body=CHAT)
         env = {"BENCH_UPSTREAM": api_root, "NANOGPT_API_KEY": "bench-team-key"}
+        env["PYTHONPATH"] = str(harness.HERE)
         if name == GATEWAY:
             command = self.gateway_command(api_root, port)
         elif name == LITELLM:
             command = self.litellm_command(api_root, port)
         else:
-            module = "floor_httpx" if "httpx" in name else "floor_aiohttp"
-            if name.endswith("transport"):
-                env["BENCH_TRANSPORT"] = "aiohttp"
-            command = [sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir"]
-            command += [str(harness.HERE), "--port", str(port), "--log-level", "warning"]
-            command += ["--no-access-log"]
+            module, server, extra = {**PASSTHROUGHS, **COMPARED}[name]
+            command = passthrough_command(module, server, port)
+            env.update(extra)
         with pinned(command, cpus=harness.SERVER_CPU, ready=ready, env=env, log=log) as proc:
             yield proc.pid, base
 
@@ -199,6 +212,20 @@ litellm_settings:
             return Soak(streams, seconds, load, max(held, default=0), samples)
 
 
+def passthrough_command(module: str, server: str, port: int) -> list[str]:
+    """A bare passthrough on one worker: uvicorn as installed (uvloop and httptools when
+    present), uvicorn on the pure-Python asyncio loop and h11, or granian."""
+    if server == "granian":
+        command = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi"]
+        command += ["--workers", "1", "--loop", "uvloop", "--port", str(port)]
+        return [*command, "--log-level", "warning", f"{module}:app"]  # found on PYTHONPATH
+    command = [sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(harness.HERE)]
+    command += ["--port", str(port), "--log-level", "warning", "--no-access-log"]
+    if server == "uvicorn-plain":
+        command += ["--loop", "asyncio", "--http", "h11"]
+    return command
+
+
 def _inflight(base: str) -> float:
     """The gateway's own count of requests in flight, from its /metrics."""
     import urllib.request
@@ -217,17 +244,17 @@ def main() -> None:
     parser.add_argument("--soak-seconds", type=int, default=60)
     parser.add_argument("--soak-streams", type=int, default=1000)
     parser.add_argument(
-        "--with-transport",
+        "--compare",
         action="store_true",
-        help="also run the httpx floor on the httpx-aiohttp transport (the client comparison)",
+        help="also run the passthroughs that chose the client and the server (bench/README.md)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     args = parser.parse_args()
     harness.require("nginx", "wrk", "taskset")
 
     servers = [NGINX, *FLOORS]
-    if args.with_transport:
-        servers.append("starlette + httpx, aiohttp transport")
+    if args.compare:
+        servers += COMPARED
     servers.append(GATEWAY)
     if shutil.which("litellm") or Path(sys.executable).with_name("litellm").exists():
         servers.append(LITELLM)

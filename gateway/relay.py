@@ -10,10 +10,11 @@ chunk passes through a `BodyWatcher`, which reads usage without holding the stre
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from typing import Any
 
-import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -38,14 +39,21 @@ class Relay(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Until the relay says otherwise, the client left: a cancelled relay never returns.
         outcome: Outcome = "client_disconnected"
+        relaying = _Relaying(asyncio.current_task())
+        # A plain task rather than a task group: this runs once per request, and a task group's
+        # cancel scopes cost more than the rest of the relay (bench/README.md).
+        watch = asyncio.ensure_future(_cancel_on_disconnect(receive, relaying))
         try:
-            async with anyio.create_task_group() as task_group:
-                task_group.start_soon(_cancel_on_disconnect, receive, task_group.cancel_scope)
-                outcome = await self._relay(send)
-                task_group.cancel_scope.cancel()
+            outcome = await self._relay(send)
+        except asyncio.CancelledError:
+            if not relaying.client_left or relaying.uncancel():
+                raise  # cancelled by someone else too: the server is shutting down
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.upstream.aclose()
+            relaying.task = None
+            watch.cancel()
+            if watch.done() and not watch.cancelled():
+                watch.exception()  # a receive() that failed: nothing left to tell
+            await self.upstream.aclose()
             self.tally.finish(self.status_code, outcome, self.watcher.usage)
 
     async def _relay(self, send: Send) -> Outcome:
@@ -81,7 +89,25 @@ class Relay(Response):
             await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
-async def _cancel_on_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+class _Relaying:
+    """The relay's task while it streams; the disconnect watch cancels it, once, only then."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.client_left = False
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.client_left = True
+            self.task.cancel()
+
+    def uncancel(self) -> int:
+        """Take back this watch's cancellation; what is left was asked for by others."""
+        assert self.task is not None
+        return self.task.uncancel()
+
+
+async def _cancel_on_disconnect(receive: Receive, relaying: _Relaying) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-    scope.cancel()
+    relaying.cancel()
