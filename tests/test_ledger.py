@@ -5,7 +5,9 @@ sum exactly."""
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import replace
@@ -166,6 +168,21 @@ def test_more_rows_than_a_batch_are_all_written_by_flush(path: Path, batch_size:
     ledger.flush()
     assert len(rows(path)) == 1200
     ledger.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
+def test_the_writer_yields_the_cpu_to_the_request_path(path: Path) -> None:
+    requests_thread = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, requests_thread)
+    ledger = Ledger(path)
+    ledger.append(record(1))
+    ledger.flush()  # the writer is running
+    writer = ledger._writer.native_id
+    assert writer is not None
+    assert os.getpriority(os.PRIO_PROCESS, writer) == 19
+    assert os.getpriority(os.PRIO_PROCESS, requests_thread) == before
+    ledger.close()
+    assert len(rows(path)) == 1
 
 
 def test_close_writes_everything_still_queued(path: Path) -> None:
