@@ -9,6 +9,7 @@ members are configured names, models are catalog ids, endpoints a fixed list.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -227,6 +228,15 @@ class Meter:
         self._overrides = price_overrides or {}
         self._models: frozenset[str] = frozenset()
         self._warned_prices: set[str] = set()
+        # Children by label values, kept: labels() checks and locks on every call, and a request
+        # makes up to eight. Every label is bounded, so these stay small.
+        self._requests = functools.cache(metrics.requests.labels)
+        self._duration = functools.cache(metrics.duration.labels)
+        self._ttft = functools.cache(metrics.ttft.labels)
+        self._tokens = functools.cache(metrics.tokens.labels)
+        self._cost = functools.cache(metrics.cost.labels)
+        self._upstream_errors = functools.cache(metrics.upstream_errors.labels)
+        self._unmetered = functools.cache(metrics.unmetered.labels)
 
     def start(self) -> Tally:
         self.metrics.inflight.inc()
@@ -241,31 +251,30 @@ class Meter:
         duration: float,
         ttft: float | None,
     ) -> None:
-        m = self.metrics
-        m.inflight.dec()
+        self.metrics.inflight.dec()
         member = tally.member.name if tally.member is not None else UNAUTHENTICATED
         model = self._model_label(tally.model_id)
         endpoint = endpoint_label(tally.endpoint)
         price = pricing.price_of(tally.model, self._overrides) if tally.model else None
         cost = pricing.cost(usage, price) if usage is not None and price is not None else None
 
-        m.requests.labels(member, model, endpoint, str(status)).inc()
-        m.duration.labels(endpoint, model).observe(duration)
+        self._requests(member, model, endpoint, str(status)).inc()
+        self._duration(endpoint, model).observe(duration)
         if ttft is not None:
-            m.ttft.labels(model).observe(ttft)
+            self._ttft(model).observe(ttft)
         if usage is not None:
             for kind, count in _token_counts(usage):
                 if count:
-                    m.tokens.labels(member, model, kind).inc(count)
+                    self._tokens(member, model, kind).inc(count)
         if cost:
-            m.cost.labels(member, model).inc(float(cost))
+            self._cost(member, model).inc(float(cost))
         if outcome == "upstream_error":
-            m.upstream_errors.labels("status_5xx" if status >= 500 else "status_4xx").inc()
+            self._upstream_errors("status_5xx" if status >= 500 else "status_4xx").inc()
         elif tally.upstream_failure is not None:
-            m.upstream_errors.labels(tally.upstream_failure).inc()
+            self._upstream_errors(tally.upstream_failure).inc()
         unmetered = unmetered_reason(tally, outcome, usage, priced=cost is not None)
         if unmetered is not None:
-            m.unmetered.labels(unmetered).inc()
+            self._unmetered(unmetered).inc()
 
         if tally.member is not None and self._ledger is not None:
             row = _row(tally, status, outcome, usage, cost, unmetered, duration, ttft)
