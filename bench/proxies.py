@@ -160,8 +160,7 @@ litellm_settings:
   telemetry: false
 """
         )
-        litellm = str(Path(sys.executable).with_name("litellm"))
-        return [litellm, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+        return [_litellm(), "--config", str(config), "--port", str(port), "--num_workers", "1"]
 
     def measure(self, name: str, body: str, nginx_pid: int) -> Run:
         stream, seconds = body == "SSE", self.args.seconds
@@ -212,6 +211,12 @@ litellm_settings:
             return Soak(streams, seconds, load, max(held, default=0), samples)
 
 
+def _litellm() -> str:
+    """The LiteLLM proxy's command, if installed beside this Python or on PATH ("" if not)."""
+    beside = Path(sys.executable).with_name("litellm")
+    return str(beside) if beside.exists() else shutil.which("litellm") or ""
+
+
 def passthrough_command(module: str, server: str, port: int) -> list[str]:
     """A bare passthrough on one worker: uvicorn as installed (uvloop and httptools when
     present), uvicorn on the pure-Python asyncio loop and h11, or granian."""
@@ -256,7 +261,7 @@ def main() -> None:
     if args.compare:
         servers += COMPARED
     servers.append(GATEWAY)
-    if shutil.which("litellm") or Path(sys.executable).with_name("litellm").exists():
+    if _litellm():
         servers.append(LITELLM)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxies-"))
