@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -49,6 +50,7 @@ def pinned(
         env={**os.environ, **(env or {})},
         stdout=out,
         stderr=out,
+        start_new_session=True,  # its own process group: workers it spawns stop with it
     )
     try:
         deadline = time.monotonic() + 60
@@ -60,11 +62,12 @@ def pinned(
             time.sleep(0.1)
         yield proc
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if log:
             out.close()
