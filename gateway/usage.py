@@ -133,8 +133,7 @@ class EventStream:
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk if self._pending else chunk
         if b"\r" in data:
-            self._pending = b""
-            return self._feed_events(data, has_cr=True)
+            return self._feed_event_by_event(data)
         # The usual case, lines ending in LF alone, done a chunk at a time rather than an event
         # at a time: every complete event at once, `"usage": null` cut from all of them with
         # one replace, and only the events that still name usage looked at one by one.
@@ -144,20 +143,30 @@ class EventStream:
             return b""
         complete, self._pending = data[: last_end + 2], data[last_end + 2 :]
         if self._hide_usage:
-            for end in _NULL_USAGE_ENDS:
-                complete = complete.replace(end, b"}\n\n")
-        if b'"usage"' not in complete:
+            for null_usage_end in _NULL_USAGE_ENDS:
+                complete = complete.replace(null_usage_end, b"}\n\n")
+        out: list[bytes] = []
+        done = 0
+        while (at := complete.find(b'"usage"', done)) >= 0:
+            start = complete.rfind(b"\n\n", done, at)
+            start = done if start < 0 else start + 2
+            end = complete.find(b"\n\n", at) + 2
+            out += (complete[done:start], self._inspect(complete[start:end]))
+            done = end
+        if not out:
             return complete
-        return self._feed_events(complete, has_cr=False)
+        out.append(complete[done:])
+        return b"".join(out)
 
-    def _feed_events(self, data: bytes, *, has_cr: bool) -> bytes:
+    def _feed_event_by_event(self, data: bytes) -> bytes:
+        """Any line ends (CR, CRLF, LF, mixed), one event at a time."""
         out: list[bytes] = []
         start = 0
-        while (end := _event_end(data, start, has_cr)) is not None:
+        while (end := _event_end(data, start)) is not None:
             if event := self._inspect(data[start:end]):
                 out.append(event)
             start = end
-        self._pending = data[start:] + self._pending
+        self._pending = data[start:]
         return b"".join(out)
 
     def finish(self) -> bytes:
@@ -187,12 +196,9 @@ class EventStream:
         return _without_null_usage(event, data_line, payload)
 
 
-def _event_end(data: bytes, start: int, has_cr: bool) -> int | None:
+def _event_end(data: bytes, start: int) -> int | None:
     """Where the event starting at `start` ends: just past its first empty line. A `\\r` at the
     very end may be the first half of `\\r\\n`, so it waits for the next byte."""
-    if not has_cr:  # the usual case: lines end with LF alone
-        end = data.find(b"\n\n", start)
-        return None if end < 0 else end + 2
     previous_end = start
     for match in _LINE_END.finditer(data, start):
         if match.end() == len(data) and match.group() == b"\r":
