@@ -247,7 +247,10 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
                 server.should_exit = True
             await asyncio.gather(*tasks)
 
-    asyncio.run(serve_all())
+    # uvicorn.run() would pick the loop (uvloop when installed); serving several servers at
+    # once, this picks it the same way.
+    with asyncio.Runner(loop_factory=gateway.config.get_loop_factory()) as runner:
+        runner.run(serve_all())
     if not gateway.started:
         return STARTUP_FAILURE
     # Exit as the signal says, now that everything has shut down gracefully (Ctrl-C quietly).

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -179,3 +182,25 @@ def test_a_ledger_that_cannot_be_opened_stops_start_up_with_one_line(
     assert main(["serve", "--demo", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metering.ledger_path:" in err and "does not exist" in err
+
+
+SERVE_AND_REPORT_THE_LOOP = """
+import asyncio, sys
+from gateway import cli
+
+async def serve(self, sockets=None):
+    print(type(asyncio.get_running_loop()).__module__, flush=True)
+
+cli._Gateway.serve = serve
+cli.main(["serve", "--demo", "--port", "0"])
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("uvloop") is None, reason="uvloop not installed")
+def test_serve_runs_on_uvloop_like_uvicorn_run_would() -> None:
+    # The gateway serves several uvicorn servers from one loop of its own; it must still be
+    # the loop uvicorn would pick (bench/README.md: about a third more requests a second).
+    ran = subprocess.run(
+        [sys.executable, "-c", SERVE_AND_REPORT_THE_LOOP], capture_output=True, text=True
+    )
+    assert ran.stdout.strip() == "uvloop", ran.stderr
