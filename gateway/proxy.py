@@ -149,8 +149,8 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=self._timeout,
             trust_env=False,
-            # Sent as the client library's own (compressed bodies are decoded before relay)
-            # only when the member's client did not say otherwise: its `user-agent` is kept.
+            # NanoGPT sees the member's client's User-Agent (forwarded), never aiohttp's.
+            # Accept-Encoding is aiohttp's own: it decodes what it asked for before the relay.
             skip_auto_headers=("User-Agent",),
         )
 

@@ -1,0 +1,75 @@
+"""The client-library boundary: every aiohttp failure becomes the gateway's own error, with
+the right status and reason, and never with the team key in it. (The failures the fake
+NanoGPT can play on the wire are covered end to end in test_handlers and test_streaming.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.proxy import Upstream, forwarded_headers, returned_headers
+from gateway.types import Secret
+from tests.conftest import TEAM_KEY
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    upstream = Upstream(
+        "https://nano-gpt.com/api/", Secret(TEAM_KEY), connect_timeout=1, read_timeout=1
+    )
+    yield upstream
+    await upstream.aclose()
+    assert upstream.is_closed
+
+
+def connector_error(message: str) -> aiohttp.ClientConnectorError:
+    key = aiohttp.client_reqrep.ConnectionKey("nano-gpt.com", 443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, OSError(111, message))
+
+
+@pytest.mark.parametrize(
+    ("failure", "kind", "status", "reason"),
+    [
+        (
+            aiohttp.ConnectionTimeoutError(f"connect with {TEAM_KEY}"),
+            UpstreamTimeout,
+            504,
+            "timeout",
+        ),
+        (aiohttp.SocketTimeoutError(f"read with {TEAM_KEY}"), UpstreamTimeout, 504, "timeout"),
+        (connector_error(f"refused {TEAM_KEY}"), UpstreamError, 502, "connect"),
+        (aiohttp.ServerDisconnectedError(f"gone {TEAM_KEY}"), UpstreamError, 502, "protocol"),
+        (aiohttp.ClientPayloadError(f"cut short {TEAM_KEY}"), UpstreamError, 502, "protocol"),
+    ],
+)
+async def test_failures_are_translated_and_scrubbed(
+    upstream: Upstream, failure: Exception, kind: type, status: int, reason: str
+) -> None:
+    error = upstream.translate(failure, "on POST /v1/chat/completions")
+    assert type(error) is kind
+    assert (error.status_code, error.reason) == (status, reason)
+    assert TEAM_KEY not in error.message and "[redacted]" in error.message
+    assert "NanoGPT at https://nano-gpt.com/api" in error.message
+    assert "on POST /v1/chat/completions" in error.message
+    assert type(failure).__name__ in error.message
+
+
+def test_headers_are_filtered_both_ways() -> None:
+    sent = forwarded_headers(
+        [("Authorization", "Bearer sk-member"), ("X-Api-Key", "sk-member"), ("Accept", "*/*")],
+        Secret(TEAM_KEY),
+    )
+    assert sent == [("accept", "*/*"), ("authorization", f"Bearer {TEAM_KEY}")]
+    returned = returned_headers(
+        [
+            (b"Content-Type", b"text/event-stream"),
+            (b"Set-Cookie", b"a=b"),
+            (b"Content-Length", b"9"),
+        ]
+    )
+    assert returned == [(b"Content-Type", b"text/event-stream")]
