@@ -144,6 +144,8 @@ class Upstream:
             sock_read=METADATA_READ_TIMEOUT_SECONDS,
         )
         self._session = aiohttp.ClientSession(
+            # No cap on connections (a stream holds one for minutes); idle ones are closed
+            # after 60 s, before a proxy in front of NanoGPT drops them mid-reuse.
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
             # One session serves every member, so it must never store or replay a cookie.
             cookie_jar=aiohttp.DummyCookieJar(),
