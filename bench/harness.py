@@ -27,6 +27,25 @@ def require(*commands: str) -> None:
         raise SystemExit(f"the benchmark needs {', '.join(missing)}: see bench/README.md")
 
 
+def gateway_config(api_root: str, ledger_path: Path) -> str:
+    """The gateway configured as a team would: member keys, allow patterns, the distillation
+    rule, metering with its ledger."""
+    from gateway.config import hash_key
+
+    return f"""
+[upstream]
+base_url = "{api_root}"
+[policy]
+allow = ["deepseek/*", "qwen/*", "moonshotai/*"]
+distillation = "allowed"
+[metering]
+ledger_path = "{ledger_path}"
+[[members]]
+name = "bench"
+key_sha256 = "{hash_key(MEMBER_KEY)}"
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -28,8 +28,6 @@ import harness
 import upstream
 from harness import Load, answers, free_port, pinned, rss_mb, wrk
 
-from gateway.config import hash_key
-
 NGINX = "nginx direct"
 # name: (bench module, server, environment)
 PASSTHROUGHS = {
@@ -131,22 +129,8 @@ class Bench:
     def gateway_command(self, api_root: str, port: int) -> list[str]:
         """The gateway as shipped, configured as a team would: keys, policy, metering."""
         config = self.workdir / f"gateway-{port}.toml"
-        config.write_text(
-            f"""
-[server]
-port = {port}
-[upstream]
-base_url = "{api_root}"
-[policy]
-allow = ["deepseek/*", "qwen/*", "moonshotai/*"]
-distillation = "allowed"
-[metering]
-ledger_path = "{self.workdir / f"usage-{port}.db"}"
-[[members]]
-name = "bench"
-key_sha256 = "{hash_key(harness.MEMBER_KEY)}"
-"""
-        )
+        ledger = self.workdir / f"usage-{port}.db"
+        config.write_text(f"[server]\nport = {port}\n" + harness.gateway_config(api_root, ledger))
         command = [str(Path(sys.executable).with_name("nanogpt-gateway")), "serve"]
         return [*command, "--config", str(config)]
 

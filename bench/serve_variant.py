@@ -7,15 +7,15 @@ does the same work for both and the ratio is the gateway's alone."""
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from pathlib import Path
 
+import harness
 import uvicorn
 
 from gateway import handlers
 from gateway.app import create_app
-from gateway.config import hash_key, load_settings
+from gateway.config import load_settings
 from gateway.metering import Meter
 from gateway.usage import Passthrough
 
@@ -32,22 +32,7 @@ def main() -> None:
 
 def serve(args: argparse.Namespace, workdir: Path) -> None:
     config = workdir / "gateway.toml"
-    config.write_text(
-        f"""
-[upstream]
-base_url = "{args.upstream}"
-[policy]
-allow = ["deepseek/*", "qwen/*", "moonshotai/*"]
-distillation = "allowed"
-[metering]
-ledger_path = "{workdir / "usage.db"}"
-inject_stream_usage = true
-balance_poll_seconds = 0
-[[members]]
-name = "bench"
-key_sha256 = "{hash_key(os.environ.get("MEMBER_KEY", "sk-bench"))}"
-"""
-    )
+    config.write_text(harness.gateway_config(args.upstream, workdir / "usage.db"))
     if args.metering == "off":
         handlers._watcher = lambda call, upstream, hide_usage: Passthrough()  # type: ignore[assignment]
         Meter.record = lambda self, *rest: self.metrics.inflight.dec()  # type: ignore[assignment,method-assign]

@@ -193,16 +193,12 @@ async def _fail(request: web.Request, exc: httpx.HTTPError) -> web.StreamRespons
     return web.Response()
 
 
-def with_upstream(settings: Settings, api_root: str) -> Settings:
-    upstream = dataclasses.replace(settings.upstream, base_url=api_root)
-    return dataclasses.replace(settings, upstream=upstream)
-
-
 @contextlib.asynccontextmanager
 async def served(settings: Settings, nanogpt: FakeNanoGPT) -> AsyncIterator[Settings]:
     """`settings` pointed at `nanogpt`, served for as long as the block runs."""
     async with nanogpt.serving() as api_root:
-        yield with_upstream(settings, api_root)
+        upstream = dataclasses.replace(settings.upstream, base_url=api_root)
+        yield dataclasses.replace(settings, upstream=upstream)
 
 
 @pytest.fixture
@@ -226,21 +222,15 @@ async def gateway_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway in-process (lifespan run) in front of `nanogpt`, with the catalog loaded
     unless the upstream is down."""
-    async with served(settings, nanogpt) as settings, in_process(settings, **app_options) as c:
-        yield c
-
-
-@contextlib.asynccontextmanager
-async def in_process(settings: Settings, **app_options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway in-process (lifespan run), with the catalog loaded unless upstream is down."""
-    app = create_app(settings, **app_options)
-    async with app.router.lifespan_context(app) as state:
-        asgi = with_lifespan_state(app, state or {})
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=asgi), base_url="http://gateway"
-        ) as client:
-            await state["gateway"].catalog.refresh()
-            yield client
+    async with served(settings, nanogpt) as settings:
+        app = create_app(settings, **app_options)
+        async with app.router.lifespan_context(app) as state:
+            asgi = with_lifespan_state(app, state or {})
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=asgi), base_url="http://gateway"
+            ) as client:
+                await state["gateway"].catalog.refresh()
+                yield client
 
 
 @pytest.fixture
