@@ -16,7 +16,7 @@ import uvicorn
 from gateway import handlers
 from gateway.app import create_app
 from gateway.config import load_settings
-from gateway.metering import Meter
+from gateway.tally import Tallies
 from gateway.usage import Passthrough
 
 
@@ -35,7 +35,7 @@ def serve(args: argparse.Namespace, workdir: Path) -> None:
     config.write_text(harness.gateway_config(args.upstream, workdir / "usage.db"))
     if args.metering == "off":
         handlers._watcher = lambda call, upstream, hide_usage: Passthrough()  # type: ignore[assignment]
-        Meter.record = lambda self, *rest: self.metrics.inflight.dec()  # type: ignore[assignment,method-assign]
+        Tallies.record = lambda self, finished: self.metrics.inflight.dec()  # type: ignore[method-assign]
     settings = load_settings(config, {"NANOGPT_API_KEY": "demo-team-key"})
     uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 

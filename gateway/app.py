@@ -1,4 +1,4 @@
-"""The composition root: `create_app(settings)` wires config, keys, catalog, upstream, meter.
+"""The composition root: `create_app(settings)` wires config, keys, catalog, upstream, tallies.
 
 The lifespan builds the one upstream client, the catalog and the usage ledger, starts loading
 the catalog and polling the balance in the background (the gateway starts even when NanoGPT is
@@ -28,8 +28,9 @@ from gateway.errors import GatewayError, error_body
 from gateway.handlers import Gateway
 from gateway.keys import KeyRing
 from gateway.ledger import Ledger
-from gateway.metering import REQUEST_ID_HEADER, Meter, Metrics
+from gateway.metrics import Metrics
 from gateway.proxy import Upstream
+from gateway.tally import REQUEST_ID_HEADER, Tallies
 
 logger = logging.getLogger("gateway")
 
@@ -57,11 +58,11 @@ def create_app(
             read_timeout=settings.upstream.read_timeout_seconds,
         )
         ledger = Ledger(metering.ledger_path)
-        meter = Meter(metrics, ledger, price_overrides=settings.pricing)
+        tallies = Tallies(metrics, ledger, price_overrides=settings.pricing)
 
         def refreshed(snapshot: Snapshot | None) -> None:
             models = snapshot.by_id.values() if snapshot is not None else None
-            meter.catalog_refreshed(settings.catalog.source, models)
+            metrics.catalog_refreshed(settings.catalog.source, models)
 
         catalog = Catalog(
             upstream.get_json,
@@ -74,10 +75,12 @@ def create_app(
         tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
         if metering.balance_poll_seconds > 0:
             fetch_balance = functools.partial(upstream.post_json, BALANCE_PATH)
-            poll = poll_balance(fetch_balance, meter.balance_polled, metering.balance_poll_seconds)
+            poll = poll_balance(
+                fetch_balance, metrics.balance_polled, metering.balance_poll_seconds
+            )
             tasks.append(asyncio.create_task(poll))
         try:
-            yield {"gateway": Gateway(settings, keys, catalog, upstream, meter)}
+            yield {"gateway": Gateway(settings, keys, catalog, upstream, tallies)}
         finally:
             for task in tasks:
                 task.cancel()

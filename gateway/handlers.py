@@ -31,9 +31,10 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.keys import KeyRing, presented_key
-from gateway.metering import REQUEST_ID_HEADER, Meter, Metrics, Tally
+from gateway.metrics import Metrics
 from gateway.proxy import Upstream, UpstreamResponse
 from gateway.relay import Relay
+from gateway.tally import REQUEST_ID_HEADER, Tallies, Tally
 from gateway.types import Member, ModelInfo, Outcome
 from gateway.usage import BodyWatcher, EventStream, JsonBody, Passthrough
 
@@ -51,7 +52,7 @@ class Gateway:
     keys: KeyRing
     catalog: Catalog
     upstream: Upstream
-    meter: Meter
+    tallies: Tallies
     no_stream_usage: set[str] = field(default_factory=set)
     """Models whose upstream refused `stream_options`: not asked again in this process."""
 
@@ -70,7 +71,7 @@ def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
 
     async def handle(request: Request) -> Response:
         gateway = gateway_of(request)
-        tally = gateway.meter.start()
+        tally = gateway.tallies.start()
         request.state.request_id = tally.request_id  # for the error handlers' responses
         try:
             response = await route(request, gateway, tally)
@@ -78,17 +79,17 @@ def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
             if isinstance(exc, UpstreamError):
                 tally.upstream_failure = exc.reason
                 tally.forwarded = exc.reason != "connect"
-            tally.finish(exc.status_code, _outcome_of(exc))
+            await tally.finish(exc.status_code, _outcome_of(exc))
             raise
         except asyncio.CancelledError:
-            tally.finish(CLIENT_CLOSED_REQUEST, "client_disconnected")
+            await tally.finish(CLIENT_CLOSED_REQUEST, "client_disconnected")
             raise
         except BaseException:
-            tally.finish(500, "error")
+            await tally.finish(500, "error")
             raise
         response.headers[REQUEST_ID_HEADER] = tally.request_id
         if not isinstance(response, Relay):
-            tally.finish(response.status_code, "ok")
+            await tally.finish(response.status_code, "ok")
         return response
 
     handle.__name__ = handle.__qualname__ = route.__name__

@@ -23,7 +23,7 @@ from decimal import MAX_PREC, Context, Decimal
 from pathlib import Path
 
 from gateway.reports import GROUPINGS, NO_KEY, ReportRow
-from gateway.types import UsageRecord
+from gateway.types import Finished
 
 __all__ = ["MIGRATIONS", "Ledger", "LedgerError", "ReportRow", "migrate", "prepare", "totals"]
 
@@ -121,7 +121,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) ->
 
 
 class Ledger:
-    """Appends `UsageRecord`s to a SQLite file from any thread without blocking.
+    """Appends `Finished`s to a SQLite file from any thread without blocking.
 
     One writer thread owns the connection and wakes every `batch_seconds` (or at once for a
     flush or close) to commit what has piled up: `append()` never wakes it, because a thread
@@ -146,7 +146,7 @@ class Ledger:
         self._batch_seconds = batch_seconds
         self._retry_delays = tuple(retry_delays)
         self._conn = _open_for_writing(self.path)
-        self._pending: deque[UsageRecord | _Marker] = deque()
+        self._pending: deque[Finished | _Marker] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
@@ -154,7 +154,7 @@ class Ledger:
         self._writer.start()
         atexit.register(self.close)
 
-    def append(self, record: UsageRecord) -> None:
+    def append(self, record: Finished) -> None:
         """Queue one row; it is committed within the next batch. Never blocks on the disk."""
         with self._lock:
             if self._closed:
@@ -198,7 +198,7 @@ class Ledger:
         while not stop:
             self._wake.wait(self._batch_seconds)
             self._wake.clear()
-            records: list[UsageRecord] = []
+            records: list[Finished] = []
             while self._pending and not stop:
                 item = self._pending.popleft()
                 if isinstance(item, _Marker):
@@ -210,11 +210,11 @@ class Ledger:
                     records.append(item)
             self._write_batches(records)
 
-    def _write_batches(self, records: list[UsageRecord]) -> None:
+    def _write_batches(self, records: list[Finished]) -> None:
         for start in range(0, len(records), self._batch_size):
             self._write(records[start : start + self._batch_size])
 
-    def _write(self, records: list[UsageRecord]) -> None:
+    def _write(self, records: list[Finished]) -> None:
         for attempt in range(len(self._retry_delays) + 1):
             try:
                 rows = [_row(r) for r in records]
@@ -353,7 +353,7 @@ class _DecimalSum:
         return str(self.total)
 
 
-def _row(record: UsageRecord) -> Row:
+def _row(record: Finished) -> Row:
     usage = record.usage
     tokens: tuple[int | None, ...] = (None, None, None, None)
     if usage is not None:

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import UpstreamError
-from gateway.metering import Tally
 from gateway.proxy import UpstreamResponse
+from gateway.tally import Tally
 from gateway.types import Outcome
 from gateway.usage import BodyWatcher
 
@@ -53,8 +53,10 @@ class Relay(Response):
             watch.cancel()
             if watch.done() and not watch.cancelled():
                 watch.exception()  # a receive() that failed: nothing left to tell
-            await self.upstream.aclose()
-            self.tally.finish(self.status_code, outcome, self.watcher.usage)
+            try:
+                await self.tally.finish(self.status_code, outcome, self.watcher.usage)
+            finally:
+                await self.upstream.aclose()
 
     async def _relay(self, send: Send) -> Outcome:
         start = {

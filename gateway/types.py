@@ -121,14 +121,17 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class UsageRecord:
-    """One finished request: a ledger row. `usage` is `None` when the request ended without
-    NanoGPT reporting any; `cost_usd` is exact, never a float; `unmetered` says why a request
-    that reached NanoGPT has no known cost (the same reasons as the metric)."""
+class Finished:
+    """One finished request, as every sink sees it: the metrics, the ledger (a row), and the
+    limiter. `member` is `None` for a request no key vouched for; `usage` is `None` when the
+    request ended without NanoGPT reporting any; `cost_usd` is exact, never a float;
+    `unmetered` says why a request that reached NanoGPT has no known cost (the metric's
+    reasons); `upstream_failure` how NanoGPT failed, if it did (`connect`, `timeout`,
+    `protocol`)."""
 
     time: float
     request_id: str
-    member: str
+    member: str | None
     endpoint: str
     status: int
     outcome: Outcome
@@ -140,3 +143,4 @@ class UsageRecord:
     unmetered: str | None = None
     duration_seconds: float = 0.0
     ttft_seconds: float | None = None
+    upstream_failure: str | None = None

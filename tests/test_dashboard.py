@@ -21,7 +21,7 @@ import pytest
 
 from gateway.cli import DEMO_MEMBER_KEY
 from gateway.config import load_settings
-from gateway.metering import Metrics
+from gateway.metrics import Metrics
 from tests.conftest import free_port, running
 
 DEPLOY = Path(__file__).parents[1] / "deploy"

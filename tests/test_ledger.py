@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gateway.ledger import MIGRATIONS, Ledger, LedgerError, ReportRow, migrate, totals
-from gateway.types import Usage, UsageRecord
+from gateway.types import Finished, Usage
 
 DAY1 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 DAY2 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
@@ -28,8 +28,8 @@ DAY = 86_400
 USAGE = Usage(prompt_tokens=100, completion_tokens=20, cached_prompt_tokens=40, reasoning_tokens=5)
 
 
-def record(n: int = 0, **fields: Any) -> UsageRecord:
-    base = UsageRecord(
+def record(n: int = 0, **fields: Any) -> Finished:
+    base = Finished(
         time=DAY1 + n,
         request_id=f"req-{n}",
         member="alice",
@@ -44,7 +44,7 @@ def record(n: int = 0, **fields: Any) -> UsageRecord:
     return replace(base, **fields)
 
 
-def write(path: Path, records: Iterable[UsageRecord]) -> None:
+def write(path: Path, records: Iterable[Finished]) -> None:
     ledger = Ledger(path)
     for r in records:
         ledger.append(r)

@@ -15,8 +15,7 @@ import anyio
 import httpx
 import pytest
 
-from gateway.metering import Metrics, Tally, endpoint_label, unmetered_reason
-from gateway.types import Usage
+from gateway.metrics import Metrics
 from tests.conftest import (
     ALICE_KEY,
     BOB_KEY,
@@ -397,43 +396,6 @@ async def test_metrics_port_takes_metrics_off_the_api_port(
     settings = make_settings(tmp_path, "[metering]\nmetrics_port = 9464\n")
     async with gateway_client(settings, nanogpt) as client:
         assert_openai_error(await client.get("/metrics"), 404)
-
-
-def test_unmetered_reasons() -> None:
-    tally = Tally.__new__(Tally)
-    tally.forwarded, tally.endpoint, tally.stream_usage_unsupported = (
-        True,
-        "chat/completions",
-        False,
-    )
-    usage = Usage(prompt_tokens=1)
-    assert unmetered_reason(tally, "ok", usage, priced=True) is None
-    assert unmetered_reason(tally, "ok", usage, priced=False) == "no_price"
-    assert unmetered_reason(tally, "ok", None, priced=False) == "no_usage"
-    assert (
-        unmetered_reason(tally, "client_disconnected", None, priced=False) == "client_disconnected"
-    )
-    assert unmetered_reason(tally, "upstream_failed", None, priced=False) == "upstream_failed"
-    tally.stream_usage_unsupported = True
-    assert unmetered_reason(tally, "ok", None, priced=False) == "stream_usage_unsupported"
-    tally.endpoint = "models"
-    assert unmetered_reason(tally, "ok", None, priced=False) is None
-    tally.endpoint, tally.forwarded = "chat/completions", False
-    assert unmetered_reason(tally, "refused", None, priced=False) is None
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "label"),
-    [
-        ("chat/completions", "chat/completions"),
-        ("models/openai%2Fgpt-5.2", "models"),
-        ("characters/abc", "characters"),
-        ("x" * 500, "other"),
-        ("video/status", "other"),
-    ],
-)
-def test_endpoint_labels_are_bounded(endpoint: str, label: str) -> None:
-    assert endpoint_label(endpoint) == label
 
 
 def test_every_app_has_metrics_of_its_own() -> None:

@@ -1,0 +1,107 @@
+"""Accounting, pure: a finished request's cost, why it has none, and bounded labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+
+from gateway.accounting import account, endpoint_label, unmetered_reason
+from gateway.types import Member, ModelInfo, Price, Usage
+
+GPT = ModelInfo(id="openai/gpt-5.2", prompt_usd_per_mtok=2.5, completion_usd_per_mtok=10.0)
+
+
+@dataclass
+class Learned:
+    request_id: str = "r1"
+    started_at: float = 1_700_000_000.0
+    member: Member | None = None
+    end_user: str | None = None
+    endpoint: str = "chat/completions"
+    model_id: str | None = None
+    model: ModelInfo | None = None
+    stream: bool = False
+    forwarded: bool = True
+    stream_usage_unsupported: bool = False
+    upstream_failure: str | None = None
+
+
+def test_unmetered_reasons() -> None:
+    learned = Learned()
+    usage = Usage(prompt_tokens=1)
+    assert unmetered_reason(learned, "ok", usage, priced=True) is None
+    assert unmetered_reason(learned, "ok", usage, priced=False) == "no_price"
+    assert unmetered_reason(learned, "ok", None, priced=False) == "no_usage"
+    assert (
+        unmetered_reason(learned, "client_disconnected", None, priced=False)
+        == "client_disconnected"
+    )
+    assert unmetered_reason(learned, "upstream_failed", None, priced=False) == "upstream_failed"
+    learned.stream_usage_unsupported = True
+    assert unmetered_reason(learned, "ok", None, priced=False) == "stream_usage_unsupported"
+    learned.endpoint = "models"
+    assert unmetered_reason(learned, "ok", None, priced=False) is None
+    learned.endpoint, learned.forwarded = "chat/completions", False
+    assert unmetered_reason(learned, "refused", None, priced=False) is None
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "label"),
+    [
+        ("chat/completions", "chat/completions"),
+        ("models/openai%2Fgpt-5.2", "models"),
+        ("characters/abc", "characters"),
+        ("x" * 500, "other"),
+        ("video/status", "other"),
+    ],
+)
+def test_endpoint_labels_are_bounded(endpoint: str, label: str) -> None:
+    assert endpoint_label(endpoint) == label
+
+
+def test_account_prices_usage_and_bounds_text() -> None:
+    learned = Learned(
+        member=Member(name="alice", key_sha256=""),
+        end_user="e" * 1000,
+        model_id=GPT.id,
+        model=GPT,
+        stream=True,
+    )
+    usage = Usage(prompt_tokens=1000, completion_tokens=200)
+    finished = account(
+        learned, status=200, outcome="ok", usage=usage, duration=1.5, ttft=0.25, price_overrides={}
+    )
+    assert finished.cost_usd == Decimal("0.0045") and finished.unmetered is None
+    assert finished.member == "alice" and finished.end_user == "e" * 256
+    assert (finished.time, finished.duration_seconds, finished.ttft_seconds) == (
+        1_700_000_000.0,
+        1.5,
+        0.25,
+    )
+    overridden = account(
+        learned,
+        status=200,
+        outcome="ok",
+        usage=usage,
+        duration=1.0,
+        ttft=None,
+        price_overrides={GPT.id: Price(Decimal(1), Decimal(0))},
+    )
+    assert overridden.cost_usd == Decimal("0.001")
+
+
+def test_account_without_a_member_or_price() -> None:
+    learned = Learned(model_id="x/unpriced", model=ModelInfo(id="x/unpriced"))
+    finished = account(
+        learned,
+        status=200,
+        outcome="ok",
+        usage=Usage(prompt_tokens=5),
+        duration=0.1,
+        ttft=None,
+        price_overrides={},
+    )
+    assert finished.member is None
+    assert finished.cost_usd is None and finished.unmetered == "no_price"

@@ -1,0 +1,61 @@
+"""The tally: finished once, whoever finishes it, and handed to every sink."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.metrics import Metrics
+from gateway.tally import Tallies
+from gateway.types import Finished, Member, Usage
+from tests.conftest import metric
+
+pytestmark = pytest.mark.anyio
+
+
+class ListLedger:
+    def __init__(self) -> None:
+        self.rows: list[Finished] = []
+
+    def append(self, record: Finished) -> None:
+        self.rows.append(record)
+
+
+async def test_finish_twice_records_once() -> None:
+    metrics, ledger = Metrics(), ListLedger()
+    tallies = Tallies(metrics, ledger, clock=lambda: 1234.5)
+    tally = tallies.start()
+    tally.member = Member(name="alice", key_sha256="")
+    await tally.finish(200, "ok", Usage(prompt_tokens=1))
+    await tally.finish(500, "error")
+    assert [(r.status, r.outcome, r.time) for r in ledger.rows] == [(200, "ok", 1234.5)]
+    text = metrics.exposition()[0].decode()
+    assert metric(text, "nanogpt_gateway_requests_total", member="alice", status="200") == 1
+    assert metric(text, "nanogpt_gateway_requests_total", status="500") is None
+    assert metric(text, "nanogpt_gateway_inflight_requests") == 0
+
+
+async def test_a_cancelled_finisher_still_records() -> None:
+    ledger = ListLedger()
+    tally = Tallies(Metrics(), ledger).start()
+    tally.member = Member(name="alice", key_sha256="")
+
+    async def finish_then_die() -> None:
+        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        await tally.finish(499, "client_disconnected")
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(finish_then_die())
+    assert [r.outcome for r in ledger.rows] == ["client_disconnected"]
+
+
+async def test_a_failing_ledger_does_not_fail_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    class ClosedLedger:
+        def append(self, record: Finished) -> None:
+            raise RuntimeError("closed")
+
+    tally = Tallies(Metrics(), ClosedLedger()).start()
+    tally.member = Member(name="alice", key_sha256="")
+    await tally.finish(200, "ok")
+    assert f"request {tally.request_id} not recorded" in caplog.text
