@@ -30,7 +30,7 @@ def require(*commands: str) -> None:
 def gateway_config(api_root: str, ledger_path: Path) -> str:
     """The gateway configured as a team would: member keys, allow patterns, the distillation
     rule, metering with its ledger."""
-    from gateway.config import hash_key
+    from gateway.keys import hash_key
 
     return f"""
 [upstream]

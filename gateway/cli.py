@@ -22,8 +22,9 @@ import uvicorn
 
 from gateway import __version__, reports
 from gateway.app import create_app, create_metrics_app
-from gateway.config import ConfigError, Demo, Settings, hash_key, load_metering, load_settings
+from gateway.config import ConfigError, Demo, Settings, load_metering, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from gateway.keys import hash_key
 from gateway.ledger import LedgerError, prepare, totals
 from gateway.logs import configure_logging
 

@@ -14,6 +14,11 @@ from gateway.errors import InvalidApiKey
 from gateway.types import ANONYMOUS, Member
 
 
+def hash_key(key: str) -> str:
+    """The SHA-256 hex digest of a member key: all the gateway ever stores of it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a client sent, as OpenAI SDKs (`Authorization: Bearer`) or NanoGPT's own
     `x-api-key` send it."""
@@ -41,7 +46,7 @@ class KeyRing:
             raise InvalidApiKey(
                 "Missing API key: send your member key as 'Authorization: Bearer <key>'."
             )
-        digest = hashlib.sha256(key.encode()).digest()
+        digest = bytes.fromhex(hash_key(key))
         found = None
         for candidate, member in self._digests:  # no early exit: same work for every key
             if hmac.compare_digest(candidate, digest):

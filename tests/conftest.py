@@ -30,8 +30,9 @@ from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from gateway.app import create_app
-from gateway.config import Settings, hash_key, load_settings
+from gateway.config import Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY
+from gateway.keys import hash_key
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEAM_KEY = "sk-nano-team-0123456789abcdef"

@@ -11,10 +11,10 @@ from gateway.config import (
     ConfigError,
     Demo,
     MeteringSettings,
-    hash_key,
     load_metering,
     load_settings,
 )
+from gateway.keys import hash_key
 from gateway.types import Price
 from tests.conftest import ALICE_KEY, BOB_KEY, MEMBERS_TOML, TEAM_KEY, make_settings
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.config import hash_key
 from gateway.errors import InvalidApiKey
-from gateway.keys import ANONYMOUS, KeyRing, presented_key
+from gateway.keys import ANONYMOUS, KeyRing, hash_key, presented_key
 from gateway.types import Member
 
 ALICE = Member(name="alice", key_sha256=hash_key("sk-alice"))

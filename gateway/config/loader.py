@@ -1,138 +1,38 @@
-"""Configuration: a TOML file and a few environment variables, validated once into `Settings`.
-
-The section dataclasses below are the one list of settings: their fields are the keys the TOML
-may hold, their annotations the types, their defaults the defaults. Any mistake stops start-up
-with a `ConfigError` that names the file and the key. Pure: reads only what it is given.
+"""Loading the configuration: the TOML file and a few environment variables, validated once
+into `Settings`. Any mistake stops start-up with a `ConfigError` that names the file and the
+key. Pure: reads only the file and the environment mapping it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import ipaddress
 import json
 import re
-import tomllib
-import types
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.config.schema import (
+    DEFAULT_BASE_URL,
+    SECTIONS,
+    AuthSettings,
+    CatalogSettings,
+    ConfigError,
+    Demo,
+    MemberSettings,
+    MeteringSettings,
+    PolicySettings,
+    PriceSettings,
+    ServerSettings,
+    Settings,
+    UpstreamSettings,
+)
+from gateway.config.toml import read_toml, section
+from gateway.keys import hash_key
 from gateway.pricing import exact
-from gateway.types import ANONYMOUS, Distillation, Member, PolicyRules, Price, Secret
-
-DEFAULT_BASE_URL = "https://nano-gpt.com/api"
-CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
-AuthMode = Literal["keys", "none"]
-
-
-class ConfigError(ValueError):
-    """A configuration mistake, phrased as one line that names where it is."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    access_log: bool = False
-    """Off by default: the usage ledger already has a richer row for every request, and a log
-    line per request is CPU on the hot path (bench/README.md)."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UpstreamSettings:
-    base_url: str = DEFAULT_BASE_URL
-    api_key_env: str = "NANOGPT_API_KEY"
-    connect_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 600.0
-    max_body_bytes: int = 10 * 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AuthSettings:
-    mode: AuthMode = "keys"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CatalogSettings:
-    source: CatalogSource = "canonical"
-    ttl_seconds: float = 300.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PolicySettings:
-    allow: tuple[str, ...] = ("*",)
-    deny: tuple[str, ...] = ()
-    distillation: Distillation = "any"
-    max_prompt_usd_per_mtok: float | None = None
-    max_completion_usd_per_mtok: float | None = None
-    require_capabilities: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeteringSettings:
-    ledger_path: str = "./gateway-usage.db"
-    inject_stream_usage: bool = True
-    balance_poll_seconds: float = 300.0
-    metrics_token: str | None = None
-    metrics_port: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MemberSettings:
-    name: str
-    key_sha256: str | None = None
-    key_env: str | None = None
-    admin: bool = False
-    allow: tuple[str, ...] | None = None
-    deny: tuple[str, ...] = ()
-    end_user_header: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PriceSettings:
-    prompt: float
-    completion: float
-
-
-SECTIONS: dict[str, type] = {
-    "server": ServerSettings,
-    "upstream": UpstreamSettings,
-    "auth": AuthSettings,
-    "catalog": CatalogSettings,
-    "policy": PolicySettings,
-    "metering": MeteringSettings,
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Demo:
-    """Where the offline stand-in listens, and the team key it accepts (`serve --demo`)."""
-
-    base_url: str
-    team_key: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settings:
-    server: ServerSettings = field(default_factory=ServerSettings)
-    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
-    auth: AuthSettings = field(default_factory=AuthSettings)
-    catalog: CatalogSettings = field(default_factory=CatalogSettings)
-    policy: PolicyRules = field(default_factory=PolicyRules)
-    metering: MeteringSettings = field(default_factory=MeteringSettings)
-    pricing: Mapping[str, Price] = field(default_factory=dict)
-    members: tuple[Member, ...] = ()
-    team_key: Secret = field(default_factory=lambda: Secret(""))
-    demo: bool = False
-
-
-def hash_key(key: str) -> str:
-    """The `key_sha256` of a member key: what the config stores instead of the key."""
-    return hashlib.sha256(key.encode()).hexdigest()
+from gateway.types import ANONYMOUS, Member, PolicyRules, Price, Secret
 
 
 def load_settings(
@@ -151,7 +51,7 @@ def load_settings(
     is the member of a zero-config start (`serve --demo`, `quickstart`) when none is configured.
     """
     where = str(path) if path is not None else "(defaults)"
-    data = _read_toml(Path(path)) if path is not None else {}
+    data = read_toml(Path(path)) if path is not None else {}
     try:
         return _build(data, env, host=host, port=port, demo=demo, fallback_member=fallback_member)
     except ConfigError as exc:
@@ -163,22 +63,12 @@ def load_metering(path: str | Path | None) -> MeteringSettings:
     if path is None:
         return MeteringSettings()
     try:
-        metering: MeteringSettings = _section(
-            MeteringSettings, _read_toml(Path(path)).get("metering", {}), "metering"
+        metering: MeteringSettings = section(
+            MeteringSettings, read_toml(Path(path)).get("metering", {}), "metering"
         )
         return metering
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def _build(
@@ -194,7 +84,7 @@ def _build(
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown key (expected one of {', '.join(sorted(known))})")
-    sections = {name: _section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()}
+    sections = {name: section(cls, data.get(name, {}), name) for name, cls in SECTIONS.items()}
     server: ServerSettings = sections["server"]
     upstream: UpstreamSettings = sections["upstream"]
     auth: AuthSettings = sections["auth"]
@@ -266,54 +156,6 @@ def _build(
     )
 
 
-def _section(cls: type, table: Any, where: str) -> Any:
-    """Build one section dataclass from its TOML table, checking keys and types by annotation."""
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: expected a table, got {_describe(table)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in table:
-        if key not in hints:
-            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(names)})")
-    values = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in table.items()}
-    missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in values]
-    if missing:
-        raise ConfigError(f"{where}.{missing[0]}: required")
-    return cls(**values)
-
-
-def _required(f: dataclasses.Field[Any]) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        (inner,) = (arg for arg in args if arg is not type(None))
-        return _coerce(value, inner, where)
-    if origin is Literal:
-        if value not in args:
-            choices = " or ".join(f'"{a}"' for a in args)
-            raise ConfigError(f"{where}: expected {choices}, got {_describe(value)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {_describe(value)}")
-        return tuple(value)
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint in (str, int, bool) and type(value) is hint:
-        return value
-    expected = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-    raise ConfigError(f"{where}: expected {expected[hint]}, got {_describe(value)}")
-
-
-def _describe(value: Any) -> str:
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}
-    name = kind.get(type(value), "table" if isinstance(value, dict) else type(value).__name__)
-    return f"{name} {value!r}" if isinstance(value, str | int | float) else name
-
-
 def _check_server(server: ServerSettings) -> None:
     if not server.host:
         raise ConfigError("server.host: must not be empty")
@@ -378,7 +220,7 @@ def _pricing(tables: Any) -> dict[str, Price]:
     prices = {}
     for model_id, table in tables.items():
         where = f"pricing.{json.dumps(model_id)}"
-        spec: PriceSettings = _section(PriceSettings, table, where)
+        spec: PriceSettings = section(PriceSettings, table, where)
         for name in ("prompt", "completion"):
             _non_negative(getattr(spec, name), f"{where}.{name}")
         prices[model_id] = Price(exact(spec.prompt), exact(spec.completion))
@@ -399,7 +241,7 @@ def _members(tables: Any, env: Mapping[str, str]) -> tuple[Member, ...]:
     seen_keys: dict[str, str] = {}
     for i, table in enumerate(tables):
         where = f"members[{i}]"
-        spec: MemberSettings = _section(MemberSettings, table, where)
+        spec: MemberSettings = section(MemberSettings, table, where)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", spec.name):
             raise ConfigError(f"{where}.name: use 1-64 letters, digits, '_', '.', '@' or '-'")
         if spec.name in seen_names or spec.name == ANONYMOUS.name:

@@ -1,0 +1,117 @@
+"""The one list of settings: each section dataclass's fields are the keys the TOML may hold,
+their annotations the types, their defaults the defaults. Values only; no parsing here.
+Imports nothing from the gateway but the shared vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.types import Distillation, Member, PolicyRules, Price, Secret
+
+DEFAULT_BASE_URL = "https://nano-gpt.com/api"
+CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
+AuthMode = Literal["keys", "none"]
+
+
+class ConfigError(ValueError):
+    """A configuration mistake, phrased as one line that names where it is."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    access_log: bool = False
+    """Off by default: the usage ledger already has a richer row for every request, and a log
+    line per request is CPU on the hot path (bench/README.md)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpstreamSettings:
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = "NANOGPT_API_KEY"
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 600.0
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthSettings:
+    mode: AuthMode = "keys"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogSettings:
+    source: CatalogSource = "canonical"
+    ttl_seconds: float = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PolicySettings:
+    allow: tuple[str, ...] = ("*",)
+    deny: tuple[str, ...] = ()
+    distillation: Distillation = "any"
+    max_prompt_usd_per_mtok: float | None = None
+    max_completion_usd_per_mtok: float | None = None
+    require_capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeteringSettings:
+    ledger_path: str = "./gateway-usage.db"
+    inject_stream_usage: bool = True
+    balance_poll_seconds: float = 300.0
+    metrics_token: str | None = None
+    metrics_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemberSettings:
+    name: str
+    key_sha256: str | None = None
+    key_env: str | None = None
+    admin: bool = False
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+    end_user_header: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceSettings:
+    prompt: float
+    completion: float
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "upstream": UpstreamSettings,
+    "auth": AuthSettings,
+    "catalog": CatalogSettings,
+    "policy": PolicySettings,
+    "metering": MeteringSettings,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Demo:
+    """Where the offline stand-in listens, and the team key it accepts (`serve --demo`)."""
+
+    base_url: str
+    team_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    policy: PolicyRules = field(default_factory=PolicyRules)
+    metering: MeteringSettings = field(default_factory=MeteringSettings)
+    pricing: Mapping[str, Price] = field(default_factory=dict)
+    members: tuple[Member, ...] = ()
+    team_key: Secret = field(default_factory=lambda: Secret(""))
+    demo: bool = False
