@@ -27,7 +27,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError, error_body
 from gateway.handlers import Gateway
 from gateway.keys import KeyRing
-from gateway.ledger import Ledger
+from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
 from gateway.proxy import Upstream
 from gateway.tally import REQUEST_ID_HEADER, Tallies
@@ -57,7 +57,7 @@ def create_app(
             connect_timeout=settings.upstream.connect_timeout_seconds,
             read_timeout=settings.upstream.read_timeout_seconds,
         )
-        ledger = Ledger(metering.ledger_path)
+        ledger = open_ledger(metering.ledger_path)
         tallies = Tallies(metrics, ledger, price_overrides=settings.pricing)
 
         def refreshed(snapshot: Snapshot | None) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 
 import pytest
 
-from gateway.ledger import MIGRATIONS, Ledger, LedgerError, ReportRow, migrate, totals
+from gateway.ledger import LedgerError, ReportRow, totals
+from gateway.ledger.sqlite import MIGRATIONS, migrate
+from gateway.ledger.sqlite import SQLiteLedger as Ledger
 from gateway.types import Finished, Usage
 
 DAY1 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()

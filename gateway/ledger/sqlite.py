@@ -1,4 +1,4 @@
-"""The usage ledger: one SQLite row per finished request, and the report queries over it.
+"""The SQLite usage ledger: one row per finished request, and the report queries over it.
 
 The only module that imports sqlite3. `Ledger.append()` runs on the request path, so it only
 queues; one writer thread commits rows in batches. Costs are stored as exact decimal text and
@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from decimal import MAX_PREC, Context, Decimal
 from pathlib import Path
 
+from gateway.ledger.base import LedgerError
 from gateway.reports import GROUPINGS, NO_KEY, ReportRow
 from gateway.types import Finished
-
-__all__ = ["MIGRATIONS", "Ledger", "LedgerError", "ReportRow", "migrate", "prepare", "totals"]
 
 logger = logging.getLogger("gateway.ledger")
 
@@ -88,10 +87,6 @@ _EXACT = Context(prec=MAX_PREC)  # sums of decimal strings are exact at any magn
 Row = tuple[object, ...]
 
 
-class LedgerError(Exception):
-    """The ledger cannot be opened, read or written; the message starts with the file."""
-
-
 def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
     """Bring the database up to `len(migrations)`, one transaction per step, and return the
     version. A newer database than this code knows is refused rather than touched."""
@@ -120,7 +115,7 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) ->
     return target
 
 
-class Ledger:
+class SQLiteLedger:
     """Appends `Finished`s to a SQLite file from any thread without blocking.
 
     One writer thread owns the connection and wakes every `batch_seconds` (or at once for a
