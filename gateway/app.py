@@ -29,8 +29,8 @@ from gateway.handlers import Gateway
 from gateway.keys import KeyRing
 from gateway.ledger import open_ledger
 from gateway.metrics import Metrics
-from gateway.proxy import Upstream
 from gateway.tally import REQUEST_ID_HEADER, Tallies
+from gateway.upstream import Upstream
 
 logger = logging.getLogger("gateway")
 

@@ -32,10 +32,10 @@ from gateway.errors import (
 )
 from gateway.keys import KeyRing, presented_key
 from gateway.metrics import Metrics
-from gateway.proxy import Upstream, UpstreamResponse
 from gateway.relay import Relay
 from gateway.tally import REQUEST_ID_HEADER, Tallies, Tally
 from gateway.types import Member, ModelInfo, Outcome
+from gateway.upstream import Upstream, UpstreamResponse
 from gateway.usage import BodyWatcher, EventStream, JsonBody, Passthrough
 
 logger = logging.getLogger("gateway.handlers")

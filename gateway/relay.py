@@ -19,9 +19,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.errors import UpstreamError
-from gateway.proxy import UpstreamResponse
 from gateway.tally import Tally
 from gateway.types import Outcome
+from gateway.upstream import UpstreamResponse
 from gateway.usage import BodyWatcher
 
 logger = logging.getLogger("gateway.relay")

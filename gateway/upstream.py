@@ -20,7 +20,7 @@ from yarl import URL
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.types import Secret
 
-logger = logging.getLogger("gateway.proxy")
+logger = logging.getLogger("gateway.upstream")
 
 # RFC 9110 section 7.6.1, plus the names every proxy treats the same way.
 HOP_BY_HOP = frozenset(

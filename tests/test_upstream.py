@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.proxy import Upstream, forwarded_headers, returned_headers
 from gateway.types import Secret
+from gateway.upstream import Upstream, forwarded_headers, returned_headers
 from tests.conftest import TEAM_KEY
 
 pytestmark = pytest.mark.anyio
