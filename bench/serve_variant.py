@@ -1,8 +1,8 @@
 """One gateway process for the metering benchmark: `--metering on` is the product as shipped;
-`--metering off` removes what metering adds to the request path (reading usage from bodies,
-hiding the usage event, the metric updates and the ledger row), keeping auth, policy and the
-relay. Both still ask the upstream for stream usage, so the stand-in, which shares the core,
-does the same work for both and the ratio is the gateway's alone."""
+`--metering off` hands the app, through its seams, a ledger that keeps nothing and metrics
+that count nothing, keeping auth, policy, the relay and the usage reading of bodies. Both
+still ask the upstream for stream usage, so the stand-in, which shares the core, does the same
+work for both and the ratio is the gateway's alone."""
 
 from __future__ import annotations
 
@@ -13,11 +13,29 @@ from pathlib import Path
 import harness
 import uvicorn
 
-from gateway import handlers
 from gateway.app import create_app
 from gateway.config import load_settings
-from gateway.tally import Tallies
-from gateway.usage import Passthrough
+from gateway.metrics import Metrics
+from gateway.types import Finished
+
+
+class NullLedger:
+    def append(self, record: Finished) -> None:
+        pass
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+class NullMetrics(Metrics):
+    def started(self) -> None:
+        pass
+
+    def observe(self, finished: Finished) -> None:
+        pass
 
 
 def main() -> None:
@@ -33,11 +51,12 @@ def main() -> None:
 def serve(args: argparse.Namespace, workdir: Path) -> None:
     config = workdir / "gateway.toml"
     config.write_text(harness.gateway_config(args.upstream, workdir / "usage.db"))
-    if args.metering == "off":
-        handlers._watcher = lambda call, upstream, hide_usage: Passthrough()  # type: ignore[assignment]
-        Tallies.record = lambda self, finished: self.metrics.inflight.dec()  # type: ignore[method-assign]
     settings = load_settings(config, {"NANOGPT_API_KEY": "demo-team-key"})
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
+    if args.metering == "off":
+        app = create_app(settings, ledger=NullLedger(), metrics=NullMetrics())
+    else:
+        app = create_app(settings)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,14 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import handlers
+from gateway import routes
 from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
 from gateway.config import Settings
 from gateway.errors import GatewayError, error_body
-from gateway.handlers import Gateway
 from gateway.keys import KeyRing
-from gateway.ledger import open_ledger
+from gateway.ledger import Ledger, open_ledger
 from gateway.metrics import Metrics
+from gateway.pipeline import Gateway
 from gateway.tally import REQUEST_ID_HEADER, Tallies
 from gateway.upstream import Upstream
 
@@ -40,32 +41,39 @@ CATALOG_RETRY_SECONDS = 5.0
 def create_app(
     settings: Settings,
     *,
+    upstream: Upstream | None = None,
+    ledger: Ledger | None = None,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.time,
     catalog_retry_seconds: float = CATALOG_RETRY_SECONDS,
 ) -> Starlette:
     """The gateway as an ASGI app, in front of NanoGPT at `settings.upstream.base_url`.
 
+    The seams: `upstream` (a NanoGPT client; built in the lifespan when not given, and then
+    closed there too), `ledger` (opened at `metering.ledger_path` when not given; closed at
+    shutdown either way), `metrics`, and `clock` (wall-clock seconds, for the ledger's times).
     `app.state.metrics` holds the metrics, for a server that exposes them on another port.
     """
-    metrics = Metrics()
+    metrics = metrics if metrics is not None else Metrics()
     metering = settings.metering
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
-        upstream = Upstream(
+        client = upstream or Upstream(
             settings.upstream.base_url,
             settings.team_key,
             connect_timeout=settings.upstream.connect_timeout_seconds,
             read_timeout=settings.upstream.read_timeout_seconds,
         )
-        ledger = open_ledger(metering.ledger_path)
-        tallies = Tallies(metrics, ledger, price_overrides=settings.pricing)
+        sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
+        tallies = Tallies(metrics, sink, price_overrides=settings.pricing, clock=clock)
 
         def refreshed(snapshot: Snapshot | None) -> None:
             models = snapshot.by_id.values() if snapshot is not None else None
             metrics.catalog_refreshed(settings.catalog.source, models)
 
         catalog = Catalog(
-            upstream.get_json,
+            client.get_json,
             source=settings.catalog.source,
             ttl_seconds=settings.catalog.ttl_seconds,
             retry_seconds=catalog_retry_seconds,
@@ -74,39 +82,40 @@ def create_app(
         keys = KeyRing(settings.members, required=settings.auth.mode == "keys")
         tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
         if metering.balance_poll_seconds > 0:
-            fetch_balance = functools.partial(upstream.post_json, BALANCE_PATH)
+            fetch_balance = functools.partial(client.post_json, BALANCE_PATH)
             poll = poll_balance(
                 fetch_balance, metrics.balance_polled, metering.balance_poll_seconds
             )
             tasks.append(asyncio.create_task(poll))
         try:
-            yield {"gateway": Gateway(settings, keys, catalog, upstream, tallies)}
+            yield {"gateway": Gateway(settings, keys, catalog, client, tallies)}
         finally:
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await upstream.aclose()
-            await asyncio.to_thread(ledger.close)
+            if upstream is None:
+                await client.aclose()
+            await asyncio.to_thread(sink.close)
 
-    routes = [Route("/healthz", handlers.healthz), Route("/readyz", handlers.readyz)]
+    table = [Route("/healthz", routes.healthz), Route("/readyz", routes.readyz)]
     if metering.metrics_port is None:
-        routes.append(Route("/metrics", handlers.metrics_endpoint(metrics, metering.metrics_token)))
+        table.append(Route("/metrics", routes.metrics_endpoint(metrics, metering.metrics_token)))
     for prefix in ("/v1", "/api/v1"):
-        routes += [
-            Route(f"{prefix}/models", handlers.list_models, methods=["GET"]),
-            Route(f"{prefix}/models/{{model_id:path}}", handlers.retrieve_model, methods=["GET"]),
-            Route(f"{prefix}/{{path:path}}", handlers.proxy, methods=_ALL_METHODS),
+        table += [
+            Route(f"{prefix}/models", routes.list_models, methods=["GET"]),
+            Route(f"{prefix}/models/{{model_id:path}}", routes.retrieve_model, methods=["GET"]),
+            Route(f"{prefix}/{{path:path}}", routes.proxy, methods=_ALL_METHODS),
         ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_EXCEPTION_HANDLERS)
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers=_EXCEPTION_HANDLERS)
     app.state.metrics = metrics
     return app
 
 
 def create_metrics_app(metrics: Metrics, token: str | None) -> Starlette:
     """Only `/metrics`, for `metering.metrics_port`: scrapes then need not reach the API port."""
-    routes = [Route("/metrics", handlers.metrics_endpoint(metrics, token))]
-    return Starlette(routes=routes, exception_handlers=_EXCEPTION_HANDLERS)
+    table = [Route("/metrics", routes.metrics_endpoint(metrics, token))]
+    return Starlette(routes=table, exception_handlers=_EXCEPTION_HANDLERS)
 
 
 _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

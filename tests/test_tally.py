@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from gateway.metrics import Metrics
 from gateway.tally import Tallies
 from gateway.types import Finished, Member, Usage
-from tests.conftest import metric
+from tests.conftest import FakeNanoGPT, auth, gateway_client, make_settings, metric
 
 pytestmark = pytest.mark.anyio
 
@@ -17,9 +18,16 @@ pytestmark = pytest.mark.anyio
 class ListLedger:
     def __init__(self) -> None:
         self.rows: list[Finished] = []
+        self.closed = False
 
     def append(self, record: Finished) -> None:
         self.rows.append(record)
+
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
 
 
 async def test_finish_twice_records_once() -> None:
@@ -59,3 +67,21 @@ async def test_a_failing_ledger_does_not_fail_the_request(caplog: pytest.LogCapt
     tally.member = Member(name="alice", key_sha256="")
     await tally.finish(200, "ok")
     assert f"request {tally.request_id} not recorded" in caplog.text
+
+
+async def test_the_app_uses_the_ledger_and_clock_it_is_given(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    ledger = ListLedger()
+    settings = make_settings(tmp_path)
+    async with gateway_client(settings, nanogpt, ledger=ledger, clock=lambda: 42.0) as client:
+        chat = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
+        response = await client.post("/v1/chat/completions", json=chat, headers=auth())
+    assert response.status_code == 200
+    (row,) = ledger.rows
+    assert (row.member, row.time, row.request_id) == (
+        "alice",
+        42.0,
+        response.headers["x-gateway-request-id"],
+    )
+    assert not (tmp_path / "gateway-usage.db").exists()

@@ -1,6 +1,6 @@
 """The client-library boundary: every aiohttp failure becomes the gateway's own error, with
 the right status and reason, and never with the team key in it. (The failures the fake
-NanoGPT can play on the wire are covered end to end in test_handlers and test_streaming.)"""
+NanoGPT can play on the wire are covered end to end in test_routes and test_streaming.)"""
 
 from __future__ import annotations
 

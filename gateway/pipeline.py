@@ -1,21 +1,20 @@
-"""The routes, each readable top to bottom: authenticate, parse, check policy, proxy, relay.
+"""The steps of a request, as typed functions the routes call in order: authenticate, classify,
+read the body, check the model, send upstream, pick the body watcher. And `metered`, which
+opens a tally for a route and finishes it however the route ends.
 
-Every `/v1` route is `metered`: it opens a tally first thing and finishes it however it ends, a
-refusal included; a relayed response finishes its own when its body ends. Errors are raised as
-`GatewayError` and rendered by the one handler in `app.py`; nothing here knows the HTTP client
-library or catches a client-library exception.
+Errors are raised as `GatewayError` and rendered by the one handler in `app.py`; nothing here
+knows the HTTP client library or catches a client-library exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from gateway import policy, protocol
 from gateway.catalog import Catalog
@@ -23,22 +22,20 @@ from gateway.config import Settings
 from gateway.errors import (
     CatalogUnavailable,
     GatewayError,
-    InvalidApiKey,
     ModelNotAllowed,
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
     UpstreamError,
 )
-from gateway.keys import KeyRing, presented_key
-from gateway.metrics import Metrics
+from gateway.keys import KeyRing
 from gateway.relay import Relay
 from gateway.tally import REQUEST_ID_HEADER, Tallies, Tally
 from gateway.types import Member, ModelInfo, Outcome
 from gateway.upstream import Upstream, UpstreamResponse
 from gateway.usage import BodyWatcher, EventStream, JsonBody, Passthrough
 
-logger = logging.getLogger("gateway.handlers")
+logger = logging.getLogger("gateway.pipeline")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
@@ -102,29 +99,52 @@ def _outcome_of(exc: GatewayError) -> Outcome:
     return "refused" if exc.status_code < 500 else "error"
 
 
-@metered
-async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Response:
-    """Any `/v1/{path}`: checked, then forwarded to NanoGPT and relayed as it streams."""
+def authenticate(request: Request, gateway: Gateway, tally: Tally) -> Member:
+    """The member behind the request's key (401 otherwise), and the end user they name."""
     member = tally.member = gateway.keys.authenticate(request.headers)
     if member.end_user_header is not None:
         tally.end_user = request.headers.get(member.end_user_header)
-    raw_subpath = _raw_subpath(request)
-    endpoint = tally.endpoint = protocol.endpoint_of(raw_subpath)
-    changes_account = request.method not in READ_METHODS and endpoint.split("/")[0] == "characters"
+    return member
+
+
+def require_admin_for(endpoint: str, method: str, member: Member) -> None:
+    """Account changes (any write under `/v1/characters`) are for admins only."""
+    changes_account = method not in READ_METHODS and endpoint.split("/")[0] == "characters"
     if changes_account and not member.admin:
         raise PermissionDenied(
-            f"Member {member.name!r} may not change account data ({request.method} /v1/{endpoint}); "
+            f"Member {member.name!r} may not change account data ({method} /v1/{endpoint}); "
             "ask a gateway admin.",
             code="admin_required",
         )
-    body = await _read_body(request, gateway.settings.upstream.max_body_bytes)
-    call = protocol.parse_call(
-        endpoint, request.method, request.headers.get("content-type", ""), body
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, or 413 as soon as it is known to exceed `limit`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than this gateway's limit of {limit} bytes "
+        "(upstream.max_body_bytes)."
     )
-    tally.model_id, tally.stream = call.model, call.stream
+
+
+async def check_model(gateway: Gateway, member: Member, call: protocol.Call) -> ModelInfo | None:
+    """The catalog entry of the model the call names, if the policy lets this member use it;
+    a model-bearing call that names none passes only when no rule could refuse anything."""
     if call.model is not None:
-        tally.model = await _allowed_model(gateway, member, call.model)
-    elif endpoint in protocol.MODEL_ENDPOINTS and not policy.is_unrestricted(
+        return await allowed_model(gateway, member, call.model)
+    if call.endpoint in protocol.MODEL_ENDPOINTS and not policy.is_unrestricted(
         gateway.settings.policy, member
     ):
         raise ModelNotAllowed(
@@ -132,13 +152,34 @@ async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Response:
             "model policy; name the model explicitly.",
             param="model",
         )
-
-    tally.forwarded = True
-    upstream, hides_usage = await _forward(request, gateway, raw_subpath, call, body, tally)
-    return Relay(upstream, _watcher(call, upstream, hide_usage=hides_usage), tally)
+    return None
 
 
-async def _forward(
+async def allowed_model(gateway: Gateway, member: Member, model_id: str) -> ModelInfo:
+    """The catalog entry of `model_id`: 404 if NanoGPT has no such model, 403 if the policy
+    refuses it to this member."""
+    rules = gateway.settings.policy
+    model = (await gateway.catalog.get()).by_id.get(model_id)
+    if model is None and rules.subscription_only:
+        raise ModelNotAllowed(
+            f"The model {model_id!r} is not included in the NanoGPT subscription, "
+            "and this gateway only serves subscription models.",
+            param="model",
+        )
+    if model is None:
+        raise ModelNotFound(
+            f"The model {model_id!r} does not exist in the NanoGPT catalog.", param="model"
+        )
+    decision = policy.check(rules, member, model)
+    if not decision.allowed:
+        raise ModelNotAllowed(
+            f"The model {model_id!r} is not allowed for member {member.name!r}: {decision.reason}.",
+            param="model",
+        )
+    return model
+
+
+async def send(
     request: Request,
     gateway: Gateway,
     raw_subpath: str,
@@ -148,6 +189,7 @@ async def _forward(
 ) -> tuple[UpstreamResponse, bool]:
     """Send the request upstream, asking for stream usage on the client's behalf where needed;
     also says whether the relay must hide that usage from the client."""
+    tally.forwarded = True
     if not _asks_stream_usage(gateway, call, tally):
         return await _open(request, gateway, raw_subpath, body), False
     upstream = await _open(request, gateway, raw_subpath, protocol.with_stream_usage(call))
@@ -198,7 +240,10 @@ async def _refuses_stream_options(upstream: UpstreamResponse) -> bool:
     return refused
 
 
-def _watcher(call: protocol.Call, upstream: UpstreamResponse, *, hide_usage: bool) -> BodyWatcher:
+def watcher_for(
+    call: protocol.Call, upstream: UpstreamResponse, *, hide_usage: bool
+) -> BodyWatcher:
+    """What reads usage from this response's body as it passes (nothing, for an error)."""
     if upstream.status_code >= 400 or call.endpoint not in protocol.MODEL_ENDPOINTS:
         return Passthrough()
     if upstream.is_event_stream:
@@ -206,109 +251,9 @@ def _watcher(call: protocol.Call, upstream: UpstreamResponse, *, hide_usage: boo
     return JsonBody() if upstream.is_json else Passthrough()
 
 
-@metered
-async def list_models(request: Request, gateway: Gateway, tally: Tally) -> Response:
-    """`GET /v1/models`: the models this member may use, from the cached catalog."""
-    member = tally.member = gateway.keys.authenticate(request.headers)
-    tally.endpoint = "models"
-    snapshot = await gateway.catalog.get()
-    models = policy.visible(gateway.settings.policy, member, snapshot.text)
-    detailed = _wants_detailed(request)
-    return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
-
-
-@metered
-async def retrieve_model(request: Request, gateway: Gateway, tally: Tally) -> Response:
-    """`GET /v1/models/{id}`: one model, if this member may use it."""
-    member = tally.member = gateway.keys.authenticate(request.headers)
-    tally.endpoint = "models"
-    model = await _allowed_model(gateway, member, request.path_params["model_id"])
-    return JSONResponse(_render(model, _wants_detailed(request)))
-
-
-def metrics_endpoint(
-    metrics: Metrics, token: str | None
-) -> Callable[[Request], Awaitable[Response]]:
-    """`GET /metrics` in Prometheus's text format; with a token, only for whoever presents it."""
-
-    async def serve_metrics(request: Request) -> Response:
-        if token is not None:
-            presented = presented_key(request.headers) or ""
-            if not hmac.compare_digest(presented.encode(), token.encode()):
-                raise InvalidApiKey(
-                    "The metrics need 'Authorization: Bearer <metering.metrics_token>'."
-                )
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
-
-    return serve_metrics
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    """Ready once a catalog has loaded: without one, no request could be checked."""
-    catalog = gateway_of(request).catalog
-    snapshot = catalog.snapshot or await catalog.get()
-    return JSONResponse({"status": "ready", "models": len(snapshot.text)})
-
-
-async def _allowed_model(gateway: Gateway, member: Member, model_id: str) -> ModelInfo:
-    rules = gateway.settings.policy
-    model = (await gateway.catalog.get()).by_id.get(model_id)
-    if model is None and rules.subscription_only:
-        raise ModelNotAllowed(
-            f"The model {model_id!r} is not included in the NanoGPT subscription, "
-            "and this gateway only serves subscription models.",
-            param="model",
-        )
-    if model is None:
-        raise ModelNotFound(
-            f"The model {model_id!r} does not exist in the NanoGPT catalog.", param="model"
-        )
-    decision = policy.check(rules, member, model)
-    if not decision.allowed:
-        raise ModelNotAllowed(
-            f"The model {model_id!r} is not allowed for member {member.name!r}: {decision.reason}.",
-            param="model",
-        )
-    return model
-
-
-def _wants_detailed(request: Request) -> bool:
-    return request.query_params.get("detailed", "").lower() in ("true", "1")
-
-
-def _render(model: ModelInfo, detailed: bool) -> dict[str, object]:
-    """OpenAI's four fields, or with `?detailed=true` everything NanoGPT gave (as NanoGPT does)."""
-    return {**model.detailed, **model.basic()} if detailed else model.basic()
-
-
-def _raw_subpath(request: Request) -> str:
+def raw_subpath(request: Request) -> str:
     """The path below `/v1/` as the client encoded it, so ids with `%2F` survive forwarding."""
     raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
     path = raw.split(b"?", 1)[0].decode("latin-1")
     prefix = "/api/v1/" if path.startswith("/api/v1/") else "/v1/"
     return path[len(prefix) :]
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The request body is larger than this gateway's limit of {limit} bytes "
-        "(upstream.max_body_bytes)."
-    )
