@@ -31,6 +31,7 @@ UNMETERED_REASONS = (
     "upstream_failed",
     "upstream_error",
     "stream_usage_unsupported",
+    "shutdown",
 )
 MAX_TEXT = 256
 

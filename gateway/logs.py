@@ -6,11 +6,25 @@ traceback), so redaction sits on the handler rather than trusting each call site
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 from collections.abc import Iterable
+from typing import TextIO
 
 REDACTED = "[redacted]"
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+"""The `x-gateway-request-id` of the request being handled, for every log line about it."""
+
+
+class WithRequestId(logging.Filter):
+    """Ends every line logged while a request is handled with its id: `[request <id>]`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        current = request_id.get()
+        record.request = f" [request {current}]" if current else ""
+        return True
 
 
 class RedactSecrets(logging.Filter):
@@ -32,9 +46,17 @@ class RedactSecrets(logging.Filter):
 
 def configure_logging(level: str, secrets: Iterable[str]) -> None:
     """Route every logger (uvicorn's included) through one redacting stderr handler."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [redacting_handler(sys.stderr, secrets)]
     root.setLevel(level.upper())
+
+
+def redacting_handler(stream: TextIO, secrets: Iterable[str]) -> logging.Handler:
+    """A handler writing to `stream` that scrubs `secrets` and names the request."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s%(request)s")
+    )
+    handler.addFilter(RedactSecrets(secrets))
+    handler.addFilter(WithRequestId())
+    return handler

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from gateway import policy, protocol
+from gateway import logs, policy, protocol
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.errors import (
@@ -59,19 +60,39 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
-MeteredRoute = Callable[[Request, Gateway, Tally], Awaitable[Response]]
+Answer = Response | Relay
+MeteredRoute = Callable[[Request, Gateway, Tally], Awaitable[Answer]]
 
 
-def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
-    """The route, tallied: every way it can end finishes the tally, except a `Relay`, which
-    finishes it when its body has ended (or the client has left)."""
+def metered(route: MeteredRoute) -> Metered:
+    """The route as an ASGI app, tallied (a decorator)."""
+    return Metered(route)
 
-    async def handle(request: Request) -> Response:
+
+class Metered:
+    """A route as an ASGI app, tallied: every way it can end finishes the tally, except a
+    `Relay`, which finishes it when its body has ended (or the client has left). Every log line
+    written meanwhile names the request id."""
+
+    def __init__(self, route: MeteredRoute) -> None:
+        self.route = route
+        self.__name__ = route.__name__
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
         gateway = gateway_of(request)
         tally = gateway.tallies.start()
         request.state.request_id = tally.request_id  # for the error handlers' responses
+        logged_as = logs.request_id.set(tally.request_id)
         try:
-            response = await route(request, gateway, tally)
+            answer = await self._answer(request, gateway, tally)
+            await answer(scope, receive, send)
+        finally:
+            logs.request_id.reset(logged_as)
+
+    async def _answer(self, request: Request, gateway: Gateway, tally: Tally) -> Answer:
+        try:
+            answer = await self.route(request, gateway, tally)
         except GatewayError as exc:
             if isinstance(exc, UpstreamError):
                 tally.upstream_failure = exc.reason
@@ -84,13 +105,10 @@ def metered(route: MeteredRoute) -> Callable[[Request], Awaitable[Response]]:
         except BaseException:
             await tally.finish(500, "error")
             raise
-        response.headers[REQUEST_ID_HEADER] = tally.request_id
-        if not isinstance(response, Relay):
-            await tally.finish(response.status_code, "ok")
-        return response
-
-    handle.__name__ = handle.__qualname__ = route.__name__
-    return handle
+        if not isinstance(answer, Relay):
+            answer.headers[REQUEST_ID_HEADER] = tally.request_id
+            await tally.finish(answer.status_code, "ok")
+        return answer
 
 
 def _outcome_of(exc: GatewayError) -> Outcome:

@@ -1,11 +1,13 @@
-"""Relaying an upstream response to the client, chunk by chunk, as an ASGI response, and
+"""Relaying an upstream response to the client, chunk by chunk, as a plain ASGI callable, and
 finishing its tally however it ends.
 
 Starlette's `StreamingResponse` only notices a gone client on its next write (ASGI 2.4), which
 for a silent upstream (a model still thinking) may be minutes away; this relay listens for the
 disconnect itself and closes the upstream at once. Once headers are out, a failure can no
-longer become an error response: an event stream then ends with an OpenAI error event. Every
-chunk passes through a `BodyWatcher`, which reads usage without holding the stream back.
+longer become an error response: an event stream then ends with an OpenAI error event, any
+other body is left unfinished, so the client's HTTP library raises instead of taking a cut-off
+body for a whole one. Every chunk passes through a `BodyWatcher`, which reads usage without
+holding the stream back.
 """
 
 from __future__ import annotations
@@ -15,26 +17,31 @@ import json
 import logging
 from typing import Any
 
-from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import UpstreamError
-from gateway.tally import Tally
+from gateway.errors import GatewayError, UpstreamError
+from gateway.tally import REQUEST_ID_HEADER, Tally
 from gateway.types import Outcome
 from gateway.upstream import UpstreamResponse
 from gateway.usage import BodyWatcher
 
 logger = logging.getLogger("gateway.relay")
 
+INTERNAL_ERROR = GatewayError("The gateway failed while relaying this response.")
 
-class Relay(Response):
+
+class Relay:
+    """The upstream response, relayed: an ASGI app for one request."""
+
     def __init__(self, upstream: UpstreamResponse, watcher: BodyWatcher, tally: Tally) -> None:
         self.upstream = upstream
         self.watcher = watcher
         self.tally = tally
         self.status_code = upstream.status_code
-        self.background = None
-        self.raw_headers = upstream.raw_headers
+        self.headers = [
+            *upstream.raw_headers,
+            (REQUEST_ID_HEADER.encode(), tally.request_id.encode()),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Until the relay says otherwise, the client left: a cancelled relay never returns.
@@ -47,7 +54,9 @@ class Relay(Response):
             outcome = await self._relay(send)
         except asyncio.CancelledError:
             if not relaying.client_left or relaying.uncancel():
-                raise  # cancelled by someone else too: the server is shutting down
+                outcome = "shutdown"  # cancelled by someone else: the server is stopping
+                logger.warning("relay cancelled while the server shuts down")
+                raise
         finally:
             relaying.task = None
             watch.cancel()
@@ -59,30 +68,35 @@ class Relay(Response):
                 await self.upstream.aclose()
 
     async def _relay(self, send: Send) -> Outcome:
-        start = {
-            "type": "http.response.start",
-            "status": self.status_code,
-            "headers": self.raw_headers,
-        }
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
         outcome: Outcome = "ok" if self.status_code < 400 else "upstream_error"
         try:
             await send(start)
             try:
                 async for chunk in self.upstream.chunks():
                     await self._send(send, self.watcher.feed(chunk))
+                await self._send(send, self.watcher.finish())
             except UpstreamError as exc:
                 logger.warning("upstream failed mid-response: %s", exc.message)
                 outcome, self.tally.upstream_failure = "upstream_failed", exc.reason
-                # A partial event is dropped, not flushed: glued to the error event below, it
-                # would garble both.
-                if self.upstream.is_event_stream:
-                    await self._send(send, b"data: " + json.dumps(exc.body()).encode() + b"\n\n")
-            else:
-                await self._send(send, self.watcher.finish())
+                return await self._fail(send, exc, outcome)
+            except Exception:
+                logger.exception("relaying the response failed")
+                return await self._fail(send, INTERNAL_ERROR, "error")
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:  # the client went away between two chunks (ASGI 2.4 servers)
             logger.info("client disconnected mid-response")
             return "client_disconnected"
+        return outcome
+
+    async def _fail(self, send: Send, error: GatewayError, outcome: Outcome) -> Outcome:
+        """End a broken body so the client can tell: an event stream with an error event (a
+        partial event is dropped, not flushed: glued to the error event, it would garble both);
+        any other body stays unfinished, and the server aborts it."""
+        if self.upstream.is_event_stream:
+            event = b"data: " + json.dumps(error.body()).encode() + b"\n\n"
+            await self._send(send, event)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         return outcome
 
     async def _send(self, send: Send, body: bytes) -> None:

@@ -15,6 +15,7 @@ from gateway.errors import InvalidApiKey
 from gateway.keys import presented_key
 from gateway.metrics import Metrics
 from gateway.pipeline import (
+    Answer,
     Gateway,
     allowed_model,
     authenticate,
@@ -33,7 +34,7 @@ from gateway.types import ModelInfo
 
 
 @metered
-async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Response:
+async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Answer:
     """Any `/v1/{path}`: checked, then forwarded to NanoGPT and relayed as it streams."""
     member = authenticate(request, gateway, tally)
     subpath = raw_subpath(request)

@@ -19,6 +19,7 @@ Outcome = Literal[
     "upstream_error",  # NanoGPT answered with an error status
     "upstream_failed",  # NanoGPT could not be reached, timed out or broke off mid-response
     "client_disconnected",  # the client went away before the end of the response
+    "shutdown",  # the server stopped while the response was still being relayed
     "error",  # the gateway itself failed
 ]
 

@@ -67,6 +67,7 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.sqlite": {"ledger.base", "types", "reports"},
     "logs": set(),
     "pipeline": {
+        "logs",
         "types",
         "errors",
         "config",

@@ -5,15 +5,22 @@ with an error event instead of a hang or a crash."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
-from collections.abc import AsyncIterator
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
 import httpx
 import pytest
+import uvicorn
 
+from gateway import logs
 from gateway.app import create_app
+from gateway.usage import EventStream
 from tests.conftest import (
     TEAM_KEY,
     FakeNanoGPT,
@@ -140,3 +147,106 @@ async def test_mid_stream_failure_ends_with_an_error_event(
     assert stream.closed.is_set()
     (row,) = ledger_rows()
     assert (row["status"], row["outcome"], row["stream"]) == (200, "upstream_failed", 1)
+
+
+@contextlib.contextmanager
+def logged() -> Iterator[io.StringIO]:
+    """Everything the gateway logs meanwhile, formatted as `serve` formats it."""
+    stream = io.StringIO()
+    handler = logs.redacting_handler(stream, [TEAM_KEY])
+    root = logging.getLogger("gateway")
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+
+
+async def test_a_gateway_failure_mid_stream_ends_with_an_error_event(
+    tmp_path: Path, nanogpt: FakeNanoGPT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = ScriptedStream([SECOND, b"data: [DONE]\n\n"])
+    serve_stream(nanogpt, stream)
+    feed = EventStream.feed
+
+    def broken_after_first(self: EventStream, chunk: bytes) -> bytes:
+        if chunk != FIRST:
+            raise RuntimeError(f"bug while holding {TEAM_KEY}")
+        return feed(self, chunk)
+
+    monkeypatch.setattr(EventStream, "feed", broken_after_first)
+    async with (
+        served(make_settings(tmp_path), nanogpt) as settings,
+        live_server(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        request = http.stream("POST", "/v1/chat/completions", json=CHAT, headers=auth())
+        with logged() as log, anyio.fail_after(5):
+            async with request as response:
+                chunks = response.aiter_raw()
+                assert await anext(chunks) == FIRST
+                stream.go_on.set()
+                rest = b"".join([chunk async for chunk in chunks])
+    error = json.loads(rest.removeprefix(b"data: "))["error"]
+    assert (error["type"], error["code"]) == ("api_error", "internal_error")
+    assert b"bug" not in rest and b"Traceback" not in rest
+    request_id = response.headers["x-gateway-request-id"]
+    (row,) = ledger_rows()
+    assert (row["request_id"], row["status"], row["outcome"]) == (request_id, 200, "error")
+    line = next(line for line in log.getvalue().splitlines() if "relaying" in line)
+    assert line.endswith(f"[request {request_id}]")
+    assert TEAM_KEY not in log.getvalue() and "RuntimeError: bug" in log.getvalue()
+
+
+async def test_a_json_body_cut_off_midway_is_aborted_not_ended(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    class CutOff(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b'{"id": "chatcmpl-1", "choices": [{"message": {"content": "Hel'
+            raise httpx.RemoteProtocolError("gone")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=CutOff())
+
+    nanogpt.handler = handler
+    body = {**CHAT, "stream": False}
+    async with (
+        served(make_settings(tmp_path), nanogpt) as settings,
+        live_server(create_app(settings)) as url,
+        httpx.AsyncClient(base_url=url) as http,
+    ):
+        with pytest.raises(httpx.RemoteProtocolError), anyio.fail_after(5):
+            await http.post("/v1/chat/completions", json=body, headers=auth())
+    (row,) = ledger_rows()
+    assert (row["outcome"], row["unmetered"]) == ("upstream_failed", "upstream_failed")
+
+
+async def test_a_stream_cut_by_server_shutdown_is_recorded_as_such(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    stream = ScriptedStream([SECOND])  # never released
+    serve_stream(nanogpt, stream)
+    async with served(make_settings(tmp_path), nanogpt) as settings:
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        config = uvicorn.Config(create_app(settings), log_config=None, timeout_graceful_shutdown=0)
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        with anyio.fail_after(10):
+            while not server.started:  # readiness poll, not a timed wait
+                await asyncio.sleep(0.005)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        async with httpx.AsyncClient(base_url=url) as http:
+            request = http.stream("POST", "/v1/chat/completions", json=CHAT, headers=auth())
+            async with request as response:
+                chunks = response.aiter_raw()  # held: a collected iterator closes the stream
+                with anyio.fail_after(5):
+                    assert await anext(chunks) == FIRST
+                server.should_exit = True
+                with anyio.fail_after(10):
+                    await serving
+        sock.close()
+    (row,) = ledger_rows()
+    assert (row["status"], row["outcome"], row["unmetered"]) == (200, "shutdown", "shutdown")
+    assert stream.closed.is_set()
