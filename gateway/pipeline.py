@@ -39,6 +39,8 @@ from gateway.usage import BodyWatcher, EventStream, JsonBody, Passthrough
 logger = logging.getLogger("gateway.pipeline")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LARGE_BODY_BYTES = 256 * 1024
+"""Above this, a JSON body is decoded in slices, giving the event loop a turn between them."""
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 
 
@@ -157,6 +159,21 @@ def _too_large(limit: int) -> PayloadTooLarge:
     )
 
 
+async def parse(request: Request, endpoint: str, body: bytes) -> protocol.Call:
+    """What the request asks for (400 if its body is malformed)."""
+    content_type = request.headers.get("content-type", "")
+    if len(body) < LARGE_BODY_BYTES:
+        return protocol.parse_call(endpoint, request.method, content_type, body)
+    parsing = protocol.parse_call_in_slices(endpoint, request.method, content_type, body)
+    while True:
+        try:
+            next(parsing)
+        except StopIteration as done:
+            call: protocol.Call = done.value
+            return call
+        await asyncio.sleep(0)
+
+
 async def check_model(gateway: Gateway, member: Member, call: protocol.Call) -> ModelInfo | None:
     """The catalog entry of the model the call names, if the policy lets this member use it;
     a model-bearing call that names none passes only when no rule could refuse anything."""
@@ -210,7 +227,7 @@ async def send(
     tally.forwarded = True
     if not _asks_stream_usage(gateway, call, tally):
         return await _open(request, gateway, raw_subpath, body), False
-    upstream = await _open(request, gateway, raw_subpath, protocol.with_stream_usage(call))
+    upstream = await _open(request, gateway, raw_subpath, protocol.with_stream_usage(call, body))
     if not await _refuses_stream_options(upstream):
         return upstream, True
     gateway.no_stream_usage.add(str(call.model))

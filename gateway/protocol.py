@@ -7,11 +7,12 @@ client can read, never a 500. Pure: bytes in, values out.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from gateway import bodies
 from gateway.errors import InvalidRequest
 
 MODEL_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
@@ -65,9 +66,30 @@ def is_json(content_type: str) -> bool:
 
 def parse_call(endpoint: str, method: str, content_type: str, body: bytes) -> Call:
     """Read `model` and `stream` from a request body that carries JSON."""
-    if method != "POST" or not (endpoint in MODEL_ENDPOINTS or is_json(content_type)):
+    if not _carries_json(endpoint, method, content_type):
         return Call(endpoint)
-    payload = _json_object(body)
+    return _call(endpoint, _json_object(body))
+
+
+def parse_call_in_slices(
+    endpoint: str, method: str, content_type: str, body: bytes
+) -> Generator[None, None, Call]:
+    """`parse_call`, yielding between slices of a large body (`bodies.decode_in_slices`)."""
+    if not _carries_json(endpoint, method, content_type):
+        return Call(endpoint)
+    _require_content(body)
+    try:
+        payload = yield from bodies.decode_in_slices(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _not_json(exc) from None
+    return _call(endpoint, _object(payload))
+
+
+def _carries_json(endpoint: str, method: str, content_type: str) -> bool:
+    return method == "POST" and (endpoint in MODEL_ENDPOINTS or is_json(content_type))
+
+
+def _call(endpoint: str, payload: dict[str, Any]) -> Call:
     model = payload.get("model")
     if model is not None and (not isinstance(model, str) or not model):
         raise InvalidRequest("'model' must be a non-empty string.", param="model")
@@ -79,26 +101,46 @@ def parse_call(endpoint: str, method: str, content_type: str, body: bytes) -> Ca
     return Call(endpoint, model, bool(stream), payload)
 
 
-def with_stream_usage(call: Call) -> bytes:
-    """The request body re-encoded to ask for the final usage event of a stream."""
-    options = call.payload.get("stream_options") or {}
-    return json.dumps(
-        {**call.payload, "stream_options": {**options, "include_usage": True}}
-    ).encode()
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
+
+
+def with_stream_usage(call: Call, body: bytes) -> bytes:
+    """The request body, asking for the final usage event of a stream.
+
+    When the client sent no `stream_options` (the usual case) the key is spliced in after the
+    opening brace, so a 1 MB context is copied once, not decoded and re-encoded; otherwise the
+    payload is re-encoded as compact UTF-8 (never `\\u00e9` for `é`)."""
+    options = call.payload.get("stream_options")
+    start = len(body) - len(body.lstrip())
+    if options is None and body[start : start + 1] == b"{":
+        rest = body[start + 1 :]
+        splice = _INCLUDE_USAGE if rest.lstrip()[:1] != b"}" else _INCLUDE_USAGE[:-1]
+        return body[: start + 1] + splice + rest
+    payload = {**call.payload, "stream_options": {**(options or {}), "include_usage": True}}
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
+    _require_content(body)
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise _not_json(exc) from None
+    return _object(payload)
+
+
+def _require_content(body: bytes) -> None:
     if not body.strip():
         raise InvalidRequest(
             "The request body is empty; expected a JSON object.", code="invalid_json"
         )
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidRequest(
-            f"The request body is not valid JSON: {exc}.",
-            code="invalid_json",
-        ) from None
+
+
+def _not_json(exc: Exception) -> InvalidRequest:
+    return InvalidRequest(f"The request body is not valid JSON: {exc}.", code="invalid_json")
+
+
+def _object(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return payload

@@ -22,6 +22,7 @@ from gateway.pipeline import (
     check_model,
     gateway_of,
     metered,
+    parse,
     raw_subpath,
     read_body,
     require_admin_for,
@@ -41,8 +42,7 @@ async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Answer:
     endpoint = tally.endpoint = protocol.endpoint_of(subpath)
     require_admin_for(endpoint, request.method, member)
     body = await read_body(request, gateway.settings.upstream.max_body_bytes)
-    content_type = request.headers.get("content-type", "")
-    call = protocol.parse_call(endpoint, request.method, content_type, body)
+    call = await parse(request, endpoint, body)
     tally.model_id, tally.stream = call.model, call.stream
     tally.model = await check_model(gateway, member, call)
     upstream, hide_usage = await send(request, gateway, subpath, call, body, tally)

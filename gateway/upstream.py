@@ -53,6 +53,15 @@ NOT_FORWARDED = HOP_BY_HOP | {
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
 
 METADATA_READ_TIMEOUT_SECONDS = 30.0
+LARGE_BODY_BYTES = 1024 * 1024
+"""Request bodies above this are written in slices (aiohttp's own threshold for a warning)."""
+SLICE_BYTES = 64 * 1024
+
+
+async def _in_slices(body: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(body)
+    for start in range(0, len(view), SLICE_BYTES):
+        yield view[start : start + SLICE_BYTES]
 
 
 def forwarded_headers(
@@ -175,12 +184,19 @@ class Upstream:
 
         `path` and `query` go out exactly as the client encoded them (`%2F` in a model id)."""
         url = self.base_url + path + (f"?{query.decode('latin-1')}" if query else "")
+        sent = forwarded_headers(headers, self._team_key)
+        data: bytes | AsyncIterator[memoryview] | None = body or None
+        if len(body) > LARGE_BODY_BYTES:
+            # aiohttp warns that one large write may hold up the loop; in slices, with the
+            # length given, it goes out as the same request without chunked encoding.
+            data = _in_slices(body)
+            sent.append(("content-length", str(len(body))))
         try:
             response = await self._session.request(
                 method,
                 URL(url, encoded=True),
-                headers=forwarded_headers(headers, self._team_key),
-                data=body or None,
+                headers=sent,
+                data=data,
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -111,7 +111,7 @@ class FakeNanoGPT:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
         """This fake on a free loopback port in the running loop; yields its API root."""
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # as large as NanoGPT takes
         app.router.add_route("*", "/{tail:.*}", self._serve)
         self._server = server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()

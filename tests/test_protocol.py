@@ -93,6 +93,26 @@ def test_which_streams_get_usage_asked_for(
 
 def test_stream_usage_is_asked_for_and_everything_else_kept() -> None:
     original = call(stream=True, messages=[{"role": "user", "content": "é"}], stream_options={})
-    injected = json.loads(with_stream_usage(original))
-    assert injected == {**original.payload, "stream_options": {"include_usage": True}}
+    body = json.dumps(original.payload).encode()
+    injected = with_stream_usage(original, body)
+    assert json.loads(injected) == {**original.payload, "stream_options": {"include_usage": True}}
+    assert "é".encode() in injected  # UTF-8, not an ASCII escape three times the size
     assert call(stream=True, stream_options={"include_usage": True}).asks_stream_usage
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model": "m", "stream": true, "messages": [{"content": "\\u00e9 \xc3\xa9"}]}',
+        b'  \n {"model":"m","stream":true}',
+        b"\xef\xbb\xbf" + b'{"model": "m", "stream": true}',  # a UTF-8 BOM
+        json.dumps({"model": "m", "stream": True}).encode("utf-16"),
+    ],
+)
+def test_stream_usage_is_spliced_into_the_bytes_the_client_sent(body: bytes) -> None:
+    original = parse_call("chat/completions", "POST", JSON, body)
+    injected = with_stream_usage(original, body)
+    expected = {**original.payload, "stream_options": {"include_usage": True}}
+    assert json.loads(injected) == expected
+    if body.lstrip().startswith(b"{"):  # spliced: everything the client sent is still there
+        assert injected.replace(b'"stream_options":{"include_usage":true},', b"") == body

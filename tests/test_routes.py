@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.requests import Request
 
+from gateway.pipeline import LARGE_BODY_BYTES, parse
 from tests.conftest import (
     ADMIN_KEY,
     ALICE_KEY,
@@ -318,3 +321,44 @@ async def test_auth_none_is_anonymous(tmp_path: Path, nanogpt: FakeNanoGPT) -> N
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
         assert_openai_error(await client.post("/v1/characters", json={}), 403, "admin_required")
     assert nanogpt.requests[0].headers["authorization"] == f"Bearer {TEAM_KEY}"
+
+
+async def test_a_large_streamed_body_is_forwarded_with_usage_spliced_in(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    messages = [{"role": "user", "content": "é" * 500} for _ in range(1000)]
+    sent = json.dumps({"model": "openai/gpt-5.2", "stream": True, "messages": messages}).encode()
+    assert len(sent) > LARGE_BODY_BYTES
+    response = await client.post(
+        "/v1/chat/completions",
+        content=sent,
+        headers={**auth(), "content-type": "application/json"},
+    )
+    assert response.status_code == 200
+    (received,) = nanogpt.requests
+    assert received.content == sent.replace(b"{", b'{"stream_options":{"include_usage":true},', 1)
+    assert received.headers["content-length"] == str(len(received.content))
+    assert "transfer-encoding" not in received.headers
+    broken = await client.post("/v1/chat/completions", content=sent[:-1], headers=auth())
+    assert_openai_error(broken, 400, "invalid_json")
+    assert len(nanogpt.requests) == 1
+
+
+async def test_a_large_body_is_parsed_while_other_requests_get_turns() -> None:
+    messages = [{"role": "user", "content": "x" * 1000} for _ in range(1000)]
+    body = json.dumps({"model": "m", "stream": True, "messages": messages}).encode()
+    scope = {"type": "http", "method": "POST", "headers": [], "path": "/v1/chat/completions"}
+    turns = 0
+
+    async def other_request() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    other = asyncio.create_task(other_request())
+    await asyncio.sleep(0)
+    call = await parse(Request(scope), "chat/completions", body)
+    other.cancel()
+    assert call.model == "m" and call.stream
+    assert turns >= len(body) // (64 * 1024) - 1
