@@ -1,32 +1,26 @@
 """Accounting: what a finished request cost, and why not when it is unknown. Pure.
 
 Turns what the route learned about one request (a `Learned`, in practice the `Tally`) and how
-it ended into the `Finished` record every sink reads. Label values are bounded here, before
-any sink sees them: endpoints are a fixed list, text is cut to `MAX_TEXT`.
+it ended into the `Finished` record every sink reads. What NanoGPT says it charged wins over
+the catalog's prices. Label values are bounded here, before any sink sees them: endpoints are
+the table's names, text is cut to `MAX_TEXT`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Protocol
 
 from gateway import pricing
-from gateway.protocol import MODEL_ENDPOINTS
-from gateway.types import Finished, Member, ModelInfo, Outcome, Price, Usage
+from gateway.endpoints import UNLISTED, Endpoint
+from gateway.types import CostSource, Finished, Member, ModelInfo, Outcome, Price, Usage
 
-OTHER = "other"
-ENDPOINT_LABELS = MODEL_ENDPOINTS | {
-    "models",
-    "embedding-models",
-    "moderations",
-    "images/generations",
-    "audio/speech",
-    "audio/transcriptions",
-    "characters",
-}
 UNMETERED_REASONS = (
     "no_usage",
     "no_price",
+    "not_reported",
+    "unlisted",
     "client_disconnected",
     "upstream_failed",
     "upstream_error",
@@ -43,7 +37,8 @@ class Learned(Protocol):
     started_at: float
     member: Member | None
     end_user: str | None
-    endpoint: str
+    endpoint: Endpoint
+    path: str | None
     model_id: str | None
     model: ModelInfo | None
     stream: bool
@@ -62,22 +57,22 @@ def account(
     ttft: float | None,
     price_overrides: Mapping[str, Price],
 ) -> Finished:
-    """The finished request: its cost at the model's price, or why it has none."""
-    model = learned.model
-    price = pricing.price_of(model, price_overrides) if model is not None else None
-    cost = pricing.cost(usage, price) if usage is not None and price is not None else None
+    """The finished request: its cost as charged or at the model's price, or why it has none."""
+    cost, source = cost_of(learned.model, usage, price_overrides)
     return Finished(
         time=learned.started_at,
         request_id=learned.request_id,
         member=learned.member.name if learned.member is not None else None,
         end_user=learned.end_user[:MAX_TEXT] if learned.end_user else None,
         model=learned.model_id[:MAX_TEXT] if learned.model_id else None,
-        endpoint=learned.endpoint[:MAX_TEXT],
+        endpoint=learned.endpoint.name,
+        path=learned.path[:MAX_TEXT] if learned.path else None,
         status=status,
         outcome=outcome,
         stream=learned.stream,
         usage=usage,
         cost_usd=cost,
+        cost_source=source,
         unmetered=unmetered_reason(learned, outcome, usage, priced=cost is not None),
         duration_seconds=duration,
         ttft_seconds=ttft,
@@ -85,23 +80,36 @@ def account(
     )
 
 
+def cost_of(
+    model: ModelInfo | None, usage: Usage | None, price_overrides: Mapping[str, Price]
+) -> tuple[Decimal | None, CostSource | None]:
+    """What NanoGPT charged if it said so, else the usage at the model's price, else nothing.
+    An override in `[pricing]` is the operator's word against the catalog, not against a
+    charge."""
+    if usage is None:
+        return None, None
+    if usage.charged_usd is not None:
+        return usage.charged_usd, "charged"
+    price = pricing.price_of(model, price_overrides) if model is not None else None
+    if price is None:
+        return None, None
+    return pricing.cost(usage, price), "catalog"
+
+
 def unmetered_reason(
     learned: Learned, outcome: Outcome, usage: Usage | None, priced: bool
 ) -> str | None:
     """Why a request that reached NanoGPT has no known cost, or `None` if it has one (or
-    could not have had one: refusals never reached NanoGPT, `/models` costs nothing)."""
-    if not learned.forwarded or learned.endpoint not in MODEL_ENDPOINTS:
+    could not have had one: refusals never reached NanoGPT, free endpoints cost nothing)."""
+    endpoint = learned.endpoint
+    if not learned.forwarded or endpoint.metering == "free" or priced:
         return None
+    if endpoint is UNLISTED:
+        return "unlisted"
     if usage is not None:
-        return None if priced else "no_price"
-    if outcome == "ok":
-        return "stream_usage_unsupported" if learned.stream_usage_unsupported else "no_usage"
-    return outcome if outcome in UNMETERED_REASONS else "upstream_failed"
-
-
-def endpoint_label(endpoint: str) -> str:
-    """A fixed set of endpoint names: the path is the client's to choose, the label is not."""
-    if endpoint in ENDPOINT_LABELS:
-        return endpoint
-    head = endpoint.split("/", 1)[0]
-    return head if head in ENDPOINT_LABELS else OTHER
+        return "no_price"
+    if outcome != "ok":
+        return outcome if outcome in UNMETERED_REASONS else "upstream_failed"
+    if endpoint.metering in ("cost", "unreported"):
+        return "not_reported"
+    return "stream_usage_unsupported" if learned.stream_usage_unsupported else "no_usage"

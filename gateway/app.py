@@ -25,6 +25,7 @@ from starlette.routing import Route
 from gateway import routes
 from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
 from gateway.config import Settings
+from gateway.endpoints import ALL_METHODS
 from gateway.errors import GatewayError, error_body
 from gateway.keys import KeyRing
 from gateway.ledger import Ledger, open_ledger
@@ -69,7 +70,7 @@ def create_app(
         tallies = Tallies(metrics, sink, price_overrides=settings.pricing, clock=clock)
 
         def refreshed(snapshot: Snapshot | None) -> None:
-            models = snapshot.by_id.values() if snapshot is not None else None
+            models = snapshot.models() if snapshot is not None else None
             metrics.catalog_refreshed(settings.catalog.source, models)
 
         catalog = Catalog(
@@ -102,11 +103,7 @@ def create_app(
     if metering.metrics_port is None:
         table.append(Route("/metrics", routes.metrics_endpoint(metrics, metering.metrics_token)))
     for prefix in ("/v1", "/api/v1"):
-        table += [
-            Route(f"{prefix}/models", routes.list_models, methods=["GET"]),
-            Route(f"{prefix}/models/{{model_id:path}}", routes.retrieve_model, methods=["GET"]),
-            Route(f"{prefix}/{{path:path}}", routes.proxy, methods=_ALL_METHODS),
-        ]
+        table.append(Route(f"{prefix}/{{path:path}}", routes.v1, methods=sorted(ALL_METHODS)))
     app = Starlette(routes=table, lifespan=lifespan, exception_handlers=_EXCEPTION_HANDLERS)
     app.state.metrics = metrics
     return app
@@ -116,9 +113,6 @@ def create_metrics_app(metrics: Metrics, token: str | None) -> Starlette:
     """Only `/metrics`, for `metering.metrics_port`: scrapes then need not reach the API port."""
     table = [Route("/metrics", routes.metrics_endpoint(metrics, token))]
     return Starlette(routes=table, exception_handlers=_EXCEPTION_HANDLERS)
-
-
-_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 async def _load_until_ready(catalog: Catalog, retry_seconds: float) -> None:

@@ -10,9 +10,10 @@ injected; this module knows no HTTP library.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,19 +30,41 @@ SOURCE_PATHS = {
     "paid": "/paid/v1/models",
     "personalized": "/personalized/v1/models",
 }
-EMBEDDING_MODELS_PATH = "/v1/embedding-models"
+MEDIA_PATHS: dict[ModelKind, str] = {
+    "embedding": "/v1/embedding-models",
+    "image": "/v1/image-models",
+    "audio": "/v1/audio-models",
+    "moderation": "/v1/moderation-models",
+}
+"""Catalogs besides the text one, each optional: a failed fetch keeps that catalog's last copy."""
 
+_DETAILED = {"detailed": "true"}
 FetchJson = Callable[[str, Mapping[str, str]], Awaitable[Any]]
 BALANCE_PATH = "/check-balance"
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One fetched catalog: text models in NanoGPT's order, and every model by id."""
+    """One fetched catalog: text models in NanoGPT's order, and every model by kind and id."""
 
     text: tuple[ModelInfo, ...]
-    by_id: Mapping[str, ModelInfo]
+    by_kind: Mapping[ModelKind, Mapping[str, ModelInfo]]
     fetched_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, models: Iterable[ModelInfo]) -> Snapshot:
+        models = tuple(models)
+        by_kind: dict[ModelKind, dict[str, ModelInfo]] = {}
+        for model in models:
+            by_kind.setdefault(model.kind, {})[model.id] = model
+        return cls(text=tuple(m for m in models if m.kind == "text"), by_kind=by_kind)
+
+    def find(self, model_id: str, kind: ModelKind) -> ModelInfo | None:
+        return self.by_kind.get(kind, {}).get(model_id)
+
+    def models(self) -> Iterator[ModelInfo]:
+        for catalog in self.by_kind.values():
+            yield from catalog.values()
 
 
 def parse_models(
@@ -60,6 +83,8 @@ def parse_models(
         pricing = item.get("pricing")
         if not isinstance(pricing, dict):
             pricing = {}
+        if kind == "embedding" and "per_million_tokens" in pricing:  # embeddings read, only
+            pricing = {"prompt": pricing["per_million_tokens"], "completion": 0}
         owned_by = item.get("owned_by")
         models.setdefault(
             model_id,
@@ -204,19 +229,23 @@ class Catalog:
             self._refreshing = None
 
     async def _fetch(self) -> Snapshot:
-        params = {"detailed": "true"}
-        payload = await self._fetch_json(SOURCE_PATHS[self._source], params)
-        text = parse_models(payload, subscription=True if self._source == "subscription" else None)
+        subscription = True if self._source == "subscription" else None
+        text, *media = await asyncio.gather(
+            self._fetch_json(SOURCE_PATHS[self._source], _DETAILED),
+            *(self._media(kind) for kind in MEDIA_PATHS),
+        )
+        models = parse_models(text, subscription=subscription)
+        return Snapshot.of(itertools.chain(models, *media))
+
+    async def _media(self, kind: ModelKind) -> tuple[ModelInfo, ...]:
+        """One optional catalog: the text catalog alone is useful, so a failure here keeps
+        this kind's last good copy and is logged."""
         try:
-            embedding = parse_models(
-                await self._fetch_json(EMBEDDING_MODELS_PATH, params), kind="embedding"
-            )
-        except Exception as exc:  # embeddings are optional: the text catalog alone is useful
-            logger.warning("embedding models not loaded: %s", exc)
-            previous = self._last_good.by_id.values() if self._last_good else ()
-            embedding = tuple(m for m in previous if m.kind == "embedding")
-        by_id = {m.id: m for m in embedding} | {m.id: m for m in text}
-        return Snapshot(text=text, by_id=by_id)
+            return parse_models(await self._fetch_json(MEDIA_PATHS[kind], _DETAILED), kind=kind)
+        except Exception as exc:
+            logger.warning("%s models not loaded: %s", kind, exc)
+            previous = self._last_good.by_kind.get(kind, {}) if self._last_good else {}
+            return tuple(previous.values())
 
     def _notify(self, snapshot: Snapshot | None) -> None:
         if self._on_refresh is not None:

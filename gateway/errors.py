@@ -7,6 +7,8 @@ Imports nothing from the gateway.
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── PayloadTooLarge           413
+    │   ├── UnknownEndpoint           404 unknown_endpoint
+    │   ├── MethodNotAllowed          405 method_not_allowed
     │   └── ModelNotFound             404 model_not_found
     ├── InvalidApiKey                 401 authentication_error
     ├── PermissionDenied              403 permission_error
@@ -46,6 +48,16 @@ class InvalidRequest(GatewayError):
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     code = "request_too_large"
+
+
+class UnknownEndpoint(InvalidRequest):
+    status_code = 404
+    code = "unknown_endpoint"
+
+
+class MethodNotAllowed(InvalidRequest):
+    status_code = 405
+    code = "method_not_allowed"
 
 
 class ModelNotFound(InvalidRequest):

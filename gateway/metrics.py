@@ -1,8 +1,8 @@
 """Prometheus metrics: the gateway's metric objects and `observe(finished)`.
 
 The only module that knows prometheus_client. Label values are bounded by construction:
-members are configured names, models are catalog ids (`other` for the rest), endpoints a
-fixed list (`accounting.endpoint_label`).
+members are configured names, models are catalog ids (`other` for the rest), endpoints the
+endpoint table's names.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from prometheus_client import (
 )
 
 from gateway import pricing
-from gateway.accounting import OTHER, UNMETERED_REASONS, endpoint_label
+from gateway.accounting import UNMETERED_REASONS
 from gateway.types import Finished, ModelInfo, Usage
 
 logger = logging.getLogger("gateway.metrics")
 
 UNAUTHENTICATED = "unauthenticated"
+OTHER = "other"
 NO_MODEL = "none"
+MEDIA_KINDS = ("embedding", "image", "audio", "moderation")
 UPSTREAM_ERROR_REASONS = ("connect", "timeout", "status_5xx", "status_4xx", "protocol")
 # LLM calls: a cached embedding answers in 50 ms, a reasoning model may think for minutes.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -124,7 +126,7 @@ class Metrics:
         self.inflight.dec()
         member = finished.member if finished.member is not None else UNAUTHENTICATED
         model = self._model_label(finished.model)
-        endpoint = endpoint_label(finished.endpoint)
+        endpoint = finished.endpoint
         self._requests(member, model, endpoint, str(finished.status)).inc()
         self._duration(endpoint, model).observe(finished.duration_seconds)
         if finished.ttft_seconds is not None:
@@ -150,7 +152,8 @@ class Metrics:
         models = tuple(models)
         self.catalog_refreshes.labels("success").inc()
         self.catalog_models.labels(source).set(sum(m.kind == "text" for m in models))
-        self.catalog_models.labels("embedding").set(sum(m.kind == "embedding" for m in models))
+        for kind in MEDIA_KINDS:
+            self.catalog_models.labels(kind).set(sum(m.kind == kind for m in models))
         self._models = frozenset(m.id for m in models)
         for model in pricing.implausible(models):
             if model.id not in self._warned_prices:

@@ -17,9 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import logs, policy, protocol
+from gateway import endpoints, logs, policy, protocol
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.endpoints import UNLISTED, Endpoint, Target
 from gateway.errors import (
     CatalogUnavailable,
     GatewayError,
@@ -31,14 +32,14 @@ from gateway.errors import (
 )
 from gateway.keys import KeyRing
 from gateway.relay import Relay
+from gateway.sse import EventStream
 from gateway.tally import REQUEST_ID_HEADER, Tallies, Tally
-from gateway.types import Member, ModelInfo, Outcome
+from gateway.types import Member, ModelInfo, ModelKind, Outcome
 from gateway.upstream import Upstream, UpstreamResponse
-from gateway.usage import BodyWatcher, EventStream, JsonBody, Passthrough
+from gateway.usage import BodyWatcher, Dialect, JsonBody, Passthrough, UsageReader
 
 logger = logging.getLogger("gateway.pipeline")
 
-READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LARGE_BODY_BYTES = 256 * 1024
 """Above this, a JSON body is decoded in slices, giving the event loop a turn between them."""
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
@@ -127,14 +128,30 @@ def authenticate(request: Request, gateway: Gateway, tally: Tally) -> Member:
     return member
 
 
-def require_admin_for(endpoint: str, method: str, member: Member) -> None:
-    """Account changes (any write under `/v1/characters`) are for admins only."""
-    changes_account = method not in READ_METHODS and endpoint.split("/")[0] == "characters"
-    if changes_account and not member.admin:
+def classify(request: Request, gateway: Gateway, tally: Tally) -> Target:
+    """The request's entry in the endpoint table (400 / 404 / 405 otherwise)."""
+    forward_unlisted = gateway.settings.upstream.forward_unlisted
+    target = endpoints.classify(
+        raw_subpath(request), request.method, forward_unlisted=forward_unlisted
+    )
+    tally.endpoint, tally.path = target.endpoint, target.path
+    return target
+
+
+def require_access(gateway: Gateway, target: Target, method: str, member: Member) -> None:
+    """Admin-only endpoints are for admins; an unlisted path only for members whom no model
+    rule restricts, since what it spends cannot be checked."""
+    if target.endpoint.access == "admin" and not member.admin:
         raise PermissionDenied(
-            f"Member {member.name!r} may not change account data ({method} /v1/{endpoint}); "
-            "ask a gateway admin.",
+            f"Member {member.name!r} may not change account data ({method} "
+            f"/v1/{target.path}); ask a gateway admin.",
             code="admin_required",
+        )
+    if target.endpoint is UNLISTED and not policy.is_unrestricted(gateway.settings.policy, member):
+        raise PermissionDenied(
+            f"/v1/{target.path} is not an endpoint the gateway knows, so its model and cost "
+            f"cannot be checked, and member {member.name!r} is under model rules.",
+            code="unlisted_endpoint",
         )
 
 
@@ -159,12 +176,12 @@ def _too_large(limit: int) -> PayloadTooLarge:
     )
 
 
-async def parse(request: Request, endpoint: str, body: bytes) -> protocol.Call:
+async def parse(request: Request, endpoint: Endpoint, body: bytes) -> protocol.Call:
     """What the request asks for (400 if its body is malformed)."""
     content_type = request.headers.get("content-type", "")
     if len(body) < LARGE_BODY_BYTES:
-        return protocol.parse_call(endpoint, request.method, content_type, body)
-    parsing = protocol.parse_call_in_slices(endpoint, request.method, content_type, body)
+        return protocol.parse_call(endpoint, content_type, body)
+    parsing = protocol.parse_call_in_slices(endpoint, content_type, body)
     while True:
         try:
             next(parsing)
@@ -176,12 +193,14 @@ async def parse(request: Request, endpoint: str, body: bytes) -> protocol.Call:
 
 async def check_model(gateway: Gateway, member: Member, call: protocol.Call) -> ModelInfo | None:
     """The catalog entry of the model the call names, if the policy lets this member use it;
-    a model-bearing call that names none passes only when no rule could refuse anything."""
+    a call that could name a model but names none passes only when no rule could refuse
+    anything, since NanoGPT picks one the gateway cannot check."""
+    endpoint = call.endpoint
+    if endpoint.catalog is None:
+        return None
     if call.model is not None:
-        return await allowed_model(gateway, member, call.model)
-    if call.endpoint in protocol.MODEL_ENDPOINTS and not policy.is_unrestricted(
-        gateway.settings.policy, member
-    ):
+        return await allowed_model(gateway, member, call.model, endpoint.catalog)
+    if not policy.is_unrestricted(gateway.settings.policy, member):
         raise ModelNotAllowed(
             "This request names no model, so it cannot be checked against the gateway's "
             "model policy; name the model explicitly.",
@@ -190,11 +209,14 @@ async def check_model(gateway: Gateway, member: Member, call: protocol.Call) -> 
     return None
 
 
-async def allowed_model(gateway: Gateway, member: Member, model_id: str) -> ModelInfo:
-    """The catalog entry of `model_id`: 404 if NanoGPT has no such model, 403 if the policy
-    refuses it to this member."""
+async def allowed_model(
+    gateway: Gateway, member: Member, model_id: str, kind: ModelKind = "text"
+) -> ModelInfo:
+    """The entry of `model_id` in NanoGPT's `kind` catalog: 404 if there is none, 403 if the
+    policy refuses it to this member."""
     rules = gateway.settings.policy
-    model = (await gateway.catalog.get()).by_id.get(model_id)
+    _require(policy.check_name(rules, member, model_id), model_id, member)
+    model = (await gateway.catalog.get()).find(model_id, kind)
     if model is None and rules.subscription_only:
         raise ModelNotAllowed(
             f"The model {model_id!r} is not included in the NanoGPT subscription, "
@@ -203,21 +225,34 @@ async def allowed_model(gateway: Gateway, member: Member, model_id: str) -> Mode
         )
     if model is None:
         raise ModelNotFound(
-            f"The model {model_id!r} does not exist in the NanoGPT catalog.", param="model"
+            f"The model {model_id!r} does not exist in NanoGPT's {_CATALOG_NAMES[kind]} catalog.",
+            param="model",
         )
-    decision = policy.check(rules, member, model)
+    _require(policy.check(rules, member, model), model_id, member)
+    return model
+
+
+def _require(decision: policy.Decision, model_id: str, member: Member) -> None:
     if not decision.allowed:
         raise ModelNotAllowed(
             f"The model {model_id!r} is not allowed for member {member.name!r}: {decision.reason}.",
             param="model",
         )
-    return model
+
+
+_CATALOG_NAMES: dict[ModelKind, str] = {
+    "text": "text model",
+    "embedding": "embedding model",
+    "image": "image model",
+    "audio": "audio model",
+    "moderation": "moderation model",
+}
 
 
 async def send(
     request: Request,
     gateway: Gateway,
-    raw_subpath: str,
+    target: Target,
     call: protocol.Call,
     body: bytes,
     tally: Tally,
@@ -226,8 +261,8 @@ async def send(
     also says whether the relay must hide that usage from the client."""
     tally.forwarded = True
     if not _asks_stream_usage(gateway, call, tally):
-        return await _open(request, gateway, raw_subpath, body), False
-    upstream = await _open(request, gateway, raw_subpath, protocol.with_stream_usage(call, body))
+        return await _open(request, gateway, target, body), False
+    upstream = await _open(request, gateway, target, protocol.with_stream_usage(call, body))
     if not await _refuses_stream_options(upstream):
         return upstream, True
     gateway.no_stream_usage.add(str(call.model))
@@ -235,7 +270,7 @@ async def send(
     logger.warning(
         "NanoGPT refused stream_options for %s; its streams go unmetered from now on", call.model
     )
-    return await _open(request, gateway, raw_subpath, body), False
+    return await _open(request, gateway, target, body), False
 
 
 def _asks_stream_usage(gateway: Gateway, call: protocol.Call, tally: Tally) -> bool:
@@ -249,14 +284,15 @@ def _asks_stream_usage(gateway: Gateway, call: protocol.Call, tally: Tally) -> b
 
 
 async def _open(
-    request: Request, gateway: Gateway, raw_subpath: str, body: bytes
+    request: Request, gateway: Gateway, target: Target, body: bytes
 ) -> UpstreamResponse:
     return await gateway.upstream.open(
         request.method,
-        "/v1/" + raw_subpath,
+        "/v1/" + target.path,
         request.scope.get("query_string", b""),
         request.headers.items(),
         body,
+        at_root=target.endpoint.base == "root",
     )
 
 
@@ -278,12 +314,16 @@ async def _refuses_stream_options(upstream: UpstreamResponse) -> bool:
 def watcher_for(
     call: protocol.Call, upstream: UpstreamResponse, *, hide_usage: bool
 ) -> BodyWatcher:
-    """What reads usage from this response's body as it passes (nothing, for an error)."""
-    if upstream.status_code >= 400 or call.endpoint not in protocol.MODEL_ENDPOINTS:
+    """What reads usage and cost from this response's body as it passes (nothing, for an
+    error or an endpoint that costs nothing)."""
+    metering = call.endpoint.metering
+    if upstream.status_code >= 400 or metering == "free":
         return Passthrough()
+    dialect: Dialect = "anthropic" if metering == "anthropic" else "openai"
+    reader = UsageReader(dialect, top_level_cost=metering in ("cost", "unreported"))
     if upstream.is_event_stream:
-        return EventStream(hide_usage=hide_usage)
-    return JsonBody() if upstream.is_json else Passthrough()
+        return EventStream(reader, hide_usage=hide_usage)
+    return JsonBody(reader) if upstream.is_json else Passthrough()
 
 
 def raw_subpath(request: Request) -> str:

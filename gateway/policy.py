@@ -26,12 +26,8 @@ def check(rules: PolicyRules, member: Member, model: ModelInfo) -> Decision:
     """Decide one (member, model) pair; the reason names the first rule that refuses it."""
     if rules.subscription_only and model.subscription is not True:
         return _deny("it is not included in the NanoGPT subscription (catalog.source)")
-    if not _matches(model.id, rules.allow):
-        return _deny("it matches no pattern of policy.allow")
-    if member.allow is not None and not _matches(model.id, member.allow):
-        return _deny(f"it matches no pattern of member {member.name!r}'s allow list")
-    if pattern := _first_match(model.id, (*rules.deny, *member.deny)):
-        return _deny(f"it matches the deny pattern {pattern!r}")
+    if not (by_name := check_name(rules, member, model.id)).allowed:
+        return by_name
     if rules.distillation == "allowed" and model.distillation_status != "allowed":
         status = model.distillation_status or "not given by the catalog"
         return _deny(f"it is not distillation-allowed (distillationPolicy.status: {status})")
@@ -51,6 +47,18 @@ def check(rules: PolicyRules, member: Member, model: ModelInfo) -> Decision:
             return _deny("the catalog gives no capabilities and policy requires some")
         if missing := [c for c in rules.require_capabilities if c not in have]:
             return _deny(f"it lacks the required capabilities: {', '.join(missing)}")
+    return ALLOWED
+
+
+def check_name(rules: PolicyRules, member: Member, model_id: str) -> Decision:
+    """The rules that need only the model's id (allow and deny patterns): decided before the
+    catalog is asked, so a denied name is refused whichever catalog would know it."""
+    if not _matches(model_id, rules.allow):
+        return _deny("it matches no pattern of policy.allow")
+    if member.allow is not None and not _matches(model_id, member.allow):
+        return _deny(f"it matches no pattern of member {member.name!r}'s allow list")
+    if pattern := _first_match(model_id, (*rules.deny, *member.deny)):
+        return _deny(f"it matches the deny pattern {pattern!r}")
     return ALLOWED
 
 

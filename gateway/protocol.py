@@ -1,4 +1,5 @@
-"""The OpenAI wire format on the way in: which endpoint, which model, streaming or not.
+"""The wire format on the way in: which model a call names, whether it streams, and asking a
+stream for its usage.
 
 Parses only what auth, policy and metering need, and turns every malformed body into a 400 the
 client can read, never a 500. Pure: bytes in, values out.
@@ -10,23 +11,19 @@ import json
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote
 
 from gateway import bodies
+from gateway.endpoints import Endpoint
 from gateway.errors import InvalidRequest
 
-MODEL_ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses"})
-MODEL_REQUIRED = frozenset({"chat/completions", "completions", "embeddings"})
-# Where a stream reports usage only when asked with `stream_options.include_usage`; the
-# Responses API always ends its stream with `response.completed`, usage included.
-STREAM_USAGE_ON_REQUEST = frozenset({"chat/completions", "completions"})
+FORM_FIELDS = frozenset({"model", "stream"})
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
     """What one proxied request asks for."""
 
-    endpoint: str
+    endpoint: Endpoint
     model: str | None = None
     stream: bool = False
     payload: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -44,39 +41,28 @@ class Call:
         options = self.payload.get("stream_options")
         return (
             self.stream
-            and self.endpoint in STREAM_USAGE_ON_REQUEST
+            and self.endpoint.stream_usage_on_request
             and (options is None or isinstance(options, dict))
             and not self.asks_stream_usage
         )
 
 
-def endpoint_of(subpath: str) -> str:
-    """`chat/completions` from the path below `/v1/`, refusing dot segments: `/v1/../x` must not
-    reach NanoGPT routes outside `/v1`, once the upstream client normalises the URL."""
-    segments = subpath.split("/")
-    if any(unquote(s) in (".", "..") for s in segments):
-        raise InvalidRequest("The request path must not contain '.' or '..' segments.")
-    return subpath.strip("/")
-
-
-def is_json(content_type: str) -> bool:
-    media_type = content_type.partition(";")[0].strip().lower()
-    return media_type == "application/json" or media_type.endswith("+json")
-
-
-def parse_call(endpoint: str, method: str, content_type: str, body: bytes) -> Call:
-    """Read `model` and `stream` from a request body that carries JSON."""
-    if not _carries_json(endpoint, method, content_type):
+def parse_call(endpoint: Endpoint, content_type: str, body: bytes) -> Call:
+    """Read `model` and `stream` from a request to an endpoint that names its model, from a
+    form if the body is one, else from JSON whatever the content type says."""
+    if not endpoint.names_model:
         return Call(endpoint)
+    if bodies.is_form(content_type):
+        return _form_call(endpoint, content_type, body)
     return _call(endpoint, _json_object(body))
 
 
 def parse_call_in_slices(
-    endpoint: str, method: str, content_type: str, body: bytes
+    endpoint: Endpoint, content_type: str, body: bytes
 ) -> Generator[None, None, Call]:
-    """`parse_call`, yielding between slices of a large body (`bodies.decode_in_slices`)."""
-    if not _carries_json(endpoint, method, content_type):
-        return Call(endpoint)
+    """`parse_call`, yielding between slices of a large JSON body (`bodies.decode_in_slices`)."""
+    if not endpoint.names_model or bodies.is_form(content_type):
+        return parse_call(endpoint, content_type, body)
     _require_content(body)
     try:
         payload = yield from bodies.decode_in_slices(body)
@@ -85,20 +71,30 @@ def parse_call_in_slices(
     return _call(endpoint, _object(payload))
 
 
-def _carries_json(endpoint: str, method: str, content_type: str) -> bool:
-    return method == "POST" and (endpoint in MODEL_ENDPOINTS or is_json(content_type))
+def _form_call(endpoint: Endpoint, content_type: str, body: bytes) -> Call:
+    try:
+        fields = bodies.form_fields(content_type, body, FORM_FIELDS)
+    except bodies.FormError as exc:
+        raise InvalidRequest(f"The request's form cannot be read: {exc}.") from None
+    stream = fields.get("stream", "false").strip().lower()
+    if stream not in ("true", "false"):
+        raise InvalidRequest("'stream' must be true or false.", param="stream")
+    return _checked(endpoint, fields.get("model"), stream == "true", {})
 
 
-def _call(endpoint: str, payload: dict[str, Any]) -> Call:
-    model = payload.get("model")
-    if model is not None and (not isinstance(model, str) or not model):
-        raise InvalidRequest("'model' must be a non-empty string.", param="model")
-    if model is None and endpoint in MODEL_REQUIRED:
-        raise InvalidRequest("You must provide a model parameter.", param="model")
+def _call(endpoint: Endpoint, payload: dict[str, Any]) -> Call:
     stream = payload.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise InvalidRequest("'stream' must be true or false.", param="stream")
-    return Call(endpoint, model, bool(stream), payload)
+    return _checked(endpoint, payload.get("model"), bool(stream), payload)
+
+
+def _checked(endpoint: Endpoint, model: Any, stream: bool, payload: dict[str, Any]) -> Call:
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidRequest("'model' must be a non-empty string.", param="model")
+    if model is None and endpoint.model_required:
+        raise InvalidRequest("You must provide a model parameter.", param="model")
+    return Call(endpoint, model, stream, payload)
 
 
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'

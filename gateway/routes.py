@@ -1,5 +1,5 @@
-"""The routes, each readable top to bottom as the pipeline's steps: authenticate, classify,
-read, check the model, send, relay. Every `/v1` route is `metered`.
+"""The routes. `/v1/{path}` reads top to bottom as the pipeline's steps: authenticate,
+classify, check access, read, parse, check the model, send, relay; it is `metered`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import policy, protocol
+from gateway import policy
+from gateway.endpoints import Target
 from gateway.errors import InvalidApiKey
 from gateway.keys import presented_key
 from gateway.metrics import Metrics
@@ -20,53 +21,47 @@ from gateway.pipeline import (
     allowed_model,
     authenticate,
     check_model,
+    classify,
     gateway_of,
     metered,
     parse,
-    raw_subpath,
     read_body,
-    require_admin_for,
+    require_access,
     send,
     watcher_for,
 )
 from gateway.relay import Relay
 from gateway.tally import Tally
-from gateway.types import ModelInfo
+from gateway.types import Member, ModelInfo
 
 
 @metered
-async def proxy(request: Request, gateway: Gateway, tally: Tally) -> Answer:
-    """Any `/v1/{path}`: checked, then forwarded to NanoGPT and relayed as it streams."""
+async def v1(request: Request, gateway: Gateway, tally: Tally) -> Answer:
+    """Any `/v1/{path}`: checked against the endpoint table, the key, the policy, then
+    answered from the catalog or forwarded to NanoGPT and relayed as it streams."""
     member = authenticate(request, gateway, tally)
-    subpath = raw_subpath(request)
-    endpoint = tally.endpoint = protocol.endpoint_of(subpath)
-    require_admin_for(endpoint, request.method, member)
+    target = classify(request, gateway, tally)
+    require_access(gateway, target, request.method, member)
+    if target.endpoint.served_here:
+        return await _models(request, gateway, member, target)
     body = await read_body(request, gateway.settings.upstream.max_body_bytes)
-    call = await parse(request, endpoint, body)
+    call = await parse(request, target.endpoint, body)
     tally.model_id, tally.stream = call.model, call.stream
     tally.model = await check_model(gateway, member, call)
-    upstream, hide_usage = await send(request, gateway, subpath, call, body, tally)
+    upstream, hide_usage = await send(request, gateway, target, call, body, tally)
     return Relay(upstream, watcher_for(call, upstream, hide_usage=hide_usage), tally)
 
 
-@metered
-async def list_models(request: Request, gateway: Gateway, tally: Tally) -> Response:
-    """`GET /v1/models`: the models this member may use, from the cached catalog."""
-    member = authenticate(request, gateway, tally)
-    tally.endpoint = "models"
-    snapshot = await gateway.catalog.get()
-    models = policy.visible(gateway.settings.policy, member, snapshot.text)
-    detailed = _wants_detailed(request)
-    return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
-
-
-@metered
-async def retrieve_model(request: Request, gateway: Gateway, tally: Tally) -> Response:
-    """`GET /v1/models/{id}`: one model, if this member may use it."""
-    member = authenticate(request, gateway, tally)
-    tally.endpoint = "models"
-    model = await allowed_model(gateway, member, request.path_params["model_id"])
-    return JSONResponse(_render(model, _wants_detailed(request)))
+async def _models(request: Request, gateway: Gateway, member: Member, target: Target) -> Response:
+    """`GET /v1/models`: the text models this member may use, from the cached catalog;
+    `GET /v1/models/{id}`: one of them. `?detailed=true` gives everything NanoGPT gave."""
+    detailed = request.query_params.get("detailed", "").lower() in ("true", "1")
+    if target.path == "models":
+        snapshot = await gateway.catalog.get()
+        models = policy.visible(gateway.settings.policy, member, snapshot.text)
+        return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
+    model = await allowed_model(gateway, member, target.tail)
+    return JSONResponse(_render(model, detailed))
 
 
 def metrics_endpoint(
@@ -96,10 +91,6 @@ async def readyz(request: Request) -> Response:
     catalog = gateway_of(request).catalog
     snapshot = catalog.snapshot or await catalog.get()
     return JSONResponse({"status": "ready", "models": len(snapshot.text)})
-
-
-def _wants_detailed(request: Request) -> bool:
-    return request.query_params.get("detailed", "").lower() in ("true", "1")
 
 
 def _render(model: ModelInfo, detailed: bool) -> dict[str, object]:

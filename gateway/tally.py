@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from gateway.accounting import OTHER, account
+from gateway.accounting import account
+from gateway.endpoints import UNLISTED, Endpoint
 from gateway.metrics import Metrics
 from gateway.types import Finished, Member, ModelInfo, Outcome, Price, Usage
 
@@ -73,6 +74,7 @@ class Tally:
         "member",
         "model",
         "model_id",
+        "path",
         "request_id",
         "started_at",
         "stream",
@@ -89,7 +91,8 @@ class Tally:
         self.request_id = os.urandom(16).hex()  # a uuid4's randomness, without the object
         self.member: Member | None = None
         self.end_user: str | None = None
-        self.endpoint = OTHER
+        self.endpoint: Endpoint = UNLISTED
+        self.path: str | None = None
         self.model_id: str | None = None
         self.model: ModelInfo | None = None
         self.stream = False

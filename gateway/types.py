@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-ModelKind = Literal["text", "embedding"]
+ModelKind = Literal["text", "embedding", "image", "audio", "moderation"]
+"""Which of NanoGPT's catalogs a model comes from."""
+CostSource = Literal["charged", "catalog"]
+"""Where a recorded cost comes from: what NanoGPT said it charged, or the catalog's prices."""
 Distillation = Literal["any", "allowed"]
 Outcome = Literal[
     "ok",  # the upstream answered 2xx and the body reached the client whole
@@ -112,13 +115,15 @@ class Price:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
-    """Token counts of one response, as NanoGPT reported them. Cached and reasoning tokens are
-    breakdowns, already inside `prompt_tokens` and `completion_tokens`."""
+    """What NanoGPT reported of one response: token counts (cached and reasoning tokens are
+    breakdowns, already inside `prompt_tokens` and `completion_tokens`), and what it charged in
+    USD when it said so."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
+    charged_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,13 +139,17 @@ class Finished:
     request_id: str
     member: str | None
     endpoint: str
+    """The endpoint's name in the table (`other` for an unlisted path); `path` the path below
+    `/v1/` as forwarded."""
     status: int
     outcome: Outcome
+    path: str | None = None
     model: str | None = None
     end_user: str | None = None
     stream: bool = False
     usage: Usage | None = None
     cost_usd: Decimal | None = None
+    cost_source: CostSource | None = None
     unmetered: str | None = None
     duration_seconds: float = 0.0
     ttft_seconds: float | None = None

@@ -139,6 +139,8 @@ class Upstream:
         read_timeout: float,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.root_url = self.base_url.removesuffix("/api")
+        """The host root, where NanoGPT serves a few endpoints (`images/generations`)."""
         self._team_key = team_key
         self._timeout = aiohttp.ClientTimeout(
             total=None,
@@ -179,11 +181,13 @@ class Upstream:
         query: bytes,
         headers: Iterable[tuple[str, str]],
         body: bytes,
+        *,
+        at_root: bool = False,
     ) -> UpstreamResponse:
-        """Send a request to `{base_url}{path}` and return once the response headers are in.
-
-        `path` and `query` go out exactly as the client encoded them (`%2F` in a model id)."""
-        url = self.base_url + path + (f"?{query.decode('latin-1')}" if query else "")
+        """Send a request to `{base_url}{path}` (`{root_url}{path}` when `at_root`) and return
+        once the response headers are in. `path` and `query` go out exactly as given."""
+        base = self.root_url if at_root else self.base_url
+        url = base + path + (f"?{query.decode('latin-1')}" if query else "")
         sent = forwarded_headers(headers, self._team_key)
         data: bytes | AsyncIterator[memoryview] | None = body or None
         if len(body) > LARGE_BODY_BYTES:

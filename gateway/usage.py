@@ -1,59 +1,115 @@
-"""Token usage read from responses as they pass through, without holding the stream back. Pure.
+"""What a response says it used and cost, read as it passes, without holding it back. Pure.
 
-A `BodyWatcher` sees every chunk of a response body on its way to the client and returns what
-to forward. `EventStream` splits SSE into whole events the moment each one's blank line arrives
-(only a partial event waits, for its own end) and can hide the usage-only event the gateway
-asked for on a client's behalf; `JsonBody` keeps a copy of a JSON answer to read its `usage`
-at the end. Both know the usage shapes of chat/completions, completions, embeddings and the
-Responses API.
+A `UsageReader` takes the JSON objects of one response (a whole body, or each event of a
+stream) and keeps the last value seen of every usage field, in the response's dialect:
+- `openai`: `usage.prompt_tokens` / `completion_tokens` (chat, completions, embeddings,
+  moderations) or `input_tokens` / `output_tokens` (the Responses API, whose stream nests them
+  in `response`), with their `*_details` breakdowns;
+- `anthropic`: `usage.input_tokens`, `output_tokens`, `cache_read_input_tokens` and
+  `cache_creation_input_tokens`, on the body or, streaming, on `message_start`'s `message` and
+  on `message_delta`; the prompt is everything the model read, the three input counts summed.
+Whatever the dialect, what NanoGPT says it charged wins over catalog arithmetic: the USD amount
+of `x_nanogpt_pricing` (`costUsd`, `usdCost`, `cost` or `amount`; seen on JSON bodies and on a
+stream's finish frame), or, for endpoints that report it so, a top-level `cost` in USD.
+
+A `BodyWatcher` sees every chunk of a body on its way to the client and returns what to
+forward; `JsonBody` keeps a copy of a JSON answer to read at the end (`sse.EventStream` reads
+a stream event by event).
 """
 
 from __future__ import annotations
 
 import json
-import re
-from typing import Any, Protocol
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Protocol
 
 from gateway.types import Usage
 
-
-class BodyWatcher(Protocol):
-    usage: Usage | None
-
-    def feed(self, chunk: bytes) -> bytes:
-        """What of the body so far can go to the client now."""
-        ...
-
-    def finish(self) -> bytes:
-        """What is left once the upstream body has ended."""
-        ...
+Dialect = Literal["openai", "anthropic"]
+PRICING = "x_nanogpt_pricing"
+_USD_FIELDS = ("costUsd", "usdCost", "cost", "amount")
 
 
-def usage_of(payload: Any) -> Usage | None:
-    """The usage in a response object, a stream chunk or a Responses stream event, if any.
+class UsageReader:
+    """Usage fields merged from every JSON object of one response, last value wins."""
 
-    Chat/completions and embeddings say `prompt_tokens`/`completion_tokens`; the Responses API
-    says `input_tokens`/`output_tokens` and, when streaming, nests them in `response`.
-    """
-    if not isinstance(payload, dict):
-        return None
-    usage = payload.get("usage")
-    if usage is None and isinstance(payload.get("response"), dict):
-        usage = payload["response"].get("usage")
-    if not isinstance(usage, dict):
-        return None
+    __slots__ = ("_charged", "_fields", "_top_level_cost", "dialect")
+
+    def __init__(self, dialect: Dialect = "openai", *, top_level_cost: bool = False) -> None:
+        self.dialect = dialect
+        self._top_level_cost = top_level_cost
+        self._fields: dict[str, int] = {}
+        self._charged: Decimal | None = None
+
+    def read(self, payload: Any) -> None:
+        """Take what one JSON object (a body or an event) says about usage and cost."""
+        if not isinstance(payload, dict):
+            return
+        if isinstance(pricing := payload.get(PRICING), dict):
+            self._charged = _usd(pricing, _USD_FIELDS) if _in_usd(pricing) else self._charged
+        elif self._top_level_cost and "cost" in payload:
+            self._charged = _usd(payload, ("cost",))
+        usage = payload.get("usage")
+        if usage is None:
+            nested = payload.get("message" if self.dialect == "anthropic" else "response")
+            usage = nested.get("usage") if isinstance(nested, dict) else None
+        if isinstance(usage, dict):
+            read = _anthropic if self.dialect == "anthropic" else _openai
+            self._fields.update(read(usage))
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage so far, `None` if the response has said nothing about it."""
+        fields, charged = self._fields, self._charged
+        if not fields and charged is None:
+            return None
+        if self.dialect == "anthropic":
+            cached = fields.get("cache_read", 0)
+            prompt = fields.get("input", 0) + cached + fields.get("cache_creation", 0)
+            return Usage(
+                prompt_tokens=prompt,
+                completion_tokens=fields.get("output", 0),
+                cached_prompt_tokens=cached,
+                charged_usd=charged,
+            )
+        return Usage(
+            prompt_tokens=fields.get("prompt", 0),
+            completion_tokens=fields.get("completion", 0),
+            cached_prompt_tokens=fields.get("cached", 0),
+            reasoning_tokens=fields.get("reasoning", 0),
+            charged_usd=charged,
+        )
+
+
+def _openai(usage: dict[str, Any]) -> dict[str, int]:
     prompt = _count(usage, "prompt_tokens", "input_tokens")
     completion = _count(usage, "completion_tokens", "output_tokens")
     if prompt is None and completion is None:
-        return None
+        return {}
     prompt_details = _details(usage, "prompt_tokens_details", "input_tokens_details")
     completion_details = _details(usage, "completion_tokens_details", "output_tokens_details")
-    return Usage(
-        prompt_tokens=prompt or 0,
-        completion_tokens=completion or 0,
-        cached_prompt_tokens=_count(prompt_details, "cached_tokens") or 0,
-        reasoning_tokens=_count(completion_details, "reasoning_tokens") or 0,
-    )
+    return {
+        "prompt": prompt or 0,
+        "completion": completion or 0,
+        "cached": _count(prompt_details, "cached_tokens") or 0,
+        "reasoning": _count(completion_details, "reasoning_tokens") or 0,
+    }
+
+
+_ANTHROPIC_FIELDS = {
+    "input_tokens": "input",
+    "output_tokens": "output",
+    "cache_read_input_tokens": "cache_read",
+    "cache_creation_input_tokens": "cache_creation",
+}
+
+
+def _anthropic(usage: dict[str, Any]) -> dict[str, int]:
+    return {
+        ours: count
+        for theirs, ours in _ANTHROPIC_FIELDS.items()
+        if (count := _count(usage, theirs)) is not None
+    }
 
 
 def _count(data: dict[str, Any], *names: str) -> int | None:
@@ -71,6 +127,49 @@ def _details(usage: dict[str, Any], *names: str) -> dict[str, Any]:
     return {}
 
 
+def _in_usd(pricing: dict[str, Any]) -> bool:
+    currency = pricing.get("currency")
+    return currency is None or (isinstance(currency, str) and currency.upper() == "USD")
+
+
+def _usd(data: dict[str, Any], names: tuple[str, ...]) -> Decimal | None:
+    """The first of `names` that holds a non-negative amount (a JSON number or a decimal
+    string), exactly as written."""
+    for name in names:
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            continue
+        try:
+            amount = Decimal(repr(value) if isinstance(value, float) else str(value))
+        except InvalidOperation:
+            continue
+        if amount.is_finite() and amount >= 0:
+            return amount
+    return None
+
+
+def usage_of(payload: Any, dialect: Dialect = "openai") -> Usage | None:
+    """The usage one JSON object reports on its own."""
+    reader = UsageReader(dialect)
+    reader.read(payload)
+    return reader.usage
+
+
+class BodyWatcher(Protocol):
+    @property
+    def usage(self) -> Usage | None:
+        """What the body has said of its usage and cost so far."""
+        ...
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of the body so far can go to the client now."""
+        ...
+
+    def finish(self) -> bytes:
+        """What is left once the upstream body has ended."""
+        ...
+
+
 class Passthrough:
     """For bodies that carry no usage: forwards every chunk untouched."""
 
@@ -84,14 +183,15 @@ class Passthrough:
 
 
 class JsonBody:
-    """Forwards a JSON answer chunk by chunk and reads its `usage` once it is whole.
+    """Forwards a JSON answer chunk by chunk and reads it once it is whole.
 
     A copy is kept only up to `limit` bytes: an answer larger than that is relayed all the
     same, and counted as unmetered rather than held in memory.
     """
 
-    def __init__(self, limit: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, reader: UsageReader, limit: int = 16 * 1024 * 1024) -> None:
         self.usage: Usage | None = None
+        self._reader = reader
         self._parts: list[bytes] | None = []
         self._size = 0
         self._limit = limit
@@ -107,129 +207,14 @@ class JsonBody:
 
     def finish(self) -> bytes:
         if self._parts:
-            self.usage = usage_of(_json(b"".join(self._parts)))
+            self._reader.read(json_value(b"".join(self._parts)))
+            self.usage = self._reader.usage
         return b""
 
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_NULL_USAGE_SUFFIXES = (b',"usage":null}', b', "usage": null}')
-_NULL_USAGE_ENDS = tuple(suffix + b"\n\n" for suffix in _NULL_USAGE_SUFFIXES)
-
-
-class EventStream:
-    """Server-sent events, forwarded whole as each one ends, watched for usage.
-
-    With `hide_usage` (the gateway added `stream_options.include_usage` for a client that did
-    not ask), the usage-only event (no choices) is dropped and `"usage": null` is removed
-    from the others, so the client sees what it would have seen without the gateway. An event
-    whose usage rides along with choices is forwarded as it is.
-    """
-
-    def __init__(self, *, hide_usage: bool = False) -> None:
-        self.usage: Usage | None = None
-        self._hide_usage = hide_usage
-        self._pending = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:
-            return self._feed_event_by_event(data)
-        # The usual case, lines ending in LF alone, done a chunk at a time rather than an event
-        # at a time: every complete event at once, `"usage": null` cut from all of them with
-        # one replace, and only the events that still name usage looked at one by one.
-        last_end = data.rfind(b"\n\n")
-        if last_end < 0:
-            self._pending = data
-            return b""
-        complete, self._pending = data[: last_end + 2], data[last_end + 2 :]
-        if self._hide_usage:
-            for null_usage_end in _NULL_USAGE_ENDS:
-                complete = complete.replace(null_usage_end, b"}\n\n")
-        out: list[bytes] = []
-        done = 0
-        while (at := complete.find(b'"usage"', done)) >= 0:
-            start = complete.rfind(b"\n\n", done, at)
-            start = done if start < 0 else start + 2
-            end = complete.find(b"\n\n", at) + 2
-            out += (complete[done:start], self._inspect(complete[start:end]))
-            done = end
-        if not out:
-            return complete
-        out.append(complete[done:])
-        return b"".join(out)
-
-    def _feed_event_by_event(self, data: bytes) -> bytes:
-        """Any line ends (CR, CRLF, LF, mixed), one event at a time."""
-        out: list[bytes] = []
-        start = 0
-        while (end := _event_end(data, start)) is not None:
-            if event := self._inspect(data[start:end]):
-                out.append(event)
-            start = end
-        self._pending = data[start:]
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        """A last event that never got its blank line is forwarded as the upstream sent it."""
-        rest, self._pending = self._pending, b""
-        return self._inspect(rest) if rest else b""
-
-    def _inspect(self, event: bytes) -> bytes:
-        if b'"usage"' not in event:
-            return event
-        # Most events of a stream that asked for usage end in `"usage": null}`: nothing to read,
-        # and when hiding, the key is cut from the end without parsing the JSON.
-        body = event.rstrip(b"\r\n")
-        for suffix in _NULL_USAGE_SUFFIXES:
-            if body.endswith(suffix):
-                if not self._hide_usage:
-                    return event
-                return body[: -len(suffix)] + b"}" + event[len(body) :]
-        payload, data_line = _payload(event)
-        usage = usage_of(payload)
-        if usage is not None:
-            self.usage = usage
-        if not self._hide_usage or not isinstance(payload, dict) or "usage" not in payload:
-            return event
-        if usage is not None:
-            return event if payload.get("choices") else b""
-        return _without_null_usage(event, data_line, payload)
-
-
-def _event_end(data: bytes, start: int) -> int | None:
-    """Where the event starting at `start` ends: just past its first empty line. A `\\r` at the
-    very end may be the first half of `\\r\\n`, so it waits for the next byte."""
-    previous_end = start
-    for match in _LINE_END.finditer(data, start):
-        if match.end() == len(data) and match.group() == b"\r":
-            return None
-        if match.start() == previous_end and match.start() > start:
-            return match.end()
-        previous_end = match.end()
-    return None
-
-
-def _payload(event: bytes) -> tuple[Any, bytes | None]:
-    """The JSON in an event's `data:` field, and that field's line when it is a single line."""
-    lines = [line for line in _LINE_END.split(event) if line.startswith(b"data:")]
-    data = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
-    if not data or data == b"[DONE]":
-        return None, None
-    return _json(data), lines[0] if len(lines) == 1 else None
-
-
-def _json(data: bytes) -> Any:
+def json_value(data: bytes) -> Any:
     """The JSON value, or `None` for anything that is not JSON: usage is read where it can be."""
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
-
-
-def _without_null_usage(event: bytes, data_line: bytes | None, payload: dict[str, Any]) -> bytes:
-    """The event without its top-level `"usage": null`, re-encoded (`EventStream._inspect`
-    has already cut the usual trailing key without parsing)."""
-    if data_line is None:
-        return event
-    rest = {k: v for k, v in payload.items() if k != "usage"}
-    return event.replace(data_line, b"data: " + json.dumps(rest).encode(), 1)

@@ -40,6 +40,13 @@ ALICE_KEY = "sk-member-alice"
 BOB_KEY = "sk-member-bob"
 ADMIN_KEY = "sk-member-root"
 
+EMBEDDING_MODEL = {
+    "id": "text-embedding-3-small",
+    "object": "model",
+    "owned_by": "openai",
+    "pricing": {"per_million_tokens": 0.02, "currency": "USD"},
+}
+
 MEMBERS_TOML = f"""
 [[members]]
 name = "alice"
@@ -99,6 +106,8 @@ class FakeNanoGPT:
 
     def __init__(self) -> None:
         self.catalog: Any = catalog_payload()
+        self.media: dict[str, list[dict[str, Any]]] = {"embedding": [EMBEDDING_MODEL]}
+        """Catalogs besides the text one, by kind (`image`, `audio`, ...)."""
         self.requests: list[httpx.Request] = []
         self.catalog_fetches = 0
         self.handler: Handler = self.complete
@@ -162,8 +171,9 @@ class FakeNanoGPT:
         if path.endswith("/check-balance"):
             self.balance_requests.append(request)
             return httpx.Response(200, json=self.balance)
-        if path.endswith("/embedding-models"):
-            return httpx.Response(200, json={"object": "list", "data": []})
+        if path.endswith("-models") and request.method == "GET":
+            kind = path.rsplit("/", 1)[-1].removesuffix("-models")
+            return httpx.Response(200, json={"object": "list", "data": self.media.get(kind, [])})
         if path.endswith("/models") and request.method == "GET":
             self.catalog_fetches += 1
             if isinstance(self.catalog, Exception):

@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-import pytest
-
-from gateway.accounting import account, endpoint_label, unmetered_reason
+from gateway.accounting import account, unmetered_reason
+from gateway.endpoints import ENDPOINTS, UNLISTED, Endpoint
 from gateway.types import Member, ModelInfo, Price, Usage
 
+
+def endpoint(name: str) -> Endpoint:
+    return next(e for e in ENDPOINTS if e.name == name and "POST" in e.methods)
+
+
+CHAT = endpoint("chat/completions")
 GPT = ModelInfo(id="openai/gpt-5.2", prompt_usd_per_mtok=2.5, completion_usd_per_mtok=10.0)
 
 
@@ -19,7 +24,8 @@ class Learned:
     started_at: float = 1_700_000_000.0
     member: Member | None = None
     end_user: str | None = None
-    endpoint: str = "chat/completions"
+    endpoint: Endpoint = CHAT
+    path: str | None = "chat/completions"
     model_id: str | None = None
     model: ModelInfo | None = None
     stream: bool = False
@@ -39,26 +45,20 @@ def test_unmetered_reasons() -> None:
         == "client_disconnected"
     )
     assert unmetered_reason(learned, "upstream_failed", None, priced=False) == "upstream_failed"
+    assert unmetered_reason(learned, "shutdown", None, priced=False) == "shutdown"
     learned.stream_usage_unsupported = True
     assert unmetered_reason(learned, "ok", None, priced=False) == "stream_usage_unsupported"
-    learned.endpoint = "models"
-    assert unmetered_reason(learned, "ok", None, priced=False) is None
-    learned.endpoint, learned.forwarded = "chat/completions", False
+    learned.endpoint = endpoint("messages/count_tokens")
+    assert unmetered_reason(learned, "ok", None, priced=False) is None  # free
+    learned.endpoint = endpoint("images/generations")
+    assert unmetered_reason(learned, "ok", None, priced=False) == "not_reported"
+    learned.endpoint = endpoint("audio/speech")
+    assert unmetered_reason(learned, "ok", None, priced=False) == "not_reported"
+    learned.endpoint = UNLISTED
+    assert unmetered_reason(learned, "ok", None, priced=False) == "unlisted"
+    assert unmetered_reason(learned, "ok", usage, priced=False) == "unlisted"
+    learned.endpoint, learned.forwarded = CHAT, False
     assert unmetered_reason(learned, "refused", None, priced=False) is None
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "label"),
-    [
-        ("chat/completions", "chat/completions"),
-        ("models/openai%2Fgpt-5.2", "models"),
-        ("characters/abc", "characters"),
-        ("x" * 500, "other"),
-        ("video/status", "other"),
-    ],
-)
-def test_endpoint_labels_are_bounded(endpoint: str, label: str) -> None:
-    assert endpoint_label(endpoint) == label
 
 
 def test_account_prices_usage_and_bounds_text() -> None:
@@ -74,6 +74,7 @@ def test_account_prices_usage_and_bounds_text() -> None:
         learned, status=200, outcome="ok", usage=usage, duration=1.5, ttft=0.25, price_overrides={}
     )
     assert finished.cost_usd == Decimal("0.0045") and finished.unmetered is None
+    assert finished.cost_source == "catalog" and finished.endpoint == "chat/completions"
     assert finished.member == "alice" and finished.end_user == "e" * 256
     assert (finished.time, finished.duration_seconds, finished.ttft_seconds) == (
         1_700_000_000.0,
@@ -105,3 +106,29 @@ def test_account_without_a_member_or_price() -> None:
     )
     assert finished.member is None
     assert finished.cost_usd is None and finished.unmetered == "no_price"
+
+
+def test_what_nanogpt_charged_wins_over_the_catalog_and_overrides() -> None:
+    learned = Learned(model_id=GPT.id, model=GPT)
+    charged = Usage(prompt_tokens=1000, completion_tokens=200, charged_usd=Decimal("0.0001"))
+    finished = account(
+        learned,
+        status=200,
+        outcome="ok",
+        usage=charged,
+        duration=1.0,
+        ttft=None,
+        price_overrides={GPT.id: Price(Decimal(1), Decimal(1))},
+    )
+    assert (finished.cost_usd, finished.cost_source) == (Decimal("0.0001"), "charged")
+    image = Learned(endpoint=endpoint("images/generations"), model=None)
+    only_cost = Usage(charged_usd=Decimal("0.04"))
+    finished = account(
+        image, status=200, outcome="ok", usage=only_cost, duration=1.0, ttft=None,
+        price_overrides={},
+    )  # fmt: skip
+    assert (finished.cost_usd, finished.cost_source, finished.unmetered) == (
+        Decimal("0.04"),
+        "charged",
+        None,
+    )

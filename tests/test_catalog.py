@@ -30,14 +30,20 @@ class Upstream:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.media_calls: list[str] = []
+        self.media_failures: set[str] = set()
         self.release = asyncio.Event()
         self.release.set()
         self.fail: Exception | None = None
         self.payload: Any = catalog_payload()
 
     async def fetch_json(self, path: str, params: Mapping[str, str]) -> Any:
-        if path.endswith("embedding-models"):
-            return {"data": [{"id": "text-embedding-3-small"}]}
+        if path.endswith("-models"):
+            self.media_calls.append(path)
+            kind = path.removeprefix("/v1/").removesuffix("-models")
+            if kind in self.media_failures:
+                raise UpstreamError(f"{kind} catalog down")
+            return {"data": [{"id": f"{kind}-model-1"}]}
         self.calls.append(path)
         assert params == {"detailed": "true"}
         await self.release.wait()
@@ -91,8 +97,41 @@ async def test_source_chooses_the_endpoint(source: str) -> None:
     assert all(
         m.subscription is (True if source == "subscription" else None) for m in snapshot.text
     )
-    assert snapshot.by_id["text-embedding-3-small"].kind == "embedding"
-    assert "text-embedding-3-small" not in {m.id for m in snapshot.text}
+    assert sorted(upstream.media_calls) == [
+        "/v1/audio-models",
+        "/v1/embedding-models",
+        "/v1/image-models",
+        "/v1/moderation-models",
+    ]
+    for kind in ("embedding", "image", "audio", "moderation"):
+        model = snapshot.find(f"{kind}-model-1", kind)  # type: ignore[arg-type]
+        assert model is not None and model.kind == kind
+        assert snapshot.find(f"{kind}-model-1", "text") is None
+    assert "embedding-model-1" not in {m.id for m in snapshot.text}
+
+
+async def test_a_media_catalog_that_fails_keeps_its_last_copy() -> None:
+    upstream, clock = Upstream(), Clock()
+    catalog = make(upstream, clock)
+    first = await catalog.get()
+    upstream.media_failures = {"image"}
+    upstream.payload = {"data": [{"id": "new/model"}]}
+    clock.now += 301
+    second = await catalog.refresh()
+    assert second is not None and second is not first
+    assert [m.id for m in second.text] == ["new/model"]
+    assert second.find("image-model-1", "image") is not None
+    assert second.find("audio-model-1", "audio") is not None
+
+
+def test_embedding_prices_per_million_tokens_are_prompt_prices() -> None:
+    payload = {"data": [{"id": "e", "pricing": {"per_million_tokens": 0.02, "currency": "USD"}}]}
+    (model,) = parse_models(payload, kind="embedding")
+    assert (model.prompt_usd_per_mtok, model.completion_usd_per_mtok) == (0.02, 0.0)
+    (image,) = parse_models(
+        {"data": [{"id": "i", "pricing": {"per_image": {"1024x1024": 0.05}}}]}, kind="image"
+    )
+    assert image.prompt_usd_per_mtok is None
 
 
 async def test_fifty_cold_callers_share_one_fetch() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import SECTIONS, MemberSettings
+from gateway.endpoints import ENDPOINTS, Endpoint
 
 ROOT = Path(__file__).parents[1]
 README = (ROOT / "README.md").read_text()
@@ -48,3 +49,28 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "quickstart" in start and "pytest" in test
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test in ci
+
+
+METERED_BY = {
+    "openai": "tokens (`usage`)",
+    "anthropic": "tokens (Anthropic `usage`)",
+    "cost": "`cost` in the answer",
+    "unreported": "unmetered (`not_reported`)",
+    "free": "free",
+}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: f"{e.path} {sorted(e.methods)}")
+def test_every_endpoint_is_documented(endpoint: Endpoint) -> None:
+    """The README's endpoint table has a row saying what is checked and how it is metered."""
+    path = "/v1/" + endpoint.path.replace("**", "{id}").replace("*", "{id}")
+    methods = ", ".join(sorted(endpoint.methods - {"HEAD"}))
+    rows = [r for r in README.splitlines() if r.startswith(f"| `{path}` | {methods} |")]
+    assert len(rows) == 1, f"no README row for {methods} {path}"
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    model_cell, metered_cell, who = cells[2], cells[3], cells[4]
+    if endpoint.catalog is not None and not endpoint.served_here:
+        assert model_cell.startswith(f"{endpoint.catalog} model")
+        assert ("(optional)" in model_cell) is not endpoint.model_required
+    assert metered_cell == METERED_BY[endpoint.metering]
+    assert who == endpoint.access

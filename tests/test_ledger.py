@@ -35,7 +35,7 @@ def record(n: int = 0, **fields: Any) -> Finished:
         time=DAY1 + n,
         request_id=f"req-{n}",
         member="alice",
-        endpoint="/v1/chat/completions",
+        endpoint="chat/completions",
         status=200,
         outcome="ok",
         model="openai/gpt-4o-mini",
@@ -93,7 +93,15 @@ def path(tmp_path: Path) -> Path:
 
 def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
     cost = Decimal("0.000123456789012345678901234567")
-    metered = record(1, cost_usd=cost, end_user="user-7", stream=True, ttft_seconds=0.25)
+    metered = record(
+        1,
+        cost_usd=cost,
+        cost_source="catalog",
+        path="chat/completions",
+        end_user="user-7",
+        stream=True,
+        ttft_seconds=0.25,
+    )
     unmetered = record(
         2,
         outcome="client_disconnected",
@@ -113,7 +121,8 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         "member": "alice",
         "end_user": "user-7",
         "model": "openai/gpt-4o-mini",
-        "endpoint": "/v1/chat/completions",
+        "endpoint": "chat/completions",
+        "path": "chat/completions",
         "status": 200,
         "outcome": "ok",
         "stream": 1,
@@ -122,6 +131,7 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         "cached_prompt_tokens": 40,
         "reasoning_tokens": 5,
         "cost_usd": str(cost),
+        "cost_source": "catalog",
         "unmetered": None,
         "duration_seconds": 1.5,
         "ttft_seconds": 0.25,
@@ -310,6 +320,29 @@ def test_migrating_a_v1_ledger_keeps_its_rows(path: Path) -> None:
     assert [r["region"] for r in stored] == [None, None]
     assert stored[0]["cost_usd"] == "0.001"
     assert pragma(path, "user_version") == len(MIGRATIONS) + 1
+
+
+def test_a_version_1_ledger_gains_path_and_cost_source(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, MIGRATIONS[:1])
+        conn.execute(
+            "INSERT INTO usage (time, request_id, member, endpoint, status, outcome, stream, "
+            "cost_usd, duration_seconds) VALUES (1, 'old', 'alice', 'chat/completions', 200, "
+            "'ok', 0, '0.5', 1)"
+        )
+    finally:
+        conn.close()
+    write(path, [record(1, path="chat/completions", cost_source="charged")])
+    old, new = rows(path)
+    assert (old["request_id"], old["cost_usd"], old["path"], old["cost_source"]) == (
+        "old",
+        "0.5",
+        None,
+        None,
+    )
+    assert (new["path"], new["cost_source"]) == ("chat/completions", "charged")
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 2
 
 
 def test_an_empty_database_is_migrated_from_version_zero(path: Path) -> None:

@@ -213,10 +213,15 @@ async def test_usage_of_embeddings_and_responses_is_read(
         return httpx.Response(200, json={"object": "response", "usage": usage})
 
     nanogpt.handler = handler
-    await metered.post("/v1/embeddings", json={"model": GPT, "input": "x"}, headers=auth())
+    embedding = "text-embedding-3-small"
+    await metered.post("/v1/embeddings", json={"model": embedding, "input": "x"}, headers=auth())
     await metered.post("/v1/responses", json={"model": GPT, "input": "x"}, headers=auth())
     text = await scrape(metered)
-    assert metric(text, "nanogpt_gateway_tokens_total", model=GPT, type="prompt") == 70
+    assert metric(text, "nanogpt_gateway_tokens_total", model=embedding, type="prompt") == 40
+    assert (
+        metric(text, "nanogpt_gateway_cost_usd_total", model=embedding) == 8e-07
+    )  # 40 * 0.02 / 1e6
+    assert metric(text, "nanogpt_gateway_tokens_total", model=GPT, type="prompt") == 30
     assert metric(text, "nanogpt_gateway_tokens_total", model=GPT, type="cached_prompt") == 10
     assert metric(text, "nanogpt_gateway_tokens_total", model=GPT, type="completion") == 5
 
@@ -431,3 +436,117 @@ async def test_every_answer_names_its_ledger_row(tmp_path: Path, nanogpt: FakeNa
     assert [a.status_code for a in answers] == [200, 404, 200]
     ids = [a.headers["x-gateway-request-id"] for a in answers]
     assert ids == [row["request_id"] for row in ledger_rows()]
+
+
+OPUS = "anthropic/claude-opus-4.6"  # 15 / 75 USD per million tokens in the fixture catalog
+ANTHROPIC_USAGE = {
+    "input_tokens": 10,
+    "output_tokens": 12,
+    "cache_read_input_tokens": 1000,
+    "cache_creation_input_tokens": 200,
+}
+
+
+async def test_anthropic_messages_are_metered_json_and_streamed(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    async def messages(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        if not body.get("stream"):
+            message = {"type": "message", "content": [], "usage": ANTHROPIC_USAGE}
+            return httpx.Response(200, json=message)
+        start = {
+            "type": "message_start",
+            "message": {"usage": {**ANTHROPIC_USAGE, "output_tokens": 1}},
+        }
+        delta = {"type": "message_delta", "usage": {"output_tokens": 12}}
+        events = [("message_start", start), ("message_delta", delta), ("message_stop", {})]
+        content = b"".join(
+            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events
+        )
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=content)
+
+    nanogpt.handler = messages
+    claude_code = {"x-api-key": ALICE_KEY, "anthropic-version": "2023-06-01"}
+    body = {"model": OPUS, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
+        for stream in (False, True):
+            response = await client.post(
+                "/v1/messages?beta=true", json={**body, "stream": stream}, headers=claude_code
+            )
+            assert response.status_code == 200
+            assert "stream_options" not in json.loads(nanogpt.requests[-1].content)
+    assert nanogpt.requests[0].url.raw_path == b"/api/v1/messages?beta=true"
+    cost = str((1210 * Decimal(15) + 12 * Decimal(75)) / 1_000_000)
+    for row in ledger_rows():
+        assert (row["endpoint"], row["prompt_tokens"], row["cached_prompt_tokens"]) == (
+            "messages",
+            1210,
+            1000,
+        )
+        assert (row["completion_tokens"], row["cost_usd"], row["cost_source"]) == (
+            12,
+            cost,
+            "catalog",
+        )
+        assert row["unmetered"] is None
+
+
+async def test_an_image_is_sent_to_the_host_root_and_metered_at_what_nanogpt_charged(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    nanogpt.media["image"] = [{"id": "hidream", "object": "model", "pricing": {"per_image": {}}}]
+
+    async def image(request: httpx.Request) -> httpx.Response:
+        answer = {"created": 1, "data": [{"b64_json": "iVBORw0KGgo="}], "cost": 0.0413}
+        return httpx.Response(200, json={**answer, "paymentSource": "USD"})
+
+    nanogpt.handler = image
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
+        response = await client.post(
+            "/v1/images/generations", json={"model": "hidream", "prompt": "a cat"}, headers=auth()
+        )
+        assert response.status_code == 200 and response.json()["cost"] == 0.0413
+        text = await scrape(client)
+    (sent,) = nanogpt.requests
+    assert sent.url.raw_path == b"/v1/images/generations"  # NanoGPT documents it at the root
+    (row,) = ledger_rows()
+    assert (row["endpoint"], row["model"], row["cost_usd"], row["cost_source"]) == (
+        "images/generations",
+        "hidream",
+        "0.0413",
+        "charged",
+    )
+    assert row["unmetered"] is None
+    assert metric(text, "nanogpt_gateway_cost_usd_total", model="hidream") == 0.0413
+
+
+async def test_what_nanogpt_charged_is_preferred_to_catalog_prices(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    async def charged(request: httpx.Request) -> httpx.Response:
+        pricing = {
+            "cost": 0.000169,
+            "inputTokens": 1000,
+            "outputTokens": 200,
+            "paymentSource": "USD",
+        }
+        body = {
+            "id": "x",
+            "object": "chat.completion",
+            "usage": USAGE,
+            "x_nanogpt_pricing": pricing,
+        }
+        return httpx.Response(200, json=body)
+
+    nanogpt.handler = charged
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
+        assert (
+            await client.post("/v1/chat/completions", json=chat(), headers=auth())
+        ).status_code == 200
+    (row,) = ledger_rows()
+    assert (row["prompt_tokens"], row["cost_usd"], row["cost_source"]) == (
+        1000,
+        "0.000169",
+        "charged",
+    )

@@ -6,26 +6,116 @@ import json
 
 import pytest
 
+from gateway.endpoints import ENDPOINTS, Endpoint
 from gateway.errors import InvalidRequest
-from gateway.protocol import Call, endpoint_of, parse_call, with_stream_usage
+from gateway.protocol import Call, parse_call, with_stream_usage
 
 JSON = "application/json"
 
 
+def at(name: str) -> Endpoint:
+    """The table's `POST` entry named `name`."""
+    return next(e for e in ENDPOINTS if e.name == name and "POST" in e.methods)
+
+
 def test_reads_model_and_stream() -> None:
     body = json.dumps({"model": "openai/gpt-5.2", "stream": True, "messages": []}).encode()
-    assert parse_call("chat/completions", "POST", JSON, body) == Call(
-        "chat/completions", "openai/gpt-5.2", True
+    assert parse_call(at("chat/completions"), JSON, body) == Call(
+        at("chat/completions"), "openai/gpt-5.2", True
     )
 
 
-def test_any_json_post_with_a_model_is_checked() -> None:
-    body = b'{"model": "x/y", "input": "hi"}'
-    assert (
-        parse_call("audio/speech", "POST", "application/json; charset=utf-8", body).model == "x/y"
+@pytest.mark.parametrize(
+    "content_type", [JSON, "application/json; charset=utf-8", "text/plain", "", "image/png"]
+)
+def test_a_json_body_is_read_whatever_its_content_type_says(content_type: str) -> None:
+    body = b'{"model": "x/y", "prompt": "a cat"}'
+    assert parse_call(at("images/generations"), content_type, body).model == "x/y"
+
+
+def test_endpoints_that_name_no_model_are_not_parsed() -> None:
+    assert parse_call(at("characters"), JSON, b"{").model is None
+
+
+def multipart(*parts: tuple[str, bytes], boundary: str = "b0undary") -> tuple[str, bytes]:
+    body = b"".join(
+        f"--{boundary}\r\n{headers}\r\n\r\n".encode() + content + b"\r\n"
+        for headers, content in parts
     )
-    assert parse_call("audio/speech", "POST", "multipart/form-data", b"--x").model is None
-    assert parse_call("models", "GET", JSON, b"").model is None
+    return f"multipart/form-data; boundary={boundary}", body + f"--{boundary}--\r\n".encode()
+
+
+AUDIO = b"ID3\x00\r\n--b0und\xff" * 1000  # binary that nearly looks like a boundary
+
+
+def test_the_model_of_a_multipart_form_is_read() -> None:
+    content_type, body = multipart(
+        ('Content-Disposition: form-data; name="file"; filename="a.mp3"', AUDIO),
+        ('Content-Disposition: form-data; name="model"', b"openai/whisper-1"),
+        ('Content-Disposition: form-data; name="stream"', b"true"),
+    )
+    call = parse_call(at("audio/transcriptions"), content_type, body)
+    assert (call.model, call.stream) == ("openai/whisper-1", True)
+    quoted = 'multipart/form-data; boundary="b0undary"'
+    assert parse_call(at("audio/transcriptions"), quoted, body).model == "openai/whisper-1"
+
+
+def test_the_model_of_an_urlencoded_form_is_read() -> None:
+    content_type = "application/x-www-form-urlencoded"
+    body = b"prompt=a+cat&model=black-forest-labs%2Fflux"
+    assert parse_call(at("images/edits"), content_type, body).model == "black-forest-labs/flux"
+
+
+def test_a_form_without_a_model_is_refused_where_one_is_required() -> None:
+    content_type, body = multipart(('Content-Disposition: form-data; name="file"', AUDIO))
+    with pytest.raises(InvalidRequest) as refused:
+        parse_call(at("audio/transcriptions"), content_type, body)
+    assert refused.value.param == "model"
+    assert parse_call(at("images/edits"), content_type, body).model is None  # optional
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        (
+            *multipart(
+                ('Content-Disposition: form-data; name="model"', b"a"),
+                ('Content-Disposition: form-data; name="model"', b"b"),
+            ),
+            "given twice",
+        ),
+        (*multipart(('Content-Disposition: form-data; name="Model"', b"a")), "spelled"),
+        ("multipart/form-data", b"--x\r\n", "boundary parameter"),
+        ("multipart/form-data; boundary=zz", b"--x\r\n\r\nhi", "does not contain"),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\nContent-Disposition: form-data; name="model"\n\na\n--x--',
+            "CRLF",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="model"\r\n\r\na',
+            "cut off",
+        ),
+        (
+            *multipart(
+                (
+                    'Content-Disposition: form-data; name="model"\r\n'
+                    "Content-Transfer-Encoding: base64",
+                    b"YQ==",
+                )
+            ),
+            "transfer-encoded",
+        ),
+        ("application/x-www-form-urlencoded", b"model=a&model=b", "given twice"),
+        ("application/x-www-form-urlencoded", b"model=%ff", "not UTF-8"),
+        (*multipart(('Content-Disposition: form-data; name="model"', b"\xff")), "not UTF-8"),
+    ],
+)
+def test_ambiguous_forms_are_400(content_type: str, body: bytes, message: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        parse_call(at("audio/transcriptions"), content_type, body)
+    assert refused.value.status_code == 400 and message in refused.value.message
 
 
 @pytest.mark.parametrize(
@@ -40,36 +130,23 @@ def test_any_json_post_with_a_model_is_checked() -> None:
         ("chat/completions", JSON, b'{"model": ""}', "'model' must be a non-empty string"),
         ("chat/completions", JSON, b'{"messages": []}', "You must provide a model"),
         ("chat/completions", JSON, b'{"model": "m", "stream": "yes"}', "'stream' must be"),
-        ("characters", "application/vnd.api+json", b"{", "not valid JSON"),
+        ("images/generations", "text/plain", b"{", "not valid JSON"),
     ],
 )
 def test_bad_bodies_are_400(endpoint: str, content_type: str, body: bytes, message: str) -> None:
     with pytest.raises(InvalidRequest) as excinfo:
-        parse_call(endpoint, "POST", content_type, body)
+        parse_call(at(endpoint), content_type, body)
     assert excinfo.value.status_code == 400 and message in excinfo.value.message
 
 
 def test_responses_may_name_a_character_instead_of_a_model() -> None:
     body = b'{"character_id": "helpful-guide", "input": "hi"}'
-    assert parse_call("responses", "POST", JSON, body) == Call("responses", None, False)
-
-
-@pytest.mark.parametrize(
-    "path", ["../check-balance", "chat/./completions", "x/%2e%2e/receive-nano"]
-)
-def test_dot_segments_are_refused(path: str) -> None:
-    with pytest.raises(InvalidRequest):
-        endpoint_of(path)
-
-
-def test_endpoint_of() -> None:
-    assert endpoint_of("chat/completions/") == "chat/completions"
-    assert endpoint_of("models/openai%2Fgpt-5.2") == "models/openai%2Fgpt-5.2"
+    assert parse_call(at("responses"), JSON, body) == Call(at("responses"), None, False)
 
 
 def call(endpoint: str = "chat/completions", **payload: object) -> Call:
     body = json.dumps({"model": "x/y", **payload}).encode()
-    return parse_call(endpoint, "POST", JSON, body)
+    return parse_call(at(endpoint), JSON, body)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +187,7 @@ def test_stream_usage_is_asked_for_and_everything_else_kept() -> None:
     ],
 )
 def test_stream_usage_is_spliced_into_the_bytes_the_client_sent(body: bytes) -> None:
-    original = parse_call("chat/completions", "POST", JSON, body)
+    original = parse_call(at("chat/completions"), JSON, body)
     injected = with_stream_usage(original, body)
     expected = {**original.payload, "stream_options": {"include_usage": True}}
     assert json.loads(injected) == expected

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+from gateway.endpoints import classify
 from gateway.pipeline import LARGE_BODY_BYTES, parse
 from tests.conftest import (
     ADMIN_KEY,
@@ -358,7 +359,7 @@ async def test_a_large_body_is_parsed_while_other_requests_get_turns() -> None:
 
     other = asyncio.create_task(other_request())
     await asyncio.sleep(0)
-    call = await parse(Request(scope), "chat/completions", body)
+    call = await parse(Request(scope), classify("chat/completions", "POST").endpoint, body)
     other.cancel()
     assert call.model == "m" and call.stream
     assert turns >= len(body) // (64 * 1024) - 1

@@ -20,7 +20,7 @@ import uvicorn
 
 from gateway import logs
 from gateway.app import create_app
-from gateway.usage import EventStream
+from gateway.sse import EventStream
 from tests.conftest import (
     TEAM_KEY,
     FakeNanoGPT,

@@ -36,6 +36,9 @@ class UpstreamSettings:
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 600.0
     max_body_bytes: int = 10 * 1024 * 1024
+    forward_unlisted: bool = False
+    """Forward `/v1` paths missing from the endpoint table (to members no model rule
+    restricts), instead of answering 404."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,6 +53,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_time ON usage (time);
     """,
+    # 1 -> 2: the path forwarded, and whether the cost is what NanoGPT charged or the catalog's
+    """
+    ALTER TABLE usage ADD COLUMN path TEXT;
+    ALTER TABLE usage ADD COLUMN cost_source TEXT;
+    """,
 )
 """Migration `i` brings a ledger from schema version `i` to `i + 1`. Append only, never edit."""
 
@@ -60,14 +65,14 @@ _INSERT = """
 INSERT INTO usage (
     time, request_id, member, end_user, model, endpoint, status, outcome, stream,
     prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens,
-    cost_usd, unmetered, duration_seconds, ttft_seconds
+    cost_usd, unmetered, duration_seconds, ttft_seconds, path, cost_source
 ) VALUES """
-_COLUMNS = 17
+_COLUMNS = 19
 # sqlite3 releases the GIL around every statement step, and each time the writer takes it back
 # the event loop may stall for the switch interval: executemany() (one step per row) cost the
-# request path ~0.15 ms per request. Rows go in multi-row INSERTs instead; 55 rows keep within
+# request path ~0.15 ms per request. Rows go in multi-row INSERTs instead, few enough to keep within
 # the 999 parameters of older SQLite builds.
-_ROWS_PER_INSERT = 55
+_ROWS_PER_INSERT = 999 // _COLUMNS
 
 
 @functools.cache
@@ -373,6 +378,8 @@ def _row(record: Finished) -> Row:
         record.unmetered,
         record.duration_seconds,
         record.ttft_seconds,
+        record.path,
+        record.cost_source,
     )
 
 

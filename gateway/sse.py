@@ -1,0 +1,134 @@
+"""Server-sent events as they pass: split into whole events the moment each one's blank line
+arrives (only a partial event waits, for its own end), read for usage, and, for a client that
+did not ask for usage, cleared of it. Pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from gateway.types import Usage
+from gateway.usage import PRICING, UsageReader, json_value
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+# Only events that name usage or pricing are parsed; the rest pass as bytes.
+_READ = re.compile(rb'"usage"|"' + PRICING.encode() + rb'"')
+_NULL_USAGE_SUFFIXES = (b',"usage":null}', b', "usage": null}')
+_NULL_USAGE_ENDS = tuple(suffix + b"\n\n" for suffix in _NULL_USAGE_SUFFIXES)
+
+
+class EventStream:
+    """Server-sent events, forwarded whole as each one ends, read for usage.
+
+    With `hide_usage` (the gateway added `stream_options.include_usage` for a client that did
+    not ask), the usage-only event (no choices) is dropped, and `usage` is removed from the
+    others (`"usage": null` on every chunk, the figures on NanoGPT's finish frame), so the
+    client sees what it would have seen without the gateway.
+    """
+
+    def __init__(self, reader: UsageReader, *, hide_usage: bool = False) -> None:
+        self._reader = reader
+        self._hide_usage = hide_usage
+        self._pending = b""
+
+    @property
+    def usage(self) -> Usage | None:
+        return self._reader.usage
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        if b"\r" in data:
+            return self._feed_event_by_event(data)
+        # The usual case, lines ending in LF alone, done a chunk at a time rather than an event
+        # at a time: every complete event at once, `"usage": null` cut from all of them with
+        # one replace, and only the events that still name usage looked at one by one.
+        last_end = data.rfind(b"\n\n")
+        if last_end < 0:
+            self._pending = data
+            return b""
+        complete, self._pending = data[: last_end + 2], data[last_end + 2 :]
+        if self._hide_usage:
+            for null_usage_end in _NULL_USAGE_ENDS:
+                complete = complete.replace(null_usage_end, b"}\n\n")
+        out: list[bytes] = []
+        done = 0
+        while (found := _READ.search(complete, done)) is not None:
+            at = found.start()
+            start = complete.rfind(b"\n\n", done, at)
+            start = done if start < 0 else start + 2
+            end = complete.find(b"\n\n", at) + 2
+            out += (complete[done:start], self._inspect(complete[start:end]))
+            done = end
+        if not out:
+            return complete
+        out.append(complete[done:])
+        return b"".join(out)
+
+    def _feed_event_by_event(self, data: bytes) -> bytes:
+        """Any line ends (CR, CRLF, LF, mixed), one event at a time."""
+        out: list[bytes] = []
+        start = 0
+        while (end := _event_end(data, start)) is not None:
+            if event := self._inspect(data[start:end]):
+                out.append(event)
+            start = end
+        self._pending = data[start:]
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        """A last event that never got its blank line is forwarded as the upstream sent it."""
+        rest, self._pending = self._pending, b""
+        return self._inspect(rest) if rest else b""
+
+    def _inspect(self, event: bytes) -> bytes:
+        if _READ.search(event) is None:
+            return event
+        # Most events of a stream that asked for usage end in `"usage": null}`: nothing to read,
+        # and when hiding, the key is cut from the end without parsing the JSON.
+        body = event.rstrip(b"\r\n")
+        for suffix in _NULL_USAGE_SUFFIXES:
+            if body.endswith(suffix) and PRICING.encode() not in body:
+                if not self._hide_usage:
+                    return event
+                return body[: -len(suffix)] + b"}" + event[len(body) :]
+        payload, data_line = _payload(event)
+        self._reader.read(payload)
+        if not self._hide_usage or not isinstance(payload, dict) or "usage" not in payload:
+            return event
+        if payload.get("choices"):
+            return _without_usage(event, data_line, payload)
+        return b""  # the usage-only event the gateway asked for
+
+
+def _event_end(data: bytes, start: int) -> int | None:
+    """Where the event starting at `start` ends: just past its first empty line. A `\\r` at the
+    very end may be the first half of `\\r\\n`, so it waits for the next byte."""
+    previous_end = start
+    for match in _LINE_END.finditer(data, start):
+        if match.end() == len(data) and match.group() == b"\r":
+            return None
+        if match.start() == previous_end and match.start() > start:
+            return match.end()
+        previous_end = match.end()
+    return None
+
+
+def _payload(event: bytes) -> tuple[Any, bytes | None]:
+    """The JSON in an event's `data:` field, and that field's line when it is a single line."""
+    lines = [line for line in _LINE_END.split(event) if line.startswith(b"data:")]
+    data = b"\n".join(line[5:].removeprefix(b" ") for line in lines)
+    if not data or data == b"[DONE]":
+        return None, None
+    return json_value(data), lines[0] if len(lines) == 1 else None
+
+
+def _without_usage(event: bytes, data_line: bytes | None, payload: dict[str, Any]) -> bytes:
+    """The event without its top-level `usage`, re-encoded (`EventStream._inspect` has already
+    cut the usual trailing `"usage": null` without parsing)."""
+    if data_line is None:
+        return event
+    rest = {k: v for k, v in payload.items() if k != "usage"}
+    encoded = json.dumps(rest, ensure_ascii=False, separators=(",", ":")).encode()
+    return event.replace(data_line, b"data: " + encoded, 1)
