@@ -1,0 +1,101 @@
+"""The demo upstream's fixed catalog: text and embedding models, priced in the shapes NanoGPT's
+catalog endpoints use, and the account balance. Data only, for `demo_upstream`; imports nothing
+from `gateway`, so the stand-in stays independent of the code it stands in for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Json = dict[str, Any]
+
+
+# fmt: off
+def _usd(prompt: float, completion: float) -> Json:
+    return {"prompt": prompt, "completion": completion, "currency": "USD",
+            "unit": "per_million_tokens"}
+
+
+def _thinking(base: Json, **changes: Any) -> Json:
+    """The `:thinking` variant of a catalog entry: the same model with reasoning switched on."""
+    return {**base, "id": f"{base['id']}:thinking", "name": f"{base['name']} (Thinking)",
+            "description": f"{base['description']}, with extended thinking", "visible": False,
+            "capabilities": {**base["capabilities"], "reasoning": True}, "category": "reasoning",
+            **changes}
+
+
+_OPEN = {"status": "allowed", "label": "License permits distillation",
+         "basis": "permissive-open-weights", "sourceUrl": "https://huggingface.co/models",
+         "note": "Open-weights license allows output-based training."}
+_OPENAI = {"status": "disallowed", "label": "Provider terms prohibit distillation",
+           "basis": "provider-terms", "sourceUrl": "https://openai.com/policies/terms-of-use",
+           "note": "Outputs may not be used to develop competing models."}
+_ANTHROPIC = {**_OPENAI, "sourceUrl": "https://www.anthropic.com/legal/commercial-terms"}
+_UNREVIEWED = {"status": "unknown", "label": "Distillation status unknown", "basis": "unreviewed",
+               "sourceUrl": "https://huggingface.co/moonshotai/Kimi-K2.5",
+               "note": "This variant's terms have not been reviewed yet."}
+_TOOLS = {"vision": False, "reasoning": False, "tool_calling": True, "structured_output": True}
+_ALL = {**_TOOLS, "vision": True, "parallel_tool_calls": True, "pdf_upload": True}
+_OPUS = {"id": "anthropic/claude-opus-4.6", "created": 1770249600, "owned_by": "anthropic",
+         "name": "Claude Opus 4.6", "description": "Anthropic's top-tier model for deep work",
+         "context_length": 200000, "max_output_tokens": 64000, "capabilities": _ALL,
+         "pricing": _usd(15.0, 75.0), "icon_url": "/icons/Anthropic.svg", "cost_estimate": "$$$",
+         "category": "flagship", "distillationPolicy": _ANTHROPIC, "subscription": False,
+         "visible": True}
+_DEEPSEEK = {"id": "deepseek/deepseek-v3.2", "created": 1764547200, "owned_by": "deepseek",
+             "name": "DeepSeek V3.2", "description": "Efficient open-weights chat model",
+             "context_length": 163840, "max_output_tokens": 65536, "capabilities": _TOOLS,
+             "pricing": _usd(0.28, 0.42), "icon_url": "/icons/DeepSeek.svg",
+             "cost_estimate": {"cheap": True}, "category": "flagship",
+             "distillationPolicy": _OPEN, "subscription": True, "visible": True}
+_KIMI = {"id": "moonshotai/kimi-k2.5", "created": 1769472000, "owned_by": "moonshotai",
+         "name": "Kimi K2.5", "description": "Moonshot's multimodal agentic MoE model",
+         "context_length": 262144, "max_output_tokens": 32768, "pricing": _usd(0.6, 2.5),
+         "capabilities": {**_TOOLS, "vision": True, "parallel_tool_calls": True},
+         "icon_url": "/icons/Moonshot.svg", "cost_estimate": "$", "category": "flagship",
+         "distillationPolicy": _OPEN, "subscription": True, "visible": True}
+
+# Text models (GET /api/v1/models), varied like the real catalog; `subscription`/`visible` are
+# the stand-in's own bookkeeping and never emitted.
+TEXT_MODELS: tuple[Json, ...] = (
+    {"id": "openai/gpt-5.2", "created": 1765324800, "owned_by": "openai", "name": "GPT-5.2",
+     "description": "OpenAI's flagship general-purpose model", "context_length": 400000,
+     "max_output_tokens": 128000, "capabilities": {**_ALL, "reasoning": True},
+     "pricing": _usd(1.25, 10.0), "icon_url": "/icons/OpenAI.svg", "cost_estimate": "$$",
+     "category": "flagship", "distillationPolicy": _OPENAI, "subscription": False, "visible": True},
+    _OPUS,
+    _thinking(_OPUS),
+    _DEEPSEEK,
+    _thinking(_DEEPSEEK, beta_flags={"interleaved_thinking": True}, visible=True),
+    {"id": "qwen/qwen3-coder-next", "created": 1769904000, "owned_by": "qwen",
+     "name": "Qwen3 Coder Next", "description": "Agentic coding model from the Qwen team",
+     "context_length": 262144, "max_output_tokens": 65536, "pricing": _usd(0.2, 1.5),
+     "icon_url": "/icons/Qwen.svg", "cost_estimate": "$", "category": "coding",
+     "distillationPolicy": _OPEN, "subscription": True, "visible": True},
+    _KIMI,
+    _thinking(_KIMI, context_length=None, max_output_tokens=None, cost_estimate="$$",
+              distillationPolicy=_UNREVIEWED),
+    {"id": "zai-org/glm-4.7", "created": 1766448000, "owned_by": "zai-org", "name": "GLM 4.7",
+     "description": "Zhipu's open-weights model for coding and agents", "context_length": 202752,
+     "max_output_tokens": 131072, "capabilities": {**_TOOLS, "reasoning": True},
+     "icon_url": "/icons/Zhipu.svg", "cost_estimate": "$", "category": "flagship",
+     "distillationPolicy": _OPEN, "subscription": True, "visible": False},
+    {"id": "meta-llama/llama-3.3-70b-instruct", "created": 1733443200, "owned_by": "meta",
+     "name": "Llama 3.3 70B Instruct", "description": "Meta's multilingual 70B instruct model",
+     "context_length": 131072, "max_output_tokens": 16384, "pricing": _usd(0.13, 0.39),
+     "capabilities": {"vision": False, "tool_calling": True}, "icon_url": "/icons/Meta.svg",
+     "cost_estimate": {"cheap": True}, "category": "mini", "subscription": True, "visible": False},
+)
+EMBEDDING_MODELS: tuple[Json, ...] = tuple(
+    {"id": mid, "object": "model", "created": 1705948997, "owned_by": "openai", "name": name,
+     "dimensions": dims, "max_input_tokens": 8191, "pricing": _usd(price, 0)}
+    for mid, name, dims, price in (("text-embedding-3-small", "Text Embedding 3 Small", 1536, 0.02),
+                                   ("text-embedding-3-large", "Text Embedding 3 Large", 3072, 0.13))
+)
+
+
+
+
+BALANCE = {"usd_balance": "129.46956147", "nano_balance": "26.71801147",
+           "nanoDepositAddress": "nano_1demo3dep0sit4ddress5tand1n8x9nan0gpt7gateway6offline1"}
+# fmt: on
