@@ -1,10 +1,13 @@
-"""The demo upstream's fixed catalog: text and embedding models, priced in the shapes NanoGPT's
-catalog endpoints use, and the account balance. Data only, for `demo_upstream`; imports nothing
-from `gateway`, so the stand-in stays independent of the code it stands in for.
+"""What the demo upstream answers with: its fixed catalog and prices, and the pure shapes of its
+answers (usage and NanoGPT's `x_nanogpt_pricing`), in the forms NanoGPT documents.
+
+Used only by `demo_upstream`, which owns the HTTP side. Imports nothing from `gateway`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from typing import Any
 
 Json = dict[str, Any]
@@ -92,10 +95,54 @@ EMBEDDING_MODELS: tuple[Json, ...] = tuple(
     for mid, name, dims, price in (("text-embedding-3-small", "Text Embedding 3 Small", 1536, 0.02),
                                    ("text-embedding-3-large", "Text Embedding 3 Large", 3072, 0.13))
 )
-
-
-
-
 BALANCE = {"usd_balance": "129.46956147", "nano_balance": "26.71801147",
            "nanoDepositAddress": "nano_1demo3dep0sit4ddress5tand1n8x9nan0gpt7gateway6offline1"}
+REASONING = "The user wants a reply; answer with the demo greeting and echo their words."
 # fmt: on
+_TEXT_PRICES = {m["id"]: m.get("pricing", {}) for m in TEXT_MODELS}
+
+
+# --- the shapes of answers ----------------------------------------------------------------------
+
+
+def words(text: Any) -> int:
+    """The stand-in's token count: whitespace-separated words."""
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def pieces(content: str) -> list[str]:
+    """`content` cut into the deltas a stream sends, one word each."""
+    parts = content.split()
+    return [w + " " for w in parts[:-1]] + parts[-1:]
+
+
+def output_tokens(content: str, model: str) -> tuple[int, int]:
+    """Output tokens of a reply (reasoning included) and the reasoning part of them."""
+    reasoning = words(REASONING) if model.endswith(":thinking") else 0
+    return words(content) + reasoning, reasoning
+
+
+def chat_usage(prompt: int, content: str, model: str) -> Json:
+    out, reasoning = output_tokens(content, model)
+    usage: Json = {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
+
+
+def nanogpt_pricing(model: str, usage: Json) -> Json:
+    """NanoGPT's `x_nanogpt_pricing`: the USD charged, from the catalog's per-million prices."""
+    tokens_in, tokens_out = usage["prompt_tokens"], usage["completion_tokens"]
+    price = _TEXT_PRICES.get(model, {})
+    usd = (tokens_in * price.get("prompt", 0) + tokens_out * price.get("completion", 0)) / 1e6
+    cost = round(usd, 12)
+    return {"amount": cost, "currency": "USD", "cost": cost, "costUsd": cost,
+            "inputTokens": tokens_in, "outputTokens": tokens_out, "cacheCost": 0,
+            "paymentSource": "USD", "billedToTeam": False, "billedTeamId": None,
+            "billedTeamName": None}  # fmt: skip
+
+
+def vector(text: str) -> list[float]:
+    """Eight deterministic floats in [-1, 1) derived from the text's SHA-256."""
+    halves = struct.unpack(">8h", hashlib.sha256(text.encode()).digest()[:16])
+    return [round(n / 32768, 6) for n in halves]

@@ -1,17 +1,16 @@
 """An offline stand-in for the NanoGPT API (https://nano-gpt.com/api), shaped like the real one.
 
-Used by the gateway's demo mode and tests: fixed catalog (`demo_catalog`), deterministic replies,
-SSE streaming. It imports nothing else of the `gateway` package, so it stays an honest,
-independent upstream.
+Used by the gateway's demo mode and tests: deterministic replies from a fixed catalog, SSE
+streaming, and NanoGPT's `x_nanogpt_pricing` charge on chat and text completions. This module is
+the HTTP side; the catalog and the shapes of the answers live in `demo_catalog`. Neither imports
+anything else of the `gateway` package, so the stand-in stays an honest, independent upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -33,13 +32,17 @@ DEMO_TEAM_KEY: str = "demo-team-key"
 _INTERNAL = ("subscription", "visible")
 _TEXT_IDS = frozenset(m["id"] for m in cat.TEXT_MODELS)
 _EMBEDDING_IDS = frozenset(m["id"] for m in cat.EMBEDDING_MODELS)
-_REASONING = "The user wants a reply; answer with the demo greeting and echo their words."
 
 
 class _ApiError(HTTPException):
     def __init__(self, status: int, message: str, code: str, **kwargs: Any) -> None:
         super().__init__(status, message, headers=kwargs.get("headers"))
         self.code, self.type = code, kwargs.get("type", "invalid_request_error")
+        self.param: str | None = kwargs.get("param")
+
+
+def _invalid(message: str, param: str, code: str = "invalid_value") -> _ApiError:
+    return _ApiError(400, message, code, param=param)
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
@@ -48,7 +51,8 @@ async def _error_response(request: Request, exc: Exception) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         message = f"No route for {request.method} {request.url.path}"
         exc = _ApiError(exc.status_code, message, code, headers=exc.headers)
-    body = {"error": {"message": exc.detail, "type": exc.type, "code": exc.code}}
+    param = {"param": exc.param} if exc.param else {}
+    body = {"error": {"message": exc.detail, "type": exc.type, "code": exc.code, **param}}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -87,59 +91,140 @@ def _fixed(payload: Json) -> Endpoint:
     return _authed(fixed)
 
 
-async def _parse(request: Request, known: Collection[str]) -> tuple[Json, str]:
-    """The JSON object body and its `model`, which must be one of `known`."""
+def _model(model: Any, known: Collection[str]) -> str:
+    if not isinstance(model, str) or not model:
+        raise _invalid("'model' is required and must be a string", "model", "missing_model")
+    if model not in known:
+        raise _ApiError(
+            404, f"The model '{model}' does not exist", "model_not_found", param="model"
+        )
+    return model
+
+
+async def _parse(
+    request: Request, known: Collection[str], default: str | None = None
+) -> tuple[Json, str]:
+    """The JSON object body and its `model` (or `default`), which must be one of `known`."""
     try:
         body = await request.json()
     except ValueError:  # covers JSONDecodeError and UnicodeDecodeError
         raise _ApiError(400, "Request body is not valid JSON", "invalid_json") from None
     if not isinstance(body, dict):
         raise _ApiError(400, "Request body must be a JSON object", "invalid_request")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _ApiError(400, "'model' is required and must be a string", "missing_model")
-    if model not in known:
-        raise _ApiError(404, f"The model '{model}' does not exist", "model_not_found")
-    return body, model
+    return body, _model(body.get("model", default), known)
 
 
 def _strings(value: Any, field: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not items or not all(isinstance(s, str) for s in items):
-        raise _ApiError(400, f"'{field}' must be a string or a list of strings", "invalid_value")
+        raise _invalid(f"'{field}' must be a string or a list of strings", field)
     return items
 
 
+def _messages(value: Any) -> list[Json]:
+    if not (isinstance(value, list) and value and all(isinstance(m, dict) for m in value)):
+        raise _invalid("'messages' must be a non-empty list of messages", "messages")
+    return value
+
+
 def _text(content: Any) -> str:
-    """Text of a message's content: a string, or the `text` parts of a content-part list."""
+    """Text of a message's content: a string, or the text parts of a content-part list."""
     if isinstance(content, str):
         return content
     parts = content if isinstance(content, list) else []
-    texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+    kinds = ("text", "input_text", "output_text")
+    texts = [p.get("text") for p in parts if isinstance(p, dict) and p.get("type") in kinds]
     return " ".join(t for t in texts if isinstance(t, str))
 
 
-def _reply(body: Json, said: str) -> tuple[str, str]:
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise _ApiError(400, "'max_tokens' must be a positive integer", "invalid_value")
+def _last_user_text(items: list[Json]) -> str:
+    said = [_text(m.get("content")) for m in items if m.get("role") == "user"]
+    return said[-1] if said else ""
+
+
+def _reply(said: str, limit: Any, field: str = "max_tokens", least: int = 1) -> tuple[str, bool]:
+    """The demo reply to `said`, cut to `limit` words, and whether it was cut."""
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or limit < least
+    ):
+        raise _invalid(f"'{field}' must be an integer of at least {least}", field)
     words = f"Hello from the NanoGPT demo upstream. You said: {said[:200]}".split()
-    finish = "length" if limit is not None and len(words) > limit else "stop"
-    return " ".join(words[:limit]), finish
+    return " ".join(words[:limit]), limit is not None and len(words) > limit
 
 
-def _usage(prompt: int, content: str, model: str) -> Json:
-    reasoning = len(_REASONING.split()) if model.endswith(":thinking") else 0
-    out = len(content.split()) + reasoning
-    usage: Json = {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
-    if reasoning:
-        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
-    return usage
+def _frame(payload: Any, event: str | None = None) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return f"event: {event}\ndata: {data}\n\n" if event else f"data: {data}\n\n"
 
 
-def _pieces(content: str) -> list[str]:
-    words = content.split()
-    return [w + " " for w in words[:-1]] + words[-1:]
+def _sse(request: Request, frames: list[str]) -> Response:
+    delay: float = request.app.state.chunk_delay_seconds
+
+    async def sse() -> AsyncIterator[str]:
+        for i, frame in enumerate(frames):
+            if i and delay > 0:
+                await asyncio.sleep(delay)
+            yield frame
+
+    headers = {"Cache-Control": "no-cache"}
+    return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
+
+
+def _stream(request: Request, body: Json, base: Json, choices: list[Json], usage: Json) -> Response:
+    """Chunks as NanoGPT streams them: the finish chunk itself carries `x_nanogpt_pricing` and,
+    when asked with `stream_options.include_usage`, `usage`; no empty-choices chunk follows."""
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    *content, last = choices
+    events = [
+        {**base, "choices": [c], **({"usage": None} if include_usage else {})} for c in content
+    ]
+    final = {**base, "choices": [last], **({"usage": usage} if include_usage else {})}
+    events.append({**final, "x_nanogpt_pricing": cat.nanogpt_pricing(base["model"], usage)})
+    return _sse(request, [*map(_frame, events), _frame("[DONE]")])
+
+
+def _answer(request: Request, body: Json, base: Json, choices: list[Json], usage: Json) -> Response:
+    """Chat or text completion: streamed, or one JSON answer with `x_nanogpt_pricing` on top."""
+    if body.get("stream") is True:
+        return _stream(request, body, base, choices, usage)
+    pricing = cat.nanogpt_pricing(base["model"], usage)
+    return JSONResponse({**base, "choices": choices, "usage": usage, "x_nanogpt_pricing": pricing})
+
+
+async def chat_completions(request: Request) -> Response:
+    body, model = await _parse(request, _TEXT_IDS)
+    msgs = _messages(body.get("messages"))
+    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    content, cut = _reply(_last_user_text(msgs), limit)
+    finish = "length" if cut else "stop"
+    usage = cat.chat_usage(
+        sum(cat.words(_text(m.get("content"))) + 3 for m in msgs), content, model
+    )
+    if body.get("stream") is True:
+        deltas: list[Json] = [{"role": "assistant", "content": ""}]
+        deltas += [{"content": p} for p in cat.pieces(content)] + [{}]
+        choices: list[Json] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+        choices[-1]["finish_reason"] = finish
+        base = _base("chatcmpl", "chat.completion.chunk", model)
+        return _stream(request, body, base, choices, usage)
+    message = {"role": "assistant", "content": content}
+    if model.endswith(":thinking"):
+        message["reasoning_content"] = cat.REASONING
+    choice = {"index": 0, "message": message, "finish_reason": finish}
+    return _answer(request, body, _base("chatcmpl", "chat.completion", model), [choice], usage)
+
+
+async def completions(request: Request) -> Response:
+    body, model = await _parse(request, _TEXT_IDS)
+    prompts = _strings(body.get("prompt"), "prompt")
+    text, cut = _reply(prompts[-1], body.get("max_tokens"))
+    usage = cat.chat_usage(sum(cat.words(p) for p in prompts), text, model)
+    streaming = body.get("stream") is True
+    texts = [*cat.pieces(text), ""] if streaming else [text]
+    choices = [{"text": t, "index": 0, "logprobs": None, "finish_reason": None} for t in texts]
+    choices[-1]["finish_reason"] = "length" if cut else "stop"
+    return _answer(request, body, _base("cmpl", "text_completion", model), choices, usage)
 
 
 def _base(prefix: str, obj: str, model: str) -> Json:
@@ -147,76 +232,13 @@ def _base(prefix: str, obj: str, model: str) -> Json:
     return {"id": ident, "object": obj, "created": int(time.time()), "model": model}
 
 
-def _stream(request: Request, body: Json, base: Json, choices: list[Json], usage: Json) -> Response:
-    options = body.get("stream_options")
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    extra = {"usage": None} if include_usage else {}
-    events = [{**base, "choices": [choice], **extra} for choice in choices]
-    if include_usage:
-        events.append({**base, "choices": [], "usage": usage})
-    delay: float = request.app.state.chunk_delay_seconds
-
-    async def sse() -> AsyncIterator[str]:
-        for i, event in enumerate(events):
-            if i and delay > 0:
-                await asyncio.sleep(delay)
-            yield f"data: {json.dumps(event)}\n\n"
-        yield "data: [DONE]\n\n"
-
-    headers = {"Cache-Control": "no-cache"}
-    return StreamingResponse(sse(), media_type="text/event-stream", headers=headers)
-
-
-async def chat_completions(request: Request) -> Response:
-    body, model = await _parse(request, _TEXT_IDS)
-    msgs = body.get("messages")
-    if not (isinstance(msgs, list) and msgs and all(isinstance(m, dict) for m in msgs)):
-        raise _ApiError(400, "'messages' must be a non-empty list of messages", "invalid_value")
-    said = [_text(m.get("content")) for m in msgs if m.get("role") == "user"]
-    content, finish = _reply(body, said[-1] if said else "")
-    usage = _usage(sum(len(_text(m.get("content")).split()) + 3 for m in msgs), content, model)
-    if body.get("stream") is True:
-        deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in _pieces(content)]
-        choices: list[Json] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
-        choices.append({"index": 0, "delta": {}, "finish_reason": finish})
-        base = _base("chatcmpl", "chat.completion.chunk", model)
-        return _stream(request, body, base, choices, usage)
-    message = {"role": "assistant", "content": content}
-    if model.endswith(":thinking"):
-        message["reasoning_content"] = _REASONING
-    choice = {"index": 0, "message": message, "finish_reason": finish}
-    base = _base("chatcmpl", "chat.completion", model)
-    return JSONResponse({**base, "choices": [choice], "usage": usage})
-
-
-async def completions(request: Request) -> Response:
-    body, model = await _parse(request, _TEXT_IDS)
-    prompts = _strings(body.get("prompt"), "prompt")
-    text, finish = _reply(body, prompts[-1])
-    usage = _usage(sum(len(p.split()) for p in prompts), text, model)
-    base = _base("cmpl", "text_completion", model)
-    if body.get("stream") is True:
-        pieces = [*_pieces(text), ""]
-        choices = [{"text": t, "index": 0, "logprobs": None, "finish_reason": None} for t in pieces]
-        choices[-1]["finish_reason"] = finish
-        return _stream(request, body, base, choices, usage)
-    choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
-    return JSONResponse({**base, "choices": [choice], "usage": usage})
-
-
-def _vector(text: str) -> list[float]:
-    """Eight deterministic floats in [-1, 1) derived from the text's SHA-256."""
-    halves = struct.unpack(">8h", hashlib.sha256(text.encode()).digest()[:16])
-    return [round(n / 32768, 6) for n in halves]
-
-
 async def embeddings(request: Request) -> Response:
     body, model = await _parse(request, _EMBEDDING_IDS)
     texts = _strings(body.get("input"), "input")
     data = [
-        {"object": "embedding", "index": i, "embedding": _vector(s)} for i, s in enumerate(texts)
+        {"object": "embedding", "index": i, "embedding": cat.vector(s)} for i, s in enumerate(texts)
     ]
-    words = sum(len(s.split()) for s in texts)
+    words = sum(cat.words(s) for s in texts)
     usage = {"prompt_tokens": words, "total_tokens": words}
     return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
 

@@ -8,6 +8,7 @@ import anyio
 import httpx
 import pytest
 
+from gateway.demo_catalog import TEXT_MODELS
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
 
 
@@ -24,6 +25,12 @@ MODEL_LISTS = [
     "/api/personalized/v1/models",
 ]
 BASIC_KEYS = {"id", "object", "created", "owned_by"}
+MODEL_PRICES = {m["id"]: m["pricing"] for m in TEXT_MODELS if "pricing" in m}
+# The `x_nanogpt_pricing` fields NanoGPT's streaming-protocol page lists, plus `costUsd`.
+PRICING_KEYS = {
+    "amount", "currency", "cost", "costUsd", "inputTokens", "outputTokens", "cacheCost",
+    "paymentSource", "billedToTeam", "billedTeamId", "billedTeamName",
+}  # fmt: skip
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi there friend"}]
 
 
@@ -270,17 +277,58 @@ async def test_chat_stream_matches_non_streaming(client: httpx.AsyncClient, mode
     assert len(middle) == len(content.split())
 
 
+def price(model: str, usage: dict[str, Any]) -> float:
+    """USD for `usage` at the catalog's per-million-token prices."""
+    pricing = MODEL_PRICES[model]
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    return (prompt * pricing["prompt"] + completion * pricing["completion"]) / 1e6
+
+
 @pytest.mark.anyio
-async def test_chat_stream_usage_chunk_with_include_usage(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("model", ["openai/gpt-5.2", "anthropic/claude-opus-4.6:thinking"])
+async def test_chat_answer_carries_the_charge(client: httpx.AsyncClient, model: str) -> None:
+    body = (await chat(client, model=model, messages=HELLO)).json()
+    usage, pricing = body["usage"], body["x_nanogpt_pricing"]
+    assert set(pricing) == PRICING_KEYS
+    assert pricing["cost"] == pricing["amount"] == pricing["costUsd"] > 0
+    assert pricing["cost"] == pytest.approx(price(model, usage), abs=1e-12)
+    assert (pricing["inputTokens"], pricing["outputTokens"]) == (
+        usage["prompt_tokens"],
+        usage["completion_tokens"],
+    )
+    assert pricing["currency"] == pricing["paymentSource"] == "USD"
+    assert pricing["billedToTeam"] is False and pricing["cacheCost"] == 0
+
+
+@pytest.mark.anyio
+async def test_unpriced_model_is_charged_nothing(client: httpx.AsyncClient) -> None:
+    body = (await chat(client, model="zai-org/glm-4.7", messages=HELLO)).json()
+    assert body["x_nanogpt_pricing"]["cost"] == 0
+
+
+@pytest.mark.anyio
+async def test_stream_usage_rides_the_finish_chunk(client: httpx.AsyncClient) -> None:
     plain = (await chat(client, messages=HELLO)).json()
     options = {"include_usage": True}
     events = chunks((await chat(client, messages=HELLO, stream=True, stream_options=options)).text)
-    *content_events, usage_event = events
-    assert all(e["usage"] is None and len(e["choices"]) == 1 for e in content_events)
-    assert content_events[-1]["choices"][0]["finish_reason"] == "stop"
-    assert usage_event["choices"] == []
-    assert usage_event["usage"] == plain["usage"]
-    assert usage_event["id"] == content_events[0]["id"]
+    *content_events, finish = events
+    assert all(len(e["choices"]) == 1 for e in events), "no empty-choices usage chunk"
+    assert all(e["usage"] is None and "x_nanogpt_pricing" not in e for e in content_events)
+    assert finish["choices"] == [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    assert finish["usage"] == plain["usage"]
+    assert finish["x_nanogpt_pricing"] == plain["x_nanogpt_pricing"]
+    assert finish["id"] == content_events[0]["id"]
+
+
+@pytest.mark.anyio
+async def test_stream_without_include_usage_still_carries_the_charge(
+    client: httpx.AsyncClient,
+) -> None:
+    plain = (await chat(client, messages=HELLO)).json()
+    events = chunks((await chat(client, messages=HELLO, stream=True)).text)
+    assert all("usage" not in e for e in events)
+    assert [e for e in events if "x_nanogpt_pricing" in e] == [events[-1]]
+    assert events[-1]["x_nanogpt_pricing"] == plain["x_nanogpt_pricing"]
 
 
 @pytest.mark.anyio
@@ -340,21 +388,24 @@ async def test_completions_both_modes(client: httpx.AsyncClient) -> None:
     usage = plain["usage"]
     assert usage["prompt_tokens"] == 5
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert plain["x_nanogpt_pricing"]["cost"] == pytest.approx(price(request["model"], usage))
 
     options = {"include_usage": True}
     streamed = {**request, "stream": True, "stream_options": options}
     events = chunks((await client.post("/api/v1/completions", json=streamed)).text)
-    *text_events, usage_event = events
+    *text_events, finish = events
     assert {e["object"] for e in events} == {"text_completion"}
-    assert "".join(e["choices"][0]["text"] for e in text_events) == choice["text"]
-    assert text_events[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "".join(e["choices"][0]["text"] for e in events) == choice["text"]
+    assert finish["choices"][0]["finish_reason"] == "stop"
     assert all(e["usage"] is None for e in text_events)
-    assert usage_event["choices"] == [] and usage_event["usage"] == usage
+    assert finish["usage"] == usage
+    assert finish["x_nanogpt_pricing"] == plain["x_nanogpt_pricing"]
 
     no_usage = chunks(
         (await client.post("/api/v1/completions", json={**request, "stream": True})).text
     )
     assert all("usage" not in e for e in no_usage)
+    assert "x_nanogpt_pricing" in no_usage[-1]
 
 
 # --- embeddings, balance ------------------------------------------------------------------------
