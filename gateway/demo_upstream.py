@@ -1,9 +1,10 @@
 """An offline stand-in for the NanoGPT API (https://nano-gpt.com/api), shaped like the real one.
 
 Used by the gateway's demo mode and tests: deterministic replies from a fixed catalog, SSE
-streaming, and NanoGPT's `x_nanogpt_pricing` charge on chat and text completions. This module is
-the HTTP side; the catalog and the shapes of the answers live in `demo_catalog`. Neither imports
-anything else of the `gateway` package, so the stand-in stays an honest, independent upstream.
+streaming, NanoGPT's `x_nanogpt_pricing` charge on chat and text completions, and the Responses
+and Anthropic Messages APIs. This module is the HTTP side; the catalog and the shapes of the
+answers live in `demo_catalog`. Neither imports anything else of the `gateway` package, so the
+stand-in stays an honest, independent upstream.
 """
 
 from __future__ import annotations
@@ -46,13 +47,18 @@ def _invalid(message: str, param: str, code: str = "invalid_value") -> _ApiError
 
 
 async def _error_response(request: Request, exc: Exception) -> Response:
+    """OpenAI's error envelope, or Anthropic's on the Messages API, as NanoGPT answers."""
     assert isinstance(exc, HTTPException)
     if not isinstance(exc, _ApiError):  # starlette's own 404 / 405 for unknown routes
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
         message = f"No route for {request.method} {request.url.path}"
         exc = _ApiError(exc.status_code, message, code, headers=exc.headers)
     param = {"param": exc.param} if exc.param else {}
-    body = {"error": {"message": exc.detail, "type": exc.type, "code": exc.code, **param}}
+    if request.url.path.startswith("/api/v1/messages"):
+        kind = cat.ANTHROPIC_ERRORS.get(exc.status_code, "api_error")
+        body: Json = {"type": "error", "error": {"type": kind, "message": exc.detail, **param}}
+    else:
+        body = {"error": {"message": exc.detail, "type": exc.type, "code": exc.code, **param}}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -232,6 +238,57 @@ def _base(prefix: str, obj: str, model: str) -> Json:
     return {"id": ident, "object": obj, "created": int(time.time()), "model": model}
 
 
+async def responses(request: Request) -> Response:
+    """The OpenAI Responses API: `input` as a string or a list of items, `instructions`."""
+    body, model = await _parse(request, _TEXT_IDS)
+    instructions, items = body.get("instructions"), body.get("input")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _invalid("'instructions' must be a string", "instructions")
+    items = [{"role": "user", "content": items}] if isinstance(items, str) else items
+    if not (isinstance(items, list) and items and all(isinstance(i, dict) for i in items)):
+        raise _invalid("'input' must be a string or a non-empty list of input items", "input")
+    limit = body.get("max_output_tokens")
+    content, cut = _reply(_last_user_text(items), limit, "max_output_tokens", 16)
+    tokens_in = sum(cat.words(_text(i.get("content"))) + 3 for i in items)
+    response = cat.response_object(body, model, content, cut, tokens_in + cat.words(instructions))
+    if body.get("stream") is not True:
+        return JSONResponse(response)
+    events = [_frame(event, event["type"]) for event in cat.response_events(response)]
+    return _sse(request, [*events, _frame("[DONE]")])
+
+
+def _anthropic_input(body: Json) -> tuple[int, int, str]:
+    """Input tokens read fresh and from cache (everything up to the last `cache_control`
+    block), and the last user text, of an Anthropic Messages request."""
+    msgs = _messages(body.get("messages"))
+    contents = [body.get("system"), *(m.get("content") for m in msgs)]
+    blocks = [b for c in contents for b in ([{"text": c}] if isinstance(c, str) else c or [])]
+    blocks = [b for b in blocks if isinstance(b, dict) and isinstance(b.get("text"), str)]
+    marked = [i for i, b in enumerate(blocks) if b.get("cache_control")]
+    cached = sum(cat.words(b["text"]) for b in blocks[: marked[-1] + 1]) if marked else 0
+    total = sum(cat.words(b["text"]) for b in blocks) + 3 * len(msgs)
+    return total - cached, cached, _last_user_text(msgs)
+
+
+async def messages(request: Request) -> Response:
+    """Anthropic's Messages API (any text model), with Anthropic's named stream events."""
+    body, model = await _parse(request, _TEXT_IDS)
+    if "max_tokens" not in body:
+        raise _invalid("max_tokens is required", "max_tokens")
+    tokens_in, cached, said = _anthropic_input(body)
+    content, cut = _reply(said, body["max_tokens"])
+    message = cat.anthropic_message(model, content, cut, tokens_in, cached)
+    if body.get("stream") is not True:
+        return JSONResponse(message)
+    return _sse(request, [_frame(e, e["type"]) for e in cat.anthropic_events(message)])
+
+
+async def count_tokens(request: Request) -> Response:
+    body, _ = await _parse(request, _TEXT_IDS)
+    tokens_in, cached, _said = _anthropic_input(body)
+    return JSONResponse({"input_tokens": tokens_in + cached})
+
+
 async def embeddings(request: Request) -> Response:
     body, model = await _parse(request, _EMBEDDING_IDS)
     texts = _strings(body.get("input"), "input")
@@ -258,6 +315,9 @@ def create_demo_upstream(
         ),
         Route("/api/v1/chat/completions", _authed(chat_completions), methods=post),
         Route("/api/v1/completions", _authed(completions), methods=post),
+        Route("/api/v1/responses", _authed(responses), methods=post),
+        Route("/api/v1/messages", _authed(messages), methods=post),
+        Route("/api/v1/messages/count_tokens", _authed(count_tokens), methods=post),
         Route("/api/v1/embeddings", _authed(embeddings), methods=post),
         Route("/api/check-balance", _fixed(cat.BALANCE), methods=post),
     ]
