@@ -7,6 +7,7 @@ Used only by `demo_upstream`, which owns the HTTP side. Imports nothing from `ga
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import struct
 import time
@@ -98,8 +99,35 @@ EMBEDDING_MODELS: tuple[Json, ...] = tuple(
     for mid, name, dims, price in (("text-embedding-3-small", "Text Embedding 3 Small", 1536, 0.02),
                                    ("text-embedding-3-large", "Text Embedding 3 Large", 3072, 0.13))
 )
+
+
+def _media(mid: str, owner: str, name: str, modality: str, **rest: Any) -> Json:
+    """A media catalog entry (image/audio models): `architecture` spelled like the real one."""
+    source, _, target = modality.partition("->")
+    return {"id": mid, "object": "model", "created": 1735689600, "owned_by": owner, "name": name,
+            "description": f"{name} (demo)", "architecture": {
+                "modality": modality, "input_modalities": source.split("+"),
+                "output_modalities": [target]}, **rest}
+
+
+_SIZES = ("256x256", "512x512", "1024x1024")
+# GET /api/v1/image-models: USD per image, by output size (`pricing.per_image`).
+IMAGE_MODELS: tuple[Json, ...] = tuple(
+    _media(mid, owner, name, modality, category="image",
+           pricing={"per_image": dict(zip(_SIZES, prices, strict=True)), "currency": "USD"},
+           capabilities={"image_generation": True, "image_to_image": "image" in modality,
+                         "inpainting": False, "nsfw": False},
+           supported_parameters={"resolutions": list(_SIZES), "max_images": 4})
+    for mid, owner, name, modality, prices in (
+        ("hidream", "hidream", "HiDream I1 Full", "text->image", (0.01, 0.02, 0.04)),
+        ("flux-schnell", "bfl", "FLUX.1 Schnell", "text->image", (0.002, 0.003, 0.003)),
+        ("gpt-image-1", "openai", "GPT Image 1", "text+image->image", (0.02, 0.03, 0.042)))
+)
 BALANCE = {"usd_balance": "129.46956147", "nano_balance": "26.71801147",
            "nanoDepositAddress": "nano_1demo3dep0sit4ddress5tand1n8x9nan0gpt7gateway6offline1"}
+# A 1x1 PNG.
+DEMO_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwA"
+                            "ChwGA60e6kgAAAABJRU5ErkJggg==")
 ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
                     403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 # Fields of a Responses API object that echo settings the stand-in does not act on.

@@ -1,15 +1,19 @@
 """An offline stand-in for the NanoGPT API (https://nano-gpt.com/api), shaped like the real one.
 
 Used by the gateway's demo mode and tests: deterministic replies from a fixed catalog, SSE
-streaming, NanoGPT's `x_nanogpt_pricing` charge on chat and text completions, and the Responses
-and Anthropic Messages APIs. This module is the HTTP side; the catalog and the shapes of the
-answers live in `demo_catalog`. Neither imports anything else of the `gateway` package, so the
-stand-in stays an honest, independent upstream.
+streaming, NanoGPT's `x_nanogpt_pricing` charge on chat and text completions, the Responses and
+Anthropic Messages APIs, and images. This module is the HTTP side; the catalog and the shapes of
+the answers live in `demo_catalog`. Neither imports anything else of the `gateway` package, so
+the stand-in stays an honest, independent upstream.
+
+Every route needs the team key and lives under `/api`, except `/v1/images/generations`, which
+NanoGPT documents at the host root, and the image file its `url` answers point at.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import time
@@ -31,8 +35,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 DEMO_TEAM_KEY: str = "demo-team-key"
 
 _INTERNAL = ("subscription", "visible")
+_BASIC = ("id", "object", "created", "owned_by")
 _TEXT_IDS = frozenset(m["id"] for m in cat.TEXT_MODELS)
 _EMBEDDING_IDS = frozenset(m["id"] for m in cat.EMBEDDING_MODELS)
+_IMAGES = {m["id"]: m for m in cat.IMAGE_MODELS}
 
 
 class _ApiError(HTTPException):
@@ -88,6 +94,24 @@ def _models_endpoint(select: Callable[[Json], bool]) -> Endpoint:
         return JSONResponse({"object": "list", "data": data})
 
     return _authed(list_models)
+
+
+def _catalog(models: tuple[Json, ...], types: dict[str, str] | None = None) -> Endpoint:
+    """A media catalog: `detailed` defaults to true, `meta` counts, `type` picks a category."""
+    types = types or {}
+
+    async def listing(request: Request) -> Response:
+        chosen = request.query_params.get("type", "all")
+        if chosen != "all" and chosen not in types:
+            raise _invalid(f"'type' must be one of: all, {', '.join(types)}", "type")
+        data = [m for m in models if chosen == "all" or m["category"] == types[chosen]]
+        if request.query_params.get("detailed", "true").lower() in ("false", "0"):
+            data = [{k: m[k] for k in _BASIC} for m in data]
+        meta = {"count": len(data), "generated_at": "2026-01-01T00:00:00.000Z"}
+        meta |= {"filter": {"type": chosen}} if chosen != "all" else {}
+        return JSONResponse({"object": "list", "data": data, "meta": meta})
+
+    return _authed(listing)
 
 
 def _fixed(payload: Json) -> Endpoint:
@@ -300,10 +324,38 @@ async def embeddings(request: Request) -> Response:
     return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
 
 
+async def image_generations(request: Request) -> Response:
+    """OpenAI-style image generation, answered with NanoGPT's `cost` (USD) and balance left."""
+    body, model = await _parse(request, _IMAGES, default="hidream")
+    prompt, n = body.get("prompt"), body.get("n", 1)
+    size, kind = body.get("size", "1024x1024"), body.get("response_format", "b64_json")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise _invalid("'prompt' is required and must be a non-empty string", "prompt")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 4:
+        raise _invalid("'n' must be an integer from 1 to 4", "n")
+    prices = _IMAGES[model]["pricing"]["per_image"]
+    if size not in prices:
+        raise _invalid(f"'size' must be one of: {', '.join(prices)}", "size")
+    if kind not in ("b64_json", "url"):
+        raise _invalid("'response_format' must be 'b64_json' or 'url'", "response_format")
+    image = {"b64_json": base64.b64encode(cat.DEMO_PNG).decode()}
+    if kind == "url":
+        image = {"url": f"{request.base_url}demo/image.png"}
+    cost = round(prices[size] * n, 8)
+    left = round(float(cat.BALANCE["usd_balance"]) - cost, 8)
+    data = [dict(image) for _ in range(n)]
+    answer = {"created": int(time.time()), "data": data, "cost": cost, "paymentSource": "USD"}
+    return JSONResponse({**answer, "remainingBalance": left})
+
+
+async def demo_image(request: Request) -> Response:
+    return Response(cat.DEMO_PNG, media_type="image/png")
+
+
 def create_demo_upstream(
     *, team_key: str = DEMO_TEAM_KEY, chunk_delay_seconds: float = 0.0
 ) -> Starlette:
-    """Build the stand-in app; every route lives under `/api` and requires `team_key`."""
+    """Build the stand-in app; every route but the demo image file requires `team_key`."""
     post = ["POST"]
     routes = [
         Route("/api/v1/models", _models_endpoint(lambda m: True)),
@@ -313,12 +365,16 @@ def create_demo_upstream(
         Route(
             "/api/v1/embedding-models", _fixed({"object": "list", "data": [*cat.EMBEDDING_MODELS]})
         ),
+        Route("/api/v1/image-models", _catalog(cat.IMAGE_MODELS)),
         Route("/api/v1/chat/completions", _authed(chat_completions), methods=post),
         Route("/api/v1/completions", _authed(completions), methods=post),
         Route("/api/v1/responses", _authed(responses), methods=post),
         Route("/api/v1/messages", _authed(messages), methods=post),
         Route("/api/v1/messages/count_tokens", _authed(count_tokens), methods=post),
         Route("/api/v1/embeddings", _authed(embeddings), methods=post),
+        Route("/api/v1/images/generations", _authed(image_generations), methods=post),
+        Route("/v1/images/generations", _authed(image_generations), methods=post),
+        Route("/demo/image.png", demo_image),
         Route("/api/check-balance", _fixed(cat.BALANCE), methods=post),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error_response})

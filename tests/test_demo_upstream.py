@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -695,3 +696,49 @@ async def test_messages_errors_are_anthropic_shaped(client: httpx.AsyncClient) -
     assert response.status_code == 401
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+# --- images, audio, moderations -----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/api/v1/images/generations", "/v1/images/generations"])
+async def test_image_generation_answers_with_the_cost(client: httpx.AsyncClient, path: str) -> None:
+    request = {"model": "flux-schnell", "prompt": "a lighthouse", "n": 2, "size": "512x512"}
+    body = (await client.post(path, json=request)).json()
+    assert isinstance(body["created"], int)
+    assert [set(item) for item in body["data"]] == [{"b64_json"}, {"b64_json"}]
+    assert base64.b64decode(body["data"][0]["b64_json"]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert body["cost"] == pytest.approx(2 * 0.003)
+    assert body["paymentSource"] == "USD"
+    assert body["remainingBalance"] == pytest.approx(129.46956147 - body["cost"])
+
+
+@pytest.mark.anyio
+async def test_image_url_and_defaults(client: httpx.AsyncClient) -> None:
+    request = {"prompt": "a lighthouse", "response_format": "url"}
+    body = (await client.post("/api/v1/images/generations", json=request)).json()
+    [item] = body["data"]
+    assert body["cost"] == 0.04  # the default model, `hidream`, at 1024x1024
+    image = await client.get(item["url"])
+    assert image.headers["content-type"] == "image/png"
+    assert image.content.startswith(b"\x89PNG")
+    bad = {"prompt": "x", "size": "999x999"}
+    response = await client.post("/api/v1/images/generations", json=bad)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "size"
+
+
+@pytest.mark.anyio
+async def test_image_models_catalog(client: httpx.AsyncClient) -> None:
+    body = (await client.get("/api/v1/image-models")).json()
+    assert body["object"] == "list" and body["meta"]["count"] == len(body["data"]) == 3
+    for model in body["data"]:
+        assert model["object"] == "model" and model["category"] == "image"
+        assert model["pricing"]["currency"] == "USD"
+        assert set(model["pricing"]["per_image"]) == set(
+            model["supported_parameters"]["resolutions"]
+        )
+        assert model["architecture"]["output_modalities"] == ["image"]
+        assert {"image_generation", "image_to_image"} <= set(model["capabilities"])
+    basic = (await client.get("/api/v1/image-models", params={"detailed": "false"})).json()
+    assert all(set(m) == BASIC_KEYS for m in basic["data"])
