@@ -123,11 +123,36 @@ IMAGE_MODELS: tuple[Json, ...] = tuple(
         ("flux-schnell", "bfl", "FLUX.1 Schnell", "text->image", (0.002, 0.003, 0.003)),
         ("gpt-image-1", "openai", "GPT Image 1", "text+image->image", (0.02, 0.03, 0.042)))
 )
+# GET /api/v1/audio-models: speech-to-text per minute, text-to-speech per thousand characters.
+AUDIO_MODELS: tuple[Json, ...] = (
+    _media("Whisper-Large-V3", "openai", "Whisper Large V3", "audio->text", category="audio_stt",
+           pricing={"per_minute": 0.01, "currency": "USD"},
+           capabilities={"speech_to_text": True, "word_timestamps": True},
+           supported_parameters={"supported_formats": ["MP3", "OGG", "WAV", "M4A", "AAC"],
+                                 "max_file_size_mb": 500}),
+    _media("Wizper", "fal", "Wizper", "audio->text", category="audio_stt",
+           pricing={"per_minute": 0.01, "currency": "USD"}, capabilities={"speech_to_text": True},
+           supported_parameters={"supported_formats": ["MP3", "WAV"]}),
+    _media("tts-1", "openai", "OpenAI TTS", "text->audio", category="audio_tts",
+           pricing={"per_thousand_chars": 0.015, "currency": "USD"},
+           capabilities={"text_to_speech": True},
+           supported_parameters={"max_chars": 4096, "voices": ["alloy", "echo", "nova"]}),
+    _media("Kokoro-82m", "hexgrad", "Kokoro 82M", "text->audio", category="audio_tts",
+           pricing={"per_thousand_chars": 0.001, "currency": "USD"},
+           capabilities={"text_to_speech": True},
+           supported_parameters={"max_chars": 5000, "voices": ["af_bella", "am_adam"]}),
+)
 BALANCE = {"usd_balance": "129.46956147", "nano_balance": "26.71801147",
            "nanoDepositAddress": "nano_1demo3dep0sit4ddress5tand1n8x9nan0gpt7gateway6offline1"}
 # A 1x1 PNG.
 DEMO_PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwA"
                             "ChwGA60e6kgAAAABJRU5ErkJggg==")
+# The first bytes of an MP3: an ID3 tag and one silent MPEG frame header.
+DEMO_MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x64" + bytes(28)
+# A WAV of 8 silent 16-bit samples at 8 kHz, mono.
+DEMO_WAV = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 52, b"WAVE", b"fmt ", 16, 1, 1, 8000, 16000,
+                       2, 16, b"data", 16) + bytes(16)
+SOUND = {"mp3": ("audio/mpeg", DEMO_MP3), "wav": ("audio/wav", DEMO_WAV)}
 ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
                     403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 # Fields of a Responses API object that echo settings the stand-in does not act on.

@@ -2,9 +2,9 @@
 
 Used by the gateway's demo mode and tests: deterministic replies from a fixed catalog, SSE
 streaming, NanoGPT's `x_nanogpt_pricing` charge on chat and text completions, the Responses and
-Anthropic Messages APIs, and images. This module is the HTTP side; the catalog and the shapes of
-the answers live in `demo_catalog`. Neither imports anything else of the `gateway` package, so
-the stand-in stays an honest, independent upstream.
+Anthropic Messages APIs, images and audio. This module is the HTTP side; the catalog and the
+shapes of the answers live in `demo_catalog`. Neither imports anything else of the `gateway`
+package, so the stand-in stays an honest, independent upstream.
 
 Every route needs the team key and lives under `/api`, except `/v1/images/generations`, which
 NanoGPT documents at the host root, and the image file its `url` answers point at.
@@ -19,6 +19,8 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
 
 from starlette.applications import Starlette
@@ -39,6 +41,8 @@ _BASIC = ("id", "object", "created", "owned_by")
 _TEXT_IDS = frozenset(m["id"] for m in cat.TEXT_MODELS)
 _EMBEDDING_IDS = frozenset(m["id"] for m in cat.EMBEDDING_MODELS)
 _IMAGES = {m["id"]: m for m in cat.IMAGE_MODELS}
+_STT_IDS = frozenset(m["id"] for m in cat.AUDIO_MODELS if m["category"] == "audio_stt")
+_TTS_IDS = frozenset(m["id"] for m in cat.AUDIO_MODELS if m["category"] == "audio_tts")
 
 
 class _ApiError(HTTPException):
@@ -352,11 +356,56 @@ async def demo_image(request: Request) -> Response:
     return Response(cat.DEMO_PNG, media_type="image/png")
 
 
+async def _form(request: Request) -> dict[str, tuple[str | None, bytes]]:
+    """A multipart/form-data body's fields by name: (file name or None, bytes). Read with the
+    standard library: starlette's `request.form()` needs python-multipart, not a dependency."""
+    head = f"Content-Type: {request.headers.get('content-type', '')}\r\n\r\n".encode()
+    form = BytesParser(policy=HTTP).parsebytes(head + await request.body())
+    if not form.is_multipart():
+        raise _ApiError(400, "Multipart body could not be parsed", "invalid_multipart_body")
+    fields: dict[str, tuple[str | None, bytes]] = {}
+    for part in form.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            payload = part.get_payload(decode=True)
+            fields[name] = (part.get_filename(), payload if isinstance(payload, bytes) else b"")
+    return fields
+
+
+async def transcriptions(request: Request) -> Response:
+    """Speech to text from a multipart/form-data `file` and `model` (`language` optional)."""
+    fields = await _form(request)
+    text = {k: v.decode(errors="replace") for k, (file, v) in fields.items() if file is None}
+    _model(text.get("model"), _STT_IDS)
+    if "file" not in fields:
+        raise _invalid("'file' is required", "file", "missing_required_parameter")
+    name, size = fields["file"][0] or "audio", len(fields["file"][1])
+    said = f"Demo transcription of {name} ({size} bytes)."
+    duration = round(size / 16_000, 2)  # as if a 128 kbit/s MP3
+    return JSONResponse(
+        {"text": said, "language": text.get("language") or "en", "duration": duration}
+    )
+
+
+async def speech(request: Request) -> Response:
+    body, _ = await _parse(request, _TTS_IDS)
+    if not isinstance(body.get("input"), str) or not body["input"]:
+        raise _invalid("'input' is required and must be a non-empty string", "input")
+    kind = body.get("response_format", "mp3")
+    if kind not in cat.SOUND:
+        formats = ", ".join(cat.SOUND)
+        message = f"'response_format' must be one of: {formats}"
+        raise _invalid(message, "response_format", "unsupported_format")
+    media_type, audio = cat.SOUND[kind]
+    return Response(audio, media_type=media_type)
+
+
 def create_demo_upstream(
     *, team_key: str = DEMO_TEAM_KEY, chunk_delay_seconds: float = 0.0
 ) -> Starlette:
     """Build the stand-in app; every route but the demo image file requires `team_key`."""
     post = ["POST"]
+    audio_types = {"stt": "audio_stt", "tts": "audio_tts"}
     routes = [
         Route("/api/v1/models", _models_endpoint(lambda m: True)),
         Route("/api/subscription/v1/models", _models_endpoint(lambda m: m["subscription"])),
@@ -366,6 +415,7 @@ def create_demo_upstream(
             "/api/v1/embedding-models", _fixed({"object": "list", "data": [*cat.EMBEDDING_MODELS]})
         ),
         Route("/api/v1/image-models", _catalog(cat.IMAGE_MODELS)),
+        Route("/api/v1/audio-models", _catalog(cat.AUDIO_MODELS, audio_types)),
         Route("/api/v1/chat/completions", _authed(chat_completions), methods=post),
         Route("/api/v1/completions", _authed(completions), methods=post),
         Route("/api/v1/responses", _authed(responses), methods=post),
@@ -375,6 +425,8 @@ def create_demo_upstream(
         Route("/api/v1/images/generations", _authed(image_generations), methods=post),
         Route("/v1/images/generations", _authed(image_generations), methods=post),
         Route("/demo/image.png", demo_image),
+        Route("/api/v1/audio/transcriptions", _authed(transcriptions), methods=post),
+        Route("/api/v1/audio/speech", _authed(speech), methods=post),
         Route("/api/check-balance", _fixed(cat.BALANCE), methods=post),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error_response})

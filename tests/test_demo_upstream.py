@@ -742,3 +742,47 @@ async def test_image_models_catalog(client: httpx.AsyncClient) -> None:
         assert {"image_generation", "image_to_image"} <= set(model["capabilities"])
     basic = (await client.get("/api/v1/image-models", params={"detailed": "false"})).json()
     assert all(set(m) == BASIC_KEYS for m in basic["data"])
+
+
+def upload(model: str = "Whisper-Large-V3", audio: bytes = b"\xff\xfb" * 16_000) -> dict[str, Any]:
+    return {"files": {"file": ("meeting.mp3", audio, "audio/mpeg")}, "data": {"model": model}}
+
+
+@pytest.mark.anyio
+async def test_transcription_of_a_multipart_upload(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/api/v1/audio/transcriptions", **upload())).json()
+    assert body == {
+        "text": "Demo transcription of meeting.mp3 (32000 bytes).",
+        "language": "en",
+        "duration": 2.0,
+    }
+    response = await client.post("/api/v1/audio/transcriptions", **upload("tts-1"))
+    assert response.status_code == 404
+    response = await client.post("/api/v1/audio/transcriptions", data={"model": "Wizper"})
+    assert response.status_code == 400
+    response = await client.post("/api/v1/audio/transcriptions", json={"model": "Wizper"})
+    assert response.json()["error"]["code"] == "invalid_multipart_body"
+
+
+@pytest.mark.anyio
+async def test_speech_returns_audio_bytes(client: httpx.AsyncClient) -> None:
+    request = {"model": "tts-1", "input": "Hello team", "voice": "alloy"}
+    mp3 = await client.post("/api/v1/audio/speech", json=request)
+    assert mp3.headers["content-type"] == "audio/mpeg" and mp3.content.startswith(b"ID3")
+    wav = await client.post("/api/v1/audio/speech", json={**request, "response_format": "wav"})
+    assert wav.headers["content-type"] == "audio/wav" and wav.content.startswith(b"RIFF")
+    flac = await client.post("/api/v1/audio/speech", json={**request, "response_format": "flac"})
+    assert flac.status_code == 400 and flac.json()["error"]["code"] == "unsupported_format"
+
+
+@pytest.mark.anyio
+async def test_audio_models_catalog(client: httpx.AsyncClient) -> None:
+    everything = (await client.get("/api/v1/audio-models")).json()["data"]
+    stt = (await client.get("/api/v1/audio-models", params={"type": "stt"})).json()
+    tts = (await client.get("/api/v1/audio-models", params={"type": "tts"})).json()
+    assert stt["meta"]["filter"] == {"type": "stt"}
+    assert len(stt["data"]) + len(tts["data"]) == len(everything) == 4
+    assert all(set(m["pricing"]) == {"per_minute", "currency"} for m in stt["data"])
+    assert all(set(m["pricing"]) == {"per_thousand_chars", "currency"} for m in tts["data"])
+    response = await client.get("/api/v1/audio-models", params={"type": "music"})
+    assert response.status_code == 400
