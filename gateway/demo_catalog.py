@@ -1,6 +1,6 @@
-"""What the demo upstream answers with: its fixed catalog and prices, and the pure shapes of its
+"""What the demo upstream answers with: its fixed catalogs and prices, and the pure shapes of its
 answers (usage, NanoGPT's `x_nanogpt_pricing`, Responses and Anthropic Messages bodies and event
-sequences), in the forms NanoGPT documents.
+sequences, moderation verdicts), in the forms NanoGPT documents.
 
 Used only by `demo_upstream`, which owns the HTTP side. Imports nothing from `gateway`.
 """
@@ -142,6 +142,15 @@ AUDIO_MODELS: tuple[Json, ...] = (
            capabilities={"text_to_speech": True},
            supported_parameters={"max_chars": 5000, "voices": ["af_bella", "am_adam"]}),
 )
+# GET /api/v1/moderation-models
+MODERATION_MODELS: tuple[Json, ...] = (
+    {"id": "omni-moderation-latest", "object": "model", "created": 1704067200,
+     "owned_by": "openai", "context_length": 32768,
+     "capabilities": {"text": True, "image": True, "batch": True}, "pricing": _usd(0.1, 0)},
+    {"id": "meta-llama/llama-guard-4-12b", "object": "model", "created": 1745971200,
+     "owned_by": "meta", "context_length": 163840,
+     "capabilities": {"text": True, "image": False, "batch": True}, "pricing": _usd(0.18, 0.18)},
+)
 BALANCE = {"usd_balance": "129.46956147", "nano_balance": "26.71801147",
            "nanoDepositAddress": "nano_1demo3dep0sit4ddress5tand1n8x9nan0gpt7gateway6offline1"}
 # A 1x1 PNG.
@@ -155,6 +164,10 @@ DEMO_WAV = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 52, b"WAVE", b"fmt ", 16, 
 SOUND = {"mp3": ("audio/mpeg", DEMO_MP3), "wav": ("audio/wav", DEMO_WAV)}
 ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
                     403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+HARMS = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+         "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
+         "sexual/minors", "violence", "violence/graphic")
+TRIGGERS = {"kill": "violence", "hate": "hate", "steal": "illicit"}  # words the demo flags
 # Fields of a Responses API object that echo settings the stand-in does not act on.
 RESPONSE_ECHO: Json = {
     "previous_response_id": None, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True,
@@ -293,3 +306,10 @@ def anthropic_events(message: Json) -> list[Json]:
     events.append({"type": "message_delta", "delta": delta,
                    "usage": {"output_tokens": usage["output_tokens"]}})  # fmt: skip
     return [*events, {"type": "message_stop"}]
+
+
+def moderation_result(text: str) -> Json:
+    """OpenAI's moderation result for one input: flagged when it holds a trigger word."""
+    hits = {TRIGGERS[w] for w in text.lower().split() if w in TRIGGERS}
+    return {"flagged": bool(hits), "categories": {c: c in hits for c in HARMS},
+            "category_scores": {c: 0.97 if c in hits else 0.0001 for c in HARMS}}  # fmt: skip

@@ -2,9 +2,9 @@
 
 Used by the gateway's demo mode and tests: deterministic replies from a fixed catalog, SSE
 streaming, NanoGPT's `x_nanogpt_pricing` charge on chat and text completions, the Responses and
-Anthropic Messages APIs, images and audio. This module is the HTTP side; the catalog and the
-shapes of the answers live in `demo_catalog`. Neither imports anything else of the `gateway`
-package, so the stand-in stays an honest, independent upstream.
+Anthropic Messages APIs, images, audio and moderations. This module is the HTTP side; the
+catalog and the shapes of the answers live in `demo_catalog`. Neither imports anything else of
+the `gateway` package, so the stand-in stays an honest, independent upstream.
 
 Every route needs the team key and lives under `/api`, except `/v1/images/generations`, which
 NanoGPT documents at the host root, and the image file its `url` answers point at.
@@ -43,6 +43,7 @@ _EMBEDDING_IDS = frozenset(m["id"] for m in cat.EMBEDDING_MODELS)
 _IMAGES = {m["id"]: m for m in cat.IMAGE_MODELS}
 _STT_IDS = frozenset(m["id"] for m in cat.AUDIO_MODELS if m["category"] == "audio_stt")
 _TTS_IDS = frozenset(m["id"] for m in cat.AUDIO_MODELS if m["category"] == "audio_tts")
+_MODERATION_IDS = frozenset(m["id"] for m in cat.MODERATION_MODELS)
 
 
 class _ApiError(HTTPException):
@@ -400,6 +401,23 @@ async def speech(request: Request) -> Response:
     return Response(audio, media_type=media_type)
 
 
+async def moderations(request: Request) -> Response:
+    """OpenAI's moderation results, one per input, plus the token usage NanoGPT bills by."""
+    body, model = await _parse(request, _MODERATION_IDS, default="omni-moderation-latest")
+    given = body.get("input")
+    if isinstance(given, list) and given and all(isinstance(p, dict) for p in given):
+        inputs = [_text(given)]  # content parts: one (possibly multimodal) input
+    else:
+        inputs = _strings(given, "input")
+        if not any(s.strip() for s in inputs):
+            raise _invalid("'input' has nothing to moderate", "input", "empty_input")
+    tokens_in, tokens_out = sum(cat.words(s) + 3 for s in inputs), len(inputs)
+    usage = {"prompt_tokens": tokens_in, "completion_tokens": tokens_out}
+    results = [cat.moderation_result(s) for s in inputs]
+    answer = {"id": f"modr-{uuid.uuid4().hex}", "model": model, "results": results}
+    return JSONResponse({**answer, "usage": {**usage, "total_tokens": tokens_in + tokens_out}})
+
+
 def create_demo_upstream(
     *, team_key: str = DEMO_TEAM_KEY, chunk_delay_seconds: float = 0.0
 ) -> Starlette:
@@ -416,6 +434,7 @@ def create_demo_upstream(
         ),
         Route("/api/v1/image-models", _catalog(cat.IMAGE_MODELS)),
         Route("/api/v1/audio-models", _catalog(cat.AUDIO_MODELS, audio_types)),
+        Route("/api/v1/moderation-models", _catalog(cat.MODERATION_MODELS)),
         Route("/api/v1/chat/completions", _authed(chat_completions), methods=post),
         Route("/api/v1/completions", _authed(completions), methods=post),
         Route("/api/v1/responses", _authed(responses), methods=post),
@@ -427,6 +446,7 @@ def create_demo_upstream(
         Route("/demo/image.png", demo_image),
         Route("/api/v1/audio/transcriptions", _authed(transcriptions), methods=post),
         Route("/api/v1/audio/speech", _authed(speech), methods=post),
+        Route("/api/v1/moderations", _authed(moderations), methods=post),
         Route("/api/check-balance", _fixed(cat.BALANCE), methods=post),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: _error_response})

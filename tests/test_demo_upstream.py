@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import httpx
+import openai
 import pytest
 
 from gateway.demo_catalog import TEXT_MODELS
@@ -786,3 +787,46 @@ async def test_audio_models_catalog(client: httpx.AsyncClient) -> None:
     assert all(set(m["pricing"]) == {"per_thousand_chars", "currency"} for m in tts["data"])
     response = await client.get("/api/v1/audio-models", params={"type": "music"})
     assert response.status_code == 400
+
+
+@pytest.mark.anyio
+async def test_moderations(client: httpx.AsyncClient) -> None:
+    request = {"input": ["a kind word", "I will kill the process"]}
+    body = (await client.post("/api/v1/moderations", json=request)).json()
+    assert body["id"].startswith("modr-") and body["model"] == "omni-moderation-latest"
+    calm, harsh = body["results"]
+    assert not calm["flagged"] and harsh["flagged"]
+    assert harsh["categories"]["violence"] and not harsh["categories"]["hate"]
+    assert set(calm["categories"]) == set(calm["category_scores"]) >= {"violence", "sexual"}
+    usage = body["usage"]
+    assert usage["prompt_tokens"] == (3 + 3) + (5 + 3) and usage["completion_tokens"] == 2
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    parts = [{"type": "text", "text": "hello"}, {"type": "image_url", "image_url": {"url": "x"}}]
+    one = (await client.post("/api/v1/moderations", json={"input": parts})).json()
+    assert len(one["results"]) == 1
+    empty = await client.post("/api/v1/moderations", json={"input": "  "})
+    assert empty.status_code == 400 and empty.json()["error"]["code"] == "empty_input"
+    models = (await client.get("/api/v1/moderation-models")).json()["data"]
+    assert {m["pricing"]["unit"] for m in models} == {"per_million_tokens"}
+
+
+@pytest.mark.anyio
+async def test_the_openai_sdk_reads_every_new_shape(anyio_backend: str) -> None:
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_demo_upstream()))
+    async with openai.AsyncOpenAI(
+        base_url="http://demo/api/v1", api_key=DEMO_TEAM_KEY, http_client=http, max_retries=0
+    ) as sdk:
+        answer = await sdk.responses.create(model="openai/gpt-5.2", input="Hi there")
+        assert answer.output_text.endswith("You said: Hi there") and answer.usage
+        stream = await sdk.responses.create(model="openai/gpt-5.2", input="Hi", stream=True)
+        kinds = [event.type async for event in stream]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+        images = await sdk.images.generate(model="hidream", prompt="a lighthouse")
+        assert images.data and images.data[0].b64_json
+        audio = ("a.mp3", b"\xff\xfb" * 100, "audio/mpeg")
+        text = await sdk.audio.transcriptions.create(model="Wizper", file=audio)
+        assert text.text.startswith("Demo transcription of a.mp3")
+        spoken = await sdk.audio.speech.create(model="Kokoro-82m", voice="af_bella", input="Hi")
+        assert spoken.content.startswith(b"ID3")
+        verdict = await sdk.moderations.create(input="a kind word")
+        assert verdict.results[0].flagged is False
