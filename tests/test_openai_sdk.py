@@ -108,7 +108,10 @@ async def test_streamed_usage_when_asked(sdk: openai.AsyncOpenAI) -> None:
         stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    # NanoGPT puts usage on the finish frame itself, choices and all
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert all(c.usage is None for c in chunks[:-1])
 
 
 async def test_completions_and_embeddings(sdk: openai.AsyncOpenAI) -> None:
