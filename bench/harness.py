@@ -129,10 +129,19 @@ class Load:
 
 
 def wrk(
-    url: str, *, path: str, stream: bool, connections: int, seconds: float, timeout: int = 30
+    url: str,
+    *,
+    path: str,
+    stream: bool,
+    connections: int,
+    seconds: float,
+    timeout: int = 30,
+    large: bool = False,
 ) -> Load:
-    """Drive `url` with chat-completion POSTs from core 1 (`bench/wrk.lua`)."""
+    """Drive `url` with chat-completion POSTs from core 1 (`bench/wrk.lua`); `large` sends a
+    1 MB context instead of one short message."""
     env = {**os.environ, "STREAM": "1" if stream else "0", "BENCH_PATH": path}
+    env["LARGE"] = "1" if large else "0"
     env["MEMBER_KEY"] = MEMBER_KEY
     command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s"]
     command += [f"--timeout={timeout}s", "-s", str(HERE / "wrk.lua"), url]

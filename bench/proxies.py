@@ -47,7 +47,8 @@ COMPARED = {
 }
 GATEWAY = "gateway"
 LITELLM = "LiteLLM proxy"
-BODIES = ("JSON", "SSE")
+BODIES = ("JSON", "SSE", "SSE 1 MB")
+"""A short chat answered as JSON, as a stream, and a stream asked with a 1 MB context."""
 CHAT = '{"model": "deepseek/deepseek-v3.2", "stream": %s, "messages": [{"role": "user", "content": "hi"}]}'
 
 
@@ -153,20 +154,23 @@ general_settings:
         return [_litellm(), "--config", str(config), "--port", str(port), "--num_workers", "1"]
 
     def measure(self, name: str, body: str, nginx_pid: int) -> Run:
-        stream, seconds = body == "SSE", self.args.seconds
+        stream, large = body != "JSON", body == "SSE 1 MB"
         port = self.upstream_port(body)
         api_root = f"http://127.0.0.1:{port}/api"
         if name == NGINX:
             pid, url, path = nginx_pid, f"http://127.0.0.1:{port}", "/api/v1/chat/completions"
-            return self.load(url, path, stream, seconds, pid)
+            return self.load(url, path, stream, large, pid)
         with self.server(name, api_root, stream=stream) as (pid, url):
-            return self.load(url, "/v1/chat/completions", stream, seconds, pid)
+            return self.load(url, "/v1/chat/completions", stream, large, pid)
 
-    def load(self, url: str, path: str, stream: bool, seconds: float, pid: int) -> Run:
-        wrk(url, path=path, stream=stream, connections=50, seconds=self.args.warmup)
-        c1 = wrk(url, path=path, stream=stream, connections=1, seconds=seconds)
-        c50 = wrk(url, path=path, stream=stream, connections=50, seconds=seconds)
-        return Run(c1, c50, rss_mb(pid))
+    def load(self, url: str, path: str, stream: bool, large: bool, pid: int) -> Run:
+        def run(connections: int, seconds: float) -> Load:
+            return wrk(
+                url, path=path, stream=stream, large=large, connections=connections, seconds=seconds
+            )
+
+        run(50, self.args.warmup)
+        return Run(run(1, self.args.seconds), run(50, self.args.seconds), rss_mb(pid))
 
     def soak(self) -> Soak:
         """The gateway holding `--soak-streams` streams open against the dripping port, with
@@ -284,25 +288,33 @@ def report(
 ) -> str:
     floor = {b: max(FLOORS, key=lambda n: runs[n, b].c50.rate) for b in BODIES}
     gateway = {b: runs[GATEWAY, b] for b in BODIES}
+    bodies = " / ".join(BODIES)
     lines = [
         f"One run, {args.seconds:g} s per load after {args.warmup:g} s warm-up; each server one "
         "process on core 0, nginx upstream and wrk on core 1.",
         "",
-        "| server | JSON c=50 req/s | SSE c=50 req/s | JSON c=1 p50 / p99 ms "
-        "| SSE c=1 p50 / p99 ms | c=50 p99 ms JSON / SSE | RSS MB | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | "
+        + " | ".join(f"{b} c=50 req/s" for b in BODIES)
+        + " | "
+        + " | ".join(f"{b} c=1 p50 / p99 ms" for b in BODIES)
+        + f" | c=50 p99 ms {bodies} | RSS MB | errors |",
+        "|---|" + "---:|" * (2 * len(BODIES) + 3),
     ]
     for name in servers:
-        j, s = runs[name, "JSON"], runs[name, "SSE"]
-        errors = sum(r.c1.errors + r.c50.errors for r in (j, s))
+        r = [runs[name, b] for b in BODIES]
+        errors = sum(x.c1.errors + x.c50.errors for x in r)
         lines.append(
-            f"| {name} | {j.c50.rate:,.0f} | {s.c50.rate:,.0f} "
-            f"| {j.c1.p50_ms:.2f} / {j.c1.p99_ms:.2f} | {s.c1.p50_ms:.2f} / {s.c1.p99_ms:.2f} "
-            f"| {j.c50.p99_ms:.1f} / {s.c50.p99_ms:.1f} | {max(j.rss_mb, s.rss_mb):.0f} | {errors} |"
+            f"| {name} | "
+            + " | ".join(f"{x.c50.rate:,.0f}" for x in r)
+            + " | "
+            + " | ".join(f"{x.c1.p50_ms:.2f} / {x.c1.p99_ms:.2f}" for x in r)
+            + " | "
+            + " / ".join(f"{x.c50.p99_ms:.1f}" for x in r)
+            + f" | {max(x.rss_mb for x in r):.0f} | {errors} |"
         )
-    lines += ["", "| ratio (c=50 req/s) | JSON | SSE |", "|---|---:|---:|"]
+    lines += ["", f"| ratio (c=50 req/s) | {' | '.join(BODIES)} |", "|---|" + "---:|" * len(BODIES)]
     lines.append(
-        f"| gateway / floor ({floor['JSON']}; {floor['SSE']}) "
+        f"| gateway / floor ({'; '.join(floor[b] for b in BODIES)}) "
         + "".join(f"| {gateway[b].c50.rate / runs[floor[b], b].c50.rate:.2f} " for b in BODIES)
         + "|"
     )

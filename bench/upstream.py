@@ -101,7 +101,8 @@ error_log {workdir / "error.log"} warn;
 events {{ worker_connections 8192; }}
 http {{
   access_log off;
-{temp}  keepalive_requests 10000000;
+{temp}  client_max_body_size 16m;
+  keepalive_requests 10000000;
   keepalive_timeout 300s;
   server {{
     listen 127.0.0.1:{ports.json};
