@@ -90,7 +90,7 @@ def nginx_config(workdir: Path, ports: Ports) -> str:
     chat = "/api/v1/chat/completions"
     temp = "".join(
         f"  {kind}_temp_path {workdir / kind};\n"
-        for kind in ("client_body", "upstream", "fastcgi", "uwsgi", "scgi")
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return f"""
 worker_processes 1;
