@@ -10,6 +10,7 @@ and the upstream path all see that one form. What is not in the table is refused
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
@@ -155,12 +156,29 @@ class Target:
         return "/".join(unquote(s) for s in self.path.split("/")[literal:])
 
 
+def _by_literal_path(table: tuple[Endpoint, ...]) -> dict[str, tuple[Endpoint, ...]]:
+    """The entries without a wildcard, by path: most requests are found with one lookup."""
+    index: dict[str, tuple[Endpoint, ...]] = {}
+    for endpoint in table:
+        if "*" not in endpoint.path:
+            index[endpoint.path] = (*index.get(endpoint.path, ()), endpoint)
+    return index
+
+
+_LITERAL = _by_literal_path(ENDPOINTS)
+_PATTERNS = tuple(e for e in ENDPOINTS if "*" in e.path)
+
+
 def classify(raw_subpath: str, method: str, *, forward_unlisted: bool = False) -> Target:
     """The table entry for a request to `/v1/{raw_subpath}`: 400 for a path that could mean
     two things, 404 (`unknown_endpoint`) for one not in the table, 405 for a method the
     entry does not take."""
     segments = normalise(raw_subpath)
-    matches = [e for e in ENDPOINTS if _matches(e.path.split("/"), segments)]
+    literal = _LITERAL.get("/".join(segments).lower())  # every entry without a wildcard
+    if literal is not None:
+        matches = list(literal)
+    else:
+        matches = [e for e in _PATTERNS if _matches(e.path.split("/"), segments)]
     if not matches:
         if forward_unlisted:
             return Target(UNLISTED, _spelled(("**",), segments))
@@ -178,19 +196,22 @@ def classify(raw_subpath: str, method: str, *, forward_unlisted: bool = False) -
     )
 
 
+_AMBIGUOUS = re.compile(r"[\\%\x00-\x1f\x7f]")
+
+
 def normalise(raw_subpath: str) -> tuple[str, ...]:
     """The decoded segments of a raw path, or 400 when decoding once leaves any doubt."""
     try:
-        decoded = unquote(raw_subpath, errors="strict")
+        decoded = unquote(raw_subpath, errors="strict") if "%" in raw_subpath else raw_subpath
     except UnicodeDecodeError:
         raise InvalidRequest("The request path is not valid UTF-8 once decoded.") from None
-    if any(c == "\\" or c == "%" or ord(c) < 0x20 or c == "\x7f" for c in decoded):
+    if _AMBIGUOUS.search(decoded):
         raise InvalidRequest(
             "The request path must not contain backslashes, control characters or "
             "percent-escapes that are still escaped once decoded."
         )
     segments = tuple(s for s in decoded.split("/") if s)
-    if any(s in (".", "..") for s in segments):
+    if "." in segments or ".." in segments:
         raise InvalidRequest("The request path must not contain '.' or '..' segments.")
     return segments
 

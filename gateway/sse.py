@@ -14,7 +14,8 @@ from gateway.usage import PRICING, UsageReader, json_value
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 # Only events that name usage or pricing are parsed; the rest pass as bytes.
-_READ = re.compile(rb'"usage"|"' + PRICING.encode() + rb'"')
+_USAGE = b'"usage"'
+_PRICING = b'"' + PRICING.encode() + b'"'
 _NULL_USAGE_SUFFIXES = (b',"usage":null}', b', "usage": null}')
 _NULL_USAGE_ENDS = tuple(suffix + b"\n\n" for suffix in _NULL_USAGE_SUFFIXES)
 
@@ -54,13 +55,17 @@ class EventStream:
                 complete = complete.replace(null_usage_end, b"}\n\n")
         out: list[bytes] = []
         done = 0
-        while (found := _READ.search(complete, done)) is not None:
-            at = found.start()
+        usage_at, pricing_at = complete.find(_USAGE), complete.find(_PRICING)
+        while (at := _earliest(usage_at, pricing_at)) >= 0:
             start = complete.rfind(b"\n\n", done, at)
             start = done if start < 0 else start + 2
             end = complete.find(b"\n\n", at) + 2
             out += (complete[done:start], self._inspect(complete[start:end]))
             done = end
+            if 0 <= usage_at < done:
+                usage_at = complete.find(_USAGE, done)
+            if 0 <= pricing_at < done:
+                pricing_at = complete.find(_PRICING, done)
         if not out:
             return complete
         out.append(complete[done:])
@@ -83,13 +88,13 @@ class EventStream:
         return self._inspect(rest) if rest else b""
 
     def _inspect(self, event: bytes) -> bytes:
-        if _READ.search(event) is None:
+        if _USAGE not in event and _PRICING not in event:
             return event
         # Most events of a stream that asked for usage end in `"usage": null}`: nothing to read,
         # and when hiding, the key is cut from the end without parsing the JSON.
         body = event.rstrip(b"\r\n")
         for suffix in _NULL_USAGE_SUFFIXES:
-            if body.endswith(suffix) and PRICING.encode() not in body:
+            if body.endswith(suffix) and _PRICING not in body:
                 if not self._hide_usage:
                     return event
                 return body[: -len(suffix)] + b"}" + event[len(body) :]
@@ -100,6 +105,11 @@ class EventStream:
         if payload.get("choices"):
             return _without_usage(event, data_line, payload)
         return b""  # the usage-only event the gateway asked for
+
+
+def _earliest(a: int, b: int) -> int:
+    """The first of two `find` results, -1 if neither found anything."""
+    return a if b < 0 or 0 <= a < b else b
 
 
 def _event_end(data: bytes, start: int) -> int | None:

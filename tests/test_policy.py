@@ -115,3 +115,16 @@ def test_embedding_model_without_metadata_fails_closed() -> None:
     embedding = ModelInfo(id="text-embedding-3-small", kind="embedding")
     assert policy.check(PolicyRules(), ALICE, embedding).allowed
     assert not policy.check(PolicyRules(distillation="allowed"), ALICE, embedding).allowed
+
+
+def test_media_models_meet_the_same_rules_and_unknown_never_passes() -> None:
+    image = ModelInfo(id="hidream", kind="image", capabilities=frozenset({"image_generation"}))
+    assert policy.check(PolicyRules(), ALICE, image).allowed
+    for rules in (
+        PolicyRules(max_prompt_usd_per_mtok=100.0),  # priced per image: no token price to cap
+        PolicyRules(distillation="allowed"),
+        PolicyRules(require_capabilities=("tool_calling",)),
+        PolicyRules(deny=("hidream",)),
+        PolicyRules(subscription_only=True),
+    ):
+        assert not policy.check(rules, ALICE, image).allowed, rules
