@@ -43,6 +43,7 @@ def create_app(
     settings: Settings,
     *,
     upstream: Upstream | None = None,
+    keys: KeyRing | None = None,
     ledger: Ledger | None = None,
     metrics: Metrics | None = None,
     clock: Callable[[], float] = time.time,
@@ -51,7 +52,7 @@ def create_app(
     """The gateway as an ASGI app, in front of NanoGPT at `settings.upstream.base_url`.
 
     The seams: `upstream` (a NanoGPT client; built in the lifespan when not given, and then
-    closed there too), `ledger` (opened at `metering.ledger_path` when not given; closed at
+    closed there too), `keys` (the member keys; the configured members when not given), `ledger` (opened at `metering.ledger_path` when not given; closed at
     shutdown either way), `metrics`, and `clock` (wall-clock seconds, for the ledger's times).
     `app.state.metrics` holds the metrics, for a server that exposes them on another port.
     """
@@ -80,7 +81,7 @@ def create_app(
             retry_seconds=catalog_retry_seconds,
             on_refresh=refreshed,
         )
-        keys = KeyRing(settings.members, required=settings.auth.mode == "keys")
+        ring = keys or KeyRing(settings.members, required=settings.auth.mode == "keys")
         tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
         if metering.balance_poll_seconds > 0:
             fetch_balance = functools.partial(client.post_json, BALANCE_PATH)
@@ -89,7 +90,7 @@ def create_app(
             )
             tasks.append(asyncio.create_task(poll))
         try:
-            yield {"gateway": Gateway(settings, keys, catalog, client, tallies)}
+            yield {"gateway": Gateway(settings, ring, catalog, client, tallies)}
         finally:
             for task in tasks:
                 task.cancel()

@@ -24,6 +24,7 @@ from gateway.endpoints import UNLISTED, Endpoint, Target
 from gateway.errors import (
     CatalogUnavailable,
     GatewayError,
+    InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
     PayloadTooLarge,
@@ -177,7 +178,12 @@ def _too_large(limit: int) -> PayloadTooLarge:
 
 
 async def parse(request: Request, endpoint: Endpoint, body: bytes) -> protocol.Call:
-    """What the request asks for (400 if its body is malformed)."""
+    """What the request asks for (400 if its body is malformed). A model named in the query
+    as well is refused: the gateway checks the body's, and NanoGPT must not see another."""
+    if endpoint.names_model and "model" in request.query_params:
+        raise InvalidRequest(
+            "Name the model in the request body only, not in the query string.", param="model"
+        )
     content_type = request.headers.get("content-type", "")
     if len(body) < LARGE_BODY_BYTES:
         return protocol.parse_call(endpoint, content_type, body)

@@ -141,3 +141,18 @@ async def test_a_method_an_endpoint_does_not_take_is_405(
     response = await client.get("/v1/chat/completions", headers=auth())
     assert_openai_error(response, 405, "method_not_allowed")
     assert nanogpt.requests == []
+
+
+async def test_a_model_in_the_query_is_refused_where_the_body_names_it(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    chat = {"model": "deepseek/deepseek-chat-v3-0324", "messages": []}
+    for path in (
+        "/v1/chat/completions?model=openai/gpt-5.2",
+        "/v1/chat/completions?Model=x&model=",
+    ):
+        response = await client.post(path, json=chat, headers=auth())
+        assert assert_openai_error(response, 400, "invalid_request")["param"] == "model"
+    assert nanogpt.requests == []
+    ok = await client.get("/v1/characters?model=x", headers=auth())  # names no model: no rule
+    assert ok.status_code == 200

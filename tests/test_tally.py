@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.keys import KeyRing, hash_key
 from gateway.metrics import Metrics
 from gateway.tally import Tallies
 from gateway.types import Finished, Member, Usage
@@ -74,13 +75,17 @@ async def test_the_app_uses_the_ledger_and_clock_it_is_given(
 ) -> None:
     ledger = ListLedger()
     settings = make_settings(tmp_path)
-    async with gateway_client(settings, nanogpt, ledger=ledger, clock=lambda: 42.0) as client:
+    carol = Member(name="carol", key_sha256=hash_key("sk-carol"))
+    keys = KeyRing([carol])
+    seams = {"ledger": ledger, "clock": lambda: 42.0, "keys": keys}
+    async with gateway_client(settings, nanogpt, **seams) as client:
+        assert (await client.get("/v1/models", headers=auth())).status_code == 401  # not alice
         chat = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
-        response = await client.post("/v1/chat/completions", json=chat, headers=auth())
+        response = await client.post("/v1/chat/completions", json=chat, headers=auth("sk-carol"))
     assert response.status_code == 200
-    (row,) = ledger.rows
+    row = ledger.rows[-1]
     assert (row.member, row.time, row.request_id) == (
-        "alice",
+        "carol",
         42.0,
         response.headers["x-gateway-request-id"],
     )
