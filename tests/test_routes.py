@@ -348,7 +348,7 @@ async def test_a_large_streamed_body_is_forwarded_with_usage_spliced_in(
 async def test_a_large_body_is_parsed_while_other_requests_get_turns() -> None:
     messages = [{"role": "user", "content": "x" * 1000} for _ in range(1000)]
     body = json.dumps({"model": "m", "stream": True, "messages": messages}).encode()
-    scope = {"type": "http", "method": "POST", "headers": [], "path": "/v1/chat/completions"}
+    scope = {"type": "http", "method": "POST", "headers": [], "query_string": b""}
     turns = 0
 
     async def other_request() -> None:
