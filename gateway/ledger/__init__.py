@@ -6,6 +6,8 @@ replica). `open_ledger`, `prepare` and `totals` pick the backend from the locati
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gateway.ledger import sqlite
 from gateway.ledger.base import Ledger, LedgerError
 from gateway.reports import ReportRow
@@ -13,19 +15,19 @@ from gateway.reports import ReportRow
 __all__ = ["Ledger", "LedgerError", "ReportRow", "open_ledger", "prepare", "totals"]
 
 
-def open_ledger(location: str) -> Ledger:
+def open_ledger(location: str | Path) -> Ledger:
     """A writer for the ledger at `location`, created or migrated, or `LedgerError`."""
     return sqlite.SQLiteLedger(location)
 
 
-def prepare(location: str) -> None:
+def prepare(location: str | Path) -> None:
     """Create or migrate the ledger and let it go again, or raise `LedgerError`: checked before
     serving, so a bad location stops start-up with one line."""
     sqlite.prepare(location)
 
 
 def totals(
-    location: str, *, since: float | None = None, until: float | None = None, by: str
+    location: str | Path, *, since: float | None = None, until: float | None = None, by: str
 ) -> list[ReportRow]:
     """Per-group sums of the rows with `since <= time < until` (unix seconds, either open)."""
     return sqlite.totals(location, since=since, until=until, by=by)
