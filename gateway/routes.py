@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import policy
 from gateway.endpoints import Target
 from gateway.errors import InvalidApiKey
+from gateway.forwarding import send, watcher_for
 from gateway.keys import presented_key
 from gateway.metrics import Metrics
 from gateway.pipeline import (
@@ -27,8 +28,6 @@ from gateway.pipeline import (
     parse,
     read_body,
     require_access,
-    send,
-    watcher_for,
 )
 from gateway.relay import Relay
 from gateway.tally import Tally

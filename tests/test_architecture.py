@@ -75,7 +75,6 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {
         "logs",
         "endpoints",
-        "sse",
         "types",
         "errors",
         "config",
@@ -86,9 +85,10 @@ ALLOWED: dict[str, set[str]] = {
         "upstream",
         "relay",
         "tally",
-        "usage",
     },
+    "forwarding": {"endpoints", "pipeline", "protocol", "sse", "tally", "upstream", "usage"},
     "routes": {
+        "forwarding",
         "types",
         "errors",
         "endpoints",
