@@ -32,6 +32,7 @@ DOCUMENTS = [
     '{"é": "ü"}'.encode("utf-16"),
     '{"é": "ü"}'.encode("utf-32-le"),
     b"\xef\xbb\xbf{}",
+    b'{"lone": "\xed\xa0\x80"}',  # a UTF-8-encoded lone surrogate, which json.loads takes
     b"[1, 2]",
     b'"just a string"',
 ]
