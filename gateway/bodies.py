@@ -121,9 +121,11 @@ def form_fields(content_type: str, body: bytes, names: frozenset[str]) -> dict[s
     raise FormError(f"not a form: {media_type or 'no content type'}")
 
 
+_FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
 def is_form(content_type: str) -> bool:
-    media_type, _ = _media_type(content_type)
-    return media_type in ("multipart/form-data", "application/x-www-form-urlencoded")
+    return content_type.partition(";")[0].strip().lower() in _FORMS
 
 
 def _media_type(content_type: str) -> tuple[str, dict[str, str]]:
