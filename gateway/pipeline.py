@@ -178,7 +178,8 @@ def _too_large(limit: int) -> PayloadTooLarge:
 async def parse(request: Request, endpoint: Endpoint, body: bytes) -> protocol.Call:
     """What the request asks for (400 if its body is malformed). A model named in the query
     as well is refused: the gateway checks the body's, and NanoGPT must not see another."""
-    if endpoint.names_model and "model" in request.query_params:
+    query: bytes = request.scope["query_string"]
+    if endpoint.names_model and b"model" in query and "model" in request.query_params:
         raise InvalidRequest(
             "Name the model in the request body only, not in the query string.", param="model"
         )
