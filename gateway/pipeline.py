@@ -179,7 +179,8 @@ async def parse(request: Request, endpoint: Endpoint, body: bytes) -> protocol.C
     """What the request asks for (400 if its body is malformed). A model named in the query
     as well is refused: the gateway checks the body's, and NanoGPT must not see another."""
     query: bytes = request.scope["query_string"]
-    if endpoint.names_model and b"model" in query and "model" in request.query_params:
+    named = b"model" in query or b"%" in query  # `m%6Fdel` is `model` too
+    if endpoint.names_model and named and "model" in request.query_params:
         raise InvalidRequest(
             "Name the model in the request body only, not in the query string.", param="model"
         )
