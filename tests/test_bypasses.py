@@ -150,6 +150,7 @@ async def test_a_model_in_the_query_is_refused_where_the_body_names_it(
     for path in (
         "/v1/chat/completions?model=openai/gpt-5.2",
         "/v1/chat/completions?Model=x&model=",
+        "/v1/chat/completions?m%6Fdel=openai/gpt-5.2",
     ):
         response = await client.post(path, json=chat, headers=auth())
         assert assert_openai_error(response, 400, "invalid_request")["param"] == "model"
