@@ -49,8 +49,9 @@ NOT_FORWARDED = HOP_BY_HOP | {
     "accept-encoding",
 }
 # The body is relayed decoded, so its length and encoding headers no longer hold; a cookie set
-# for the team's account must never reach a member.
-NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie"}
+# for the team's account must never reach a member; the gateway's own server dates its answer,
+# and a second Date header is not HTTP (RFC 9110 section 5.3).
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", "date"}
 
 METADATA_READ_TIMEOUT_SECONDS = 30.0
 LARGE_BODY_BYTES = 1024 * 1024

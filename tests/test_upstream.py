@@ -70,6 +70,7 @@ def test_headers_are_filtered_both_ways() -> None:
             (b"Content-Type", b"text/event-stream"),
             (b"Set-Cookie", b"a=b"),
             (b"Content-Length", b"9"),
+            (b"Date", b"Sun, 06 Dec 2026 13:23:11 GMT"),
         ]
     )
     assert returned == [(b"Content-Type", b"text/event-stream")]
