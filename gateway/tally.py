@@ -100,10 +100,6 @@ class Tally:
         self.stream_usage_unsupported = False
         self.upstream_failure: str | None = None
 
-    @property
-    def finished(self) -> bool:
-        return self._done
-
     def first_byte(self) -> None:
         if self._first_byte is None:
             self._first_byte = time.perf_counter()
