@@ -142,8 +142,8 @@ def require_access(gateway: Gateway, target: Target, method: str, member: Member
     rule restricts, since what it spends cannot be checked."""
     if target.endpoint.access == "admin" and not member.admin:
         raise PermissionDenied(
-            f"Member {member.name!r} may not change account data ({method} "
-            f"/v1/{target.path}); ask a gateway admin.",
+            f"Member {member.name!r} may not call {method} /v1/{target.path}: it reads or "
+            "changes the team's account data, which is for gateway admins.",
             code="admin_required",
         )
     if target.endpoint is UNLISTED and not policy.is_unrestricted(gateway.settings.policy, member):
