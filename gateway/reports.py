@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-GROUPINGS = ("member", "model", "day", "end_user")
+GROUPINGS = ("member", "model", "endpoint", "day", "end_user")
 """What a report may be grouped by: the `--by` choices."""
 
 NO_KEY = "(none)"

@@ -395,7 +395,9 @@ def test_totals_of_a_missing_ledger_is_a_clear_error(path: Path) -> None:
 
 def test_totals_refuses_an_unknown_grouping(path: Path) -> None:
     write(path, [])
-    with pytest.raises(ValueError, match=r"cannot group by 'colour'.*member, model, day, end_user"):
+    with pytest.raises(
+        ValueError, match=r"cannot group by 'colour'.*member, model, endpoint, day, end_user"
+    ):
         totals(path, by="colour")
 
 
@@ -405,7 +407,7 @@ def history(path: Path) -> Path:
         path,
         [
             record(1, member="alice", cost_usd=Decimal("0.25"), end_user="u1"),
-            record(2, member="alice", cost_usd=Decimal("0.5"), model="m/big"),
+            record(2, member="alice", cost_usd=Decimal("0.5"), model="m/big", endpoint="images"),
             record(3, member="alice", outcome="refused", status=403, usage=None, cost_usd=None),
             record(4, member="bob", cost_usd=Decimal("1.25"), end_user="u1"),
             record(
@@ -480,6 +482,14 @@ def test_totals_by_model_and_end_user_name_the_unknown(history: Path) -> None:
         ("(none)", 6, Decimal("2.625")),
         ("u1", 2, Decimal("1.5")),
     ]
+
+
+def test_totals_by_endpoint(history: Path) -> None:
+    by_endpoint = {r.key: (r.requests, r.cost_usd) for r in totals(history, by="endpoint")}
+    assert by_endpoint == {
+        "chat/completions": (7, Decimal("3.625")),
+        "images": (1, Decimal("0.5")),
+    }
 
 
 def test_totals_by_day_in_order_and_within_the_period(history: Path) -> None:

@@ -83,6 +83,7 @@ def _insert(rows: int) -> str:
 _GROUP_KEYS = {
     "member": "member",
     "model": f"COALESCE(model, '{NO_KEY}')",
+    "endpoint": "endpoint",
     "end_user": f"COALESCE(end_user, '{NO_KEY}')",
     "day": "strftime('%Y-%m-%d', time, 'unixepoch')",
 }
