@@ -83,10 +83,39 @@ def test_json_body_is_forwarded_as_it_comes_and_read_at_the_end() -> None:
     assert watcher.usage == EXPECTED
 
 
-def test_json_body_larger_than_its_limit_is_relayed_but_not_read() -> None:
-    body = json.dumps({"usage": CHAT_USAGE, "pad": "x" * 100}).encode()
-    watcher = JsonBody(UsageReader(), limit=50)
-    assert watcher.feed(body) == body
+IMAGE = "iVBORw0KGgo" * 100_000  # 1.1 MB of base64, as an image answer carries
+
+
+@pytest.mark.parametrize("chunk", [7_001, 65_536, 5_000_000])
+def test_a_large_json_answer_is_read_at_its_edges_without_keeping_it(chunk: int) -> None:
+    answer = {"created": 1, "data": [{"b64_json": IMAGE}] * 3, "cost": 0.04}
+    body = json.dumps({**answer, "x_nanogpt_pricing": {"cost": "0.0413"}}).encode()
+    watcher = JsonBody(UsageReader(top_level_cost=True))
+    forwarded = b"".join(watcher.feed(body[i : i + chunk]) for i in range(0, len(body), chunk))
+    assert forwarded == body
+    assert sum(map(len, watcher._parts)) < 2 * max(chunk, JsonBody.EDGE)  # not the 3.3 MB
+    watcher.finish()
+    assert watcher.usage == Usage(charged_usd=Decimal("0.0413"))  # the last word wins
+    usage_first = json.dumps({"usage": CHAT_USAGE, "data": [IMAGE]}).encode()
+    watcher = JsonBody(UsageReader())
+    watcher.feed(usage_first)
+    watcher.finish()
+    assert watcher.usage == EXPECTED
+
+
+def test_a_large_json_answer_whose_usage_is_in_the_middle_is_unmetered() -> None:
+    body = json.dumps({"data": [IMAGE], "usage": CHAT_USAGE, "more": [IMAGE]}).encode()
+    watcher = JsonBody(UsageReader())
+    watcher.feed(body)
+    watcher.finish()
+    assert watcher.usage is None
+
+
+def test_a_quoted_key_inside_a_string_is_not_a_key() -> None:
+    text = 'the model said "usage": 5 and "cost": 9'
+    body = json.dumps({"data": [IMAGE], "note": text}).encode()
+    watcher = JsonBody(UsageReader(top_level_cost=True))
+    watcher.feed(body)
     watcher.finish()
     assert watcher.usage is None
 
