@@ -19,6 +19,7 @@ a stream event by event).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from decimal import Decimal, InvalidOperation
@@ -244,10 +245,9 @@ def _metered_keys(body: bytes) -> dict[str, Any]:
             colon = _COLON.match(body, at + len(needle))
             if colon is not None:
                 start = colon.end()
-                try:
-                    found[key], _ = _DECODER.raw_decode(body[start : start + 4096].decode())
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                    pass
+                value = body[start : start + 4096].decode("utf-8", "ignore")  # values are small
+                with contextlib.suppress(json.JSONDecodeError, RecursionError):
+                    found[key], _ = _DECODER.raw_decode(value)
                 break
             at = body.rfind(needle, 0, at)
     return found
