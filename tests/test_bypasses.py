@@ -31,7 +31,7 @@ def transcription(model: str) -> tuple[str, bytes]:
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp3"\r\n'
         "Content-Type: audio/mpeg\r\n\r\n"
-    ).encode() + b"ID3\x00\xff" * 100
+    ).encode() + b"ID3\x00\xff" * 100_000  # 500 KB: a large body, read the same way
     body += (
         f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}'
         f"\r\n--{boundary}--\r\n"
@@ -157,3 +157,14 @@ async def test_a_model_in_the_query_is_refused_where_the_body_names_it(
     assert nanogpt.requests == []
     ok = await client.get("/v1/characters?model=x", headers=auth())  # names no model: no rule
     assert ok.status_code == 200
+
+
+async def test_a_call_may_omit_its_model_only_for_an_unrestricted_member(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    moderation = {"input": "is this fine?"}  # NanoGPT picks its default moderation model
+    allowed = await client.post("/v1/moderations", json=moderation, headers=auth())
+    assert allowed.status_code == 200
+    refused = await client.post("/v1/moderations", json=moderation, headers=auth(BOB_KEY))
+    assert "names no model" in assert_openai_error(refused, 403, "model_not_allowed")["message"]
+    assert len(nanogpt.requests) == 1

@@ -108,6 +108,7 @@ def test_a_form_without_a_model_is_refused_where_one_is_required() -> None:
             "transfer-encoded",
         ),
         ("application/x-www-form-urlencoded", b"model=a&model=b", "given twice"),
+        ("application/x-www-form-urlencoded", b"model=a&stream=maybe", "'stream' must be"),
         ("application/x-www-form-urlencoded", b"model=%ff", "not UTF-8"),
         (*multipart(('Content-Disposition: form-data; name="model"', b"\xff")), "not UTF-8"),
     ],
