@@ -52,20 +52,26 @@ def create_app(
     """The gateway as an ASGI app, in front of NanoGPT at `settings.upstream.base_url`.
 
     The seams: `upstream` (a NanoGPT client; built in the lifespan when not given, and then
-    closed there too), `keys` (the member keys; the configured members when not given), `ledger` (opened at `metering.ledger_path` when not given; closed at
-    shutdown either way), `metrics`, and `clock` (wall-clock seconds, for the ledger's times).
+    closed there too), `keys` (the configured members when not given), `ledger` (opened at
+    `metering.ledger_path` when not given; closed at shutdown either way), `metrics`, and
+    `clock` (wall-clock seconds, for the ledger's times).
     `app.state.metrics` holds the metrics, for a server that exposes them on another port.
     """
     metrics = metrics if metrics is not None else Metrics()
     metering = settings.metering
+    auth_required = settings.auth.mode == "keys"
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
-        client = upstream or Upstream(
-            settings.upstream.base_url,
-            settings.team_key,
-            connect_timeout=settings.upstream.connect_timeout_seconds,
-            read_timeout=settings.upstream.read_timeout_seconds,
+        client = (
+            upstream
+            if upstream is not None
+            else Upstream(
+                settings.upstream.base_url,
+                settings.team_key,
+                connect_timeout=settings.upstream.connect_timeout_seconds,
+                read_timeout=settings.upstream.read_timeout_seconds,
+            )
         )
         sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
         tallies = Tallies(metrics, sink, price_overrides=settings.pricing, clock=clock)
@@ -81,7 +87,7 @@ def create_app(
             retry_seconds=catalog_retry_seconds,
             on_refresh=refreshed,
         )
-        ring = keys or KeyRing(settings.members, required=settings.auth.mode == "keys")
+        ring = keys if keys is not None else KeyRing(settings.members, required=auth_required)
         tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
         if metering.balance_poll_seconds > 0:
             fetch_balance = functools.partial(client.post_json, BALANCE_PATH)
