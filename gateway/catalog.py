@@ -83,7 +83,7 @@ def parse_models(
         pricing = item.get("pricing")
         if not isinstance(pricing, dict):
             pricing = {}
-        if kind == "embedding" and "per_million_tokens" in pricing:  # embeddings read, only
+        if kind == "embedding" and "per_million_tokens" in pricing:  # priced per input token
             pricing = {"prompt": pricing["per_million_tokens"], "completion": 0}
         owned_by = item.get("owned_by")
         models.setdefault(
