@@ -8,6 +8,7 @@ client can read, never a 500. Pure: bytes in, values out.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,11 +108,9 @@ def with_stream_usage(call: Call, body: bytes) -> bytes:
     opening brace, so a 1 MB context is copied once, not decoded and re-encoded; otherwise the
     payload is re-encoded as compact UTF-8 (never `\\u00e9` for `é`)."""
     options = call.payload.get("stream_options")
-    start = len(body) - len(body.lstrip())
-    if options is None and body[start : start + 1] == b"{":
-        rest = body[start + 1 :]
-        splice = _INCLUDE_USAGE if rest.lstrip()[:1] != b"}" else _INCLUDE_USAGE[:-1]
-        return body[: start + 1] + splice + rest
+    brace = _skip_whitespace(body, 0)
+    if options is None and body[brace : brace + 1] == b"{":  # never `{}`: it says "stream"
+        return b"".join((body[: brace + 1], _INCLUDE_USAGE, memoryview(body)[brace + 1 :]))
     payload = {**call.payload, "stream_options": {**(options or {}), "include_usage": True}}
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -125,8 +124,17 @@ def _json_object(body: bytes) -> dict[str, Any]:
     return _object(payload)
 
 
+_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+
+
+def _skip_whitespace(body: bytes, at: int) -> int:
+    match = _WHITESPACE.match(body, at)
+    assert match is not None  # `*` matches the empty string
+    return match.end()
+
+
 def _require_content(body: bytes) -> None:
-    if not body.strip():
+    if not body or body.isspace():  # without copying a large body, as strip() would
         raise InvalidRequest(
             "The request body is empty; expected a JSON object.", code="invalid_json"
         )
