@@ -11,6 +11,7 @@ and the upstream path all see that one form. What is not in the table is refused
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
@@ -166,7 +167,7 @@ def _by_literal_path(table: tuple[Endpoint, ...]) -> dict[str, tuple[Endpoint, .
 
 
 _LITERAL = _by_literal_path(ENDPOINTS)
-_PATTERNS = tuple(e for e in ENDPOINTS if "*" in e.path)
+_PATTERNS = tuple((e, tuple(e.path.split("/"))) for e in ENDPOINTS if "*" in e.path)
 
 
 def classify(raw_subpath: str, method: str, *, forward_unlisted: bool = False) -> Target:
@@ -174,24 +175,30 @@ def classify(raw_subpath: str, method: str, *, forward_unlisted: bool = False) -
     two things, 404 (`unknown_endpoint`) for one not in the table, 405 for a method the
     entry does not take."""
     segments = normalise(raw_subpath)
-    literal = _LITERAL.get("/".join(segments).lower())  # every entry without a wildcard
-    if literal is not None:
-        matches = list(literal)
-    else:
-        matches = [e for e in _PATTERNS if _matches(e.path.split("/"), segments)]
-    if not matches:
-        if forward_unlisted:
-            return Target(UNLISTED, _spelled(("**",), segments))
-        shown = "/".join(segments)
-        raise UnknownEndpoint(
-            f"The gateway does not serve /v1/{shown}; see its README for the endpoints it does."
-        )
-    for endpoint in matches:
+    literal = _LITERAL.get("/".join(segments).lower())
+    if literal is not None:  # spelled as the table spells it, every segment being literal
+        endpoint = _for_method(literal, method)
+        return Target(endpoint, endpoint.path)
+    matches = [(e, pattern) for e, pattern in _PATTERNS if _matches(pattern, segments)]
+    if matches:
+        endpoint = _for_method([e for e, _ in matches], method)
+        pattern = next(p for e, p in matches if e is endpoint)
+        return Target(endpoint, _spelled(pattern, segments))
+    if forward_unlisted:
+        return Target(UNLISTED, _spelled(("**",), segments))
+    raise UnknownEndpoint(
+        f"The gateway does not serve /v1/{'/'.join(segments)}; see its README for the "
+        "endpoints it does."
+    )
+
+
+def _for_method(candidates: Sequence[Endpoint], method: str) -> Endpoint:
+    for endpoint in candidates:
         if method in endpoint.methods:
-            return Target(endpoint, _spelled(endpoint.path.split("/"), segments))
-    allowed = sorted({m for e in matches for m in e.methods})
+            return endpoint
+    allowed = sorted({m for e in candidates for m in e.methods})
     raise MethodNotAllowed(
-        f"{method} is not allowed on /v1/{matches[0].path.replace('**', '...')}; "
+        f"{method} is not allowed on /v1/{candidates[0].path.replace('**', '...')}; "
         f"use {', '.join(allowed)}."
     )
 
@@ -216,18 +223,18 @@ def normalise(raw_subpath: str) -> tuple[str, ...]:
     return segments
 
 
-def _matches(pattern: list[str], segments: tuple[str, ...]) -> bool:
+def _matches(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
     if pattern[-1] == "**":
         head = pattern[:-1]
         return len(segments) > len(head) and _literal_match(head, segments[: len(head)])
     return len(pattern) == len(segments) and _literal_match(pattern, segments)
 
 
-def _literal_match(pattern: list[str], segments: tuple[str, ...]) -> bool:
+def _literal_match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
     return all(p == "*" or p == s.lower() for p, s in zip(pattern, segments, strict=True))
 
 
-def _spelled(pattern: list[str] | tuple[str, ...], segments: tuple[str, ...]) -> str:
+def _spelled(pattern: tuple[str, ...], segments: tuple[str, ...]) -> str:
     """The table's literal segments, then the client's segments re-encoded one by one."""
     spelled = []
     for i, segment in enumerate(segments):
