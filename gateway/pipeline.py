@@ -234,7 +234,7 @@ async def allowed_model(
             f"The model {model_id!r} does not exist in NanoGPT's {_CATALOG_NAMES[kind]} catalog.",
             param="model",
         )
-    _require(policy.check(rules, member, model), model_id, member)
+    _require(policy.check_entry(rules, model), model_id, member)
     return model
 
 

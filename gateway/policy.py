@@ -24,10 +24,15 @@ ALLOWED = Decision(True)
 
 def check(rules: PolicyRules, member: Member, model: ModelInfo) -> Decision:
     """Decide one (member, model) pair; the reason names the first rule that refuses it."""
+    by_name = check_name(rules, member, model.id)
+    return by_name if not by_name.allowed else check_entry(rules, model)
+
+
+def check_entry(rules: PolicyRules, model: ModelInfo) -> Decision:
+    """The rules that need the model's catalog entry: subscription, distillation, prices,
+    capabilities (`check_name` has passed it already)."""
     if rules.subscription_only and model.subscription is not True:
         return _deny("it is not included in the NanoGPT subscription (catalog.source)")
-    if not (by_name := check_name(rules, member, model.id)).allowed:
-        return by_name
     if rules.distillation == "allowed" and model.distillation_status != "allowed":
         status = model.distillation_status or "not given by the catalog"
         return _deny(f"it is not distillation-allowed (distillationPolicy.status: {status})")
