@@ -87,7 +87,9 @@ def create_app(
             retry_seconds=catalog_retry_seconds,
             on_refresh=refreshed,
         )
-        ring = keys if keys is not None else KeyRing(settings.members, required=auth_required)
+        ring = keys or KeyRing(
+            settings.members, required=auth_required, anonymous=settings.anonymous
+        )
         tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
         if metering.balance_poll_seconds > 0:
             fetch_balance = functools.partial(client.post_json, BALANCE_PATH)

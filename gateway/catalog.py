@@ -95,6 +95,7 @@ def parse_models(
                 owned_by=owned_by if isinstance(owned_by, str) and owned_by else _owner(model_id),
                 prompt_usd_per_mtok=_price(pricing.get("prompt")),
                 completion_usd_per_mtok=_price(pricing.get("completion")),
+                max_output_tokens=_count(item.get("max_output_tokens")),
                 capabilities=_capabilities(item.get("capabilities")),
                 distillation_status=_distillation(item.get("distillationPolicy")),
                 subscription=subscription,
@@ -106,6 +107,10 @@ def parse_models(
 
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value > 0 else None
 
 
 def _owner(model_id: str) -> str:

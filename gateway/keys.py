@@ -34,13 +34,16 @@ class KeyRing:
     """The configured members, looked up by key. With no members (`auth.mode = "none"`),
     everyone is `anonymous`."""
 
-    def __init__(self, members: Sequence[Member], *, required: bool = True) -> None:
+    def __init__(
+        self, members: Sequence[Member], *, required: bool = True, anonymous: Member = ANONYMOUS
+    ) -> None:
         self._digests = tuple((bytes.fromhex(m.key_sha256), m) for m in members)
         self._required = required
+        self._anonymous = anonymous
 
     def authenticate(self, headers: Mapping[str, str]) -> Member:
         if not self._required:
-            return ANONYMOUS
+            return self._anonymous
         key = presented_key(headers)
         if key is None:
             raise InvalidApiKey(

@@ -57,6 +57,50 @@ class Member:
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] = ()
     end_user_header: str | None = None
+    limits: Limits = field(default_factory=lambda: Limits())
+    allow_paygo_override: bool = False
+    """May send NanoGPT's pay-as-you-go billing override (`X-Billing-Mode`, `billing_mode`)."""
+    allow_provider_selection: bool = False
+    """May pick NanoGPT's upstream provider (`X-Provider`, `provider`, a routing suffix)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """What one member may use: `None` is no limit, `0` nothing at all. Budgets in USD per
+    calendar day / month (in `LimitRules.timezone`); rates per minute."""
+
+    budget_usd_daily: Decimal | None = None
+    budget_usd_monthly: Decimal | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent_requests: int | None = None
+    end_user_budget_usd_daily: Decimal | None = None
+    end_user_budget_usd_monthly: Decimal | None = None
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether any budget bounds this member's spend (their own or their end users')."""
+        return any(
+            b is not None
+            for b in (
+                self.budget_usd_daily,
+                self.budget_usd_monthly,
+                self.end_user_budget_usd_daily,
+                self.end_user_budget_usd_monthly,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRules:
+    """The team-wide side of the limits: the calendar they count in, the team's own budgets,
+    the balance floor, and the completion length assumed when a request sets none."""
+
+    timezone: str = "UTC"
+    team_budget_usd_daily: Decimal | None = None
+    team_budget_usd_monthly: Decimal | None = None
+    min_balance_usd: Decimal | None = None
+    default_max_tokens: int = 4096
 
 
 ANONYMOUS = Member(name="anonymous", key_sha256="")
@@ -74,6 +118,8 @@ class PolicyRules:
     max_completion_usd_per_mtok: float | None = None
     require_capabilities: tuple[str, ...] = ()
     subscription_only: bool = False
+    allow_paygo_override: bool = False
+    allow_provider_selection: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +136,7 @@ class ModelInfo:
     owned_by: str = "nanogpt"
     prompt_usd_per_mtok: float | None = None
     completion_usd_per_mtok: float | None = None
+    max_output_tokens: int | None = None
     capabilities: frozenset[str] | None = None
     distillation_status: str | None = None
     subscription: bool | None = None

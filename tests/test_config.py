@@ -112,6 +112,20 @@ def test_full_example_is_valid() -> None:
             "[pricing.'a/b']\nprompt = '1'\ncompletion = 1\n",
             'pricing."a/b".prompt: expected a number',
         ),
+        ("[limits]\ntimezone = 'Mars/Olympus'\n", "limits.timezone: not an IANA time zone"),
+        ("[limits]\ntimezone = '../etc/passwd'\n", "limits.timezone: not an IANA time zone"),
+        ("[limits]\nbudget_usd_daily = -1\n", "limits.budget_usd_daily: must not be negative"),
+        (
+            "[limits]\nrequests_per_minute = 2.5\n",
+            "limits.requests_per_minute: expected an integer, got number 2.5",
+        ),
+        (
+            "[limits]\nbudget_usd_daily = 'unlimited'\n",
+            "limits.budget_usd_daily: expected a number, got string 'unlimited'",
+        ),
+        ("[limits]\ndefault_max_tokens = 0\n", "limits.default_max_tokens: must be at least 1"),
+        ("[limits]\nmin_balance_usd = -3\n", "limits.min_balance_usd: must not be negative"),
+        ("[policy]\nallow_paygo_override = 'yes'\n", "policy.allow_paygo_override: expected"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> None:
@@ -161,6 +175,14 @@ def test_bad_values_name_the_key(tmp_path: Path, toml: str, expected: str) -> No
         (
             "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nend_user_header = 'x user'\n",
             "members[0].end_user_header: not an HTTP header name",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nbudget_usd_daily = 'lots'\n",
+            "members[0].budget_usd_daily: expected a number or \"unlimited\", got string 'lots'",
+        ),
+        (
+            "[[members]]\nname = 'a'\nkey_sha256 = '{h}'\nmax_concurrent_requests = -1\n",
+            "members[0].max_concurrent_requests: must not be negative",
         ),
     ],
 )
@@ -241,3 +263,49 @@ def test_the_usage_command_reads_metering_without_a_team_key(tmp_path: Path) -> 
     config.write_text("[metering]\nledger_path = 3\n")
     with pytest.raises(ConfigError, match=r"metering\.ledger_path: expected a string"):
         load_metering(config)
+
+
+def test_member_limits_override_the_defaults(tmp_path: Path) -> None:
+    toml = f"""
+[limits]
+timezone = "Asia/Tokyo"
+budget_usd_daily = 5
+requests_per_minute = 60
+team_budget_usd_monthly = 100.5
+min_balance_usd = 2
+
+[policy]
+allow_provider_selection = true
+
+[[members]]
+name = "capped"
+key_sha256 = "{hash_key("k1")}"
+budget_usd_daily = 0.1
+tokens_per_minute = 1000
+allow_paygo_override = true
+
+[[members]]
+name = "free"
+key_sha256 = "{hash_key("k2")}"
+budget_usd_daily = "unlimited"
+requests_per_minute = 0
+allow_provider_selection = false
+"""
+    settings = load(tmp_path, toml, members=False)
+    capped, free = settings.members
+    assert settings.limits.timezone == "Asia/Tokyo"
+    assert settings.limits.team_budget_usd_monthly == Decimal("100.5")
+    assert settings.limits.min_balance_usd == Decimal(2)
+    assert capped.limits.budget_usd_daily == Decimal("0.1")  # exact, not 0.1000000000000000055
+    assert capped.limits.requests_per_minute == 60 and capped.limits.tokens_per_minute == 1000
+    assert (capped.allow_paygo_override, capped.allow_provider_selection) == (True, True)
+    assert free.limits.budget_usd_daily is None and free.limits.requests_per_minute == 0
+    assert (free.allow_paygo_override, free.allow_provider_selection) == (False, False)
+    assert capped.limits.budgeted and not free.limits.budgeted
+
+
+def test_anonymous_gets_the_default_limits(tmp_path: Path) -> None:
+    toml = "[auth]\nmode = 'none'\n[limits]\nmax_concurrent_requests = 3\n"
+    settings = load(tmp_path, toml, members=False)
+    assert settings.anonymous.name == "anonymous"
+    assert settings.anonymous.limits.max_concurrent_requests == 3

@@ -10,17 +10,21 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.config.schema import (
     DEFAULT_BASE_URL,
+    MEMBER_LIMITS,
     SECTIONS,
     AuthSettings,
     CatalogSettings,
     ConfigError,
     Demo,
+    LimitSettings,
     MemberSettings,
     MeteringSettings,
     PolicySettings,
@@ -32,7 +36,7 @@ from gateway.config.schema import (
 from gateway.config.toml import read_toml, section
 from gateway.keys import hash_key
 from gateway.pricing import exact
-from gateway.types import ANONYMOUS, Member, PolicyRules, Price, Secret
+from gateway.types import ANONYMOUS, LimitRules, Limits, Member, PolicyRules, Price, Secret
 
 
 def load_settings(
@@ -91,6 +95,7 @@ def _build(
     catalog: CatalogSettings = sections["catalog"]
     policy: PolicySettings = sections["policy"]
     metering: MeteringSettings = sections["metering"]
+    limit_settings: LimitSettings = sections["limits"]
 
     server = dataclasses.replace(
         server, host=host if host is not None else server.host, port=port or server.port
@@ -117,8 +122,11 @@ def _build(
         ),
         require_capabilities=policy.require_capabilities,
         subscription_only=catalog.source == "subscription",
+        allow_paygo_override=policy.allow_paygo_override,
+        allow_provider_selection=policy.allow_provider_selection,
     )
-    members = _members(data.get("members", []), env)
+    limit_rules, default_limits = _limits(limit_settings)
+    members = _members(data.get("members", []), env, rules, default_limits)
 
     if auth.mode == "none" and not _is_loopback(server.host):
         raise ConfigError(
@@ -127,7 +135,7 @@ def _build(
         )
     if auth.mode == "keys" and not members and fallback_member is not None:
         name, key = fallback_member
-        members = (Member(name=name, key_sha256=hash_key(key)),)
+        members = (_member_defaults(name, hash_key(key), rules, default_limits),)
     if demo is not None:
         team_key = Secret(demo.team_key)
     else:
@@ -149,8 +157,10 @@ def _build(
         catalog=catalog,
         policy=rules,
         metering=metering,
+        limits=limit_rules,
         pricing=_pricing(data.get("pricing", {})),
         members=members,
+        anonymous=_member_defaults(ANONYMOUS.name, "", rules, default_limits),
         team_key=team_key,
         demo=demo is not None,
     )
@@ -233,7 +243,70 @@ def _non_negative(value: float | None, where: str) -> float | None:
     return value
 
 
-def _members(tables: Any, env: Mapping[str, str]) -> tuple[Member, ...]:
+def _limits(spec: LimitSettings) -> tuple[LimitRules, Limits]:
+    """The team's rules and every member's default limits from `[limits]`."""
+    try:
+        ZoneInfo(spec.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f'limits.timezone: not an IANA time zone name like "Europe/Berlin": {spec.timezone!r}'
+        ) from None
+    if spec.default_max_tokens < 1:
+        raise ConfigError("limits.default_max_tokens: must be at least 1")
+    rules = LimitRules(
+        timezone=spec.timezone,
+        team_budget_usd_daily=_usd(spec.team_budget_usd_daily, "limits.team_budget_usd_daily"),
+        team_budget_usd_monthly=_usd(
+            spec.team_budget_usd_monthly, "limits.team_budget_usd_monthly"
+        ),
+        min_balance_usd=_usd(spec.min_balance_usd, "limits.min_balance_usd"),
+        default_max_tokens=spec.default_max_tokens,
+    )
+    values: dict[str, Any] = {
+        key: _limit(getattr(spec, key), f"limits.{key}") for key in MEMBER_LIMITS
+    }
+    return rules, Limits(**values)
+
+
+def _limit(value: float | str | None, where: str) -> Decimal | int | None:
+    """A limit's value as the limiter counts it: USD exactly, counts as integers."""
+    if value is None or isinstance(value, str):
+        return None
+    if value < 0:
+        raise ConfigError(f"{where}: must not be negative, got {value} (0 allows nothing)")
+    return exact(value) if isinstance(value, float) else value
+
+
+def _usd(value: float | None, where: str) -> Decimal | None:
+    limit = _limit(value, where)
+    assert not isinstance(limit, int)
+    return limit
+
+
+def _member_limits(spec: MemberSettings, defaults: Limits, where: str) -> Limits:
+    """The `[limits]` defaults with the member's own values: a number replaces the default,
+    `"unlimited"` lifts it."""
+    overrides: dict[str, Any] = {}
+    for key in MEMBER_LIMITS:
+        value = getattr(spec, key)
+        if value is not None:
+            overrides[key] = _limit(value, f"{where}.{key}")
+    return dataclasses.replace(defaults, **overrides)
+
+
+def _member_defaults(name: str, digest: str, rules: PolicyRules, limits: Limits) -> Member:
+    return Member(
+        name=name,
+        key_sha256=digest,
+        limits=limits,
+        allow_paygo_override=rules.allow_paygo_override,
+        allow_provider_selection=rules.allow_provider_selection,
+    )
+
+
+def _members(
+    tables: Any, env: Mapping[str, str], rules: PolicyRules, default_limits: Limits
+) -> tuple[Member, ...]:
     if not isinstance(tables, list):
         raise ConfigError("members: expected an array of tables ([[members]])")
     members: list[Member] = []
@@ -277,9 +350,18 @@ def _members(tables: Any, env: Mapping[str, str]) -> tuple[Member, ...]:
                 allow=_patterns(spec.allow, f"{where}.allow") if spec.allow is not None else None,
                 deny=_patterns(spec.deny, f"{where}.deny"),
                 end_user_header=header.lower() if header is not None else None,
+                limits=_member_limits(spec, default_limits, where),
+                allow_paygo_override=_either(spec.allow_paygo_override, rules.allow_paygo_override),
+                allow_provider_selection=_either(
+                    spec.allow_provider_selection, rules.allow_provider_selection
+                ),
             )
         )
     return tuple(members)
+
+
+def _either(value: bool | None, default: bool) -> bool:
+    return default if value is None else value
 
 
 def _is_loopback(host: str) -> bool:

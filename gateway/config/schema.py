@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.types import Distillation, Member, PolicyRules, Price, Secret
+from gateway.types import ANONYMOUS, Distillation, LimitRules, Member, PolicyRules, Price, Secret
 
 DEFAULT_BASE_URL = "https://nano-gpt.com/api"
 CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
 AuthMode = Literal["keys", "none"]
+Unlimited = Literal["unlimited"]
 
 
 class ConfigError(ValueError):
@@ -60,6 +61,41 @@ class PolicySettings:
     max_prompt_usd_per_mtok: float | None = None
     max_completion_usd_per_mtok: float | None = None
     require_capabilities: tuple[str, ...] = ()
+    allow_paygo_override: bool = False
+    """Let members send NanoGPT's pay-as-you-go override, which bills the team's balance
+    for models the subscription would cover."""
+    allow_provider_selection: bool = False
+    """Let members pick NanoGPT's upstream provider (billed pay-as-you-go, with a markup)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitSettings:
+    """Defaults for every member (each `[[members]]` may override them), and the team's own."""
+
+    timezone: str = "UTC"
+    budget_usd_daily: float | None = None
+    budget_usd_monthly: float | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    max_concurrent_requests: int | None = None
+    end_user_budget_usd_daily: float | None = None
+    end_user_budget_usd_monthly: float | None = None
+    team_budget_usd_daily: float | None = None
+    team_budget_usd_monthly: float | None = None
+    min_balance_usd: float | None = None
+    default_max_tokens: int = 4096
+
+
+MEMBER_LIMITS = (
+    "budget_usd_daily",
+    "budget_usd_monthly",
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent_requests",
+    "end_user_budget_usd_daily",
+    "end_user_budget_usd_monthly",
+)
+"""The `[limits]` keys a member may override, with a value or `"unlimited"`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +116,15 @@ class MemberSettings:
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] = ()
     end_user_header: str | None = None
+    allow_paygo_override: bool | None = None
+    allow_provider_selection: bool | None = None
+    budget_usd_daily: float | Unlimited | None = None
+    budget_usd_monthly: float | Unlimited | None = None
+    requests_per_minute: int | Unlimited | None = None
+    tokens_per_minute: int | Unlimited | None = None
+    max_concurrent_requests: int | Unlimited | None = None
+    end_user_budget_usd_daily: float | Unlimited | None = None
+    end_user_budget_usd_monthly: float | Unlimited | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +140,7 @@ SECTIONS: dict[str, type] = {
     "catalog": CatalogSettings,
     "policy": PolicySettings,
     "metering": MeteringSettings,
+    "limits": LimitSettings,
 }
 
 
@@ -114,7 +160,10 @@ class Settings:
     catalog: CatalogSettings = field(default_factory=CatalogSettings)
     policy: PolicyRules = field(default_factory=PolicyRules)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
+    limits: LimitRules = field(default_factory=LimitRules)
     pricing: Mapping[str, Price] = field(default_factory=dict)
     members: tuple[Member, ...] = ()
+    anonymous: Member = ANONYMOUS
+    """Who a request is under `auth.mode = "none"`, with the `[limits]` defaults."""
     team_key: Secret = field(default_factory=lambda: Secret(""))
     demo: bool = False

@@ -47,12 +47,22 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        (inner,) = (arg for arg in args if arg is not type(None))
-        return _coerce(value, inner, where)
+        options = [arg for arg in args if arg is not type(None)]
+        for option in options[:-1]:
+            try:
+                return _coerce(value, option, where)
+            except ConfigError:
+                pass
+        try:
+            return _coerce(value, options[-1], where)
+        except ConfigError:
+            if len(options) == 1:
+                raise
+        expected = " or ".join(_expected(option) for option in options)
+        raise ConfigError(f"{where}: expected {expected}, got {_describe(value)}")
     if origin is Literal:
         if value not in args:
-            choices = " or ".join(f'"{a}"' for a in args)
-            raise ConfigError(f"{where}: expected {choices}, got {_describe(value)}")
+            raise ConfigError(f"{where}: expected {_expected(hint)}, got {_describe(value)}")
         return value
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -62,8 +72,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return float(value)
     if hint in (str, int, bool) and type(value) is hint:
         return value
-    expected = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-    raise ConfigError(f"{where}: expected {expected[hint]}, got {_describe(value)}")
+    raise ConfigError(f"{where}: expected {_expected(hint)}, got {_describe(value)}")
+
+
+def _expected(hint: Any) -> str:
+    if typing.get_origin(hint) is Literal:
+        return " or ".join(f'"{a}"' for a in typing.get_args(hint))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[hint]
 
 
 def _describe(value: Any) -> str:
