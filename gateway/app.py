@@ -134,7 +134,8 @@ async def _load_until_ready(catalog: Catalog, retry_seconds: float) -> None:
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return JSONResponse(exc.body(), status_code=exc.status_code, headers=_request_id(request))
+    headers = {**exc.headers, **_request_id(request)}
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

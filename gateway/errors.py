@@ -12,7 +12,10 @@ Imports nothing from the gateway.
     │   └── ModelNotFound             404 model_not_found
     ├── InvalidApiKey                 401 authentication_error
     ├── PermissionDenied              403 permission_error
-    │   └── ModelNotAllowed           403 model_not_allowed
+    │   └── ModelNotAllowed           403 model_not_allowed (model_not_priced,
+    │                                     billing_override_not_allowed)
+    ├── RateLimited                   429 requests | tokens, rate_limit_exceeded (with headers)
+    ├── QuotaExceeded                 429 insufficient_quota, *_budget_exceeded (with headers)
     ├── CatalogUnavailable            503 catalog_unavailable
     └── UpstreamError                 502 upstream_unreachable
         └── UpstreamTimeout           504 upstream_timeout
@@ -27,6 +30,8 @@ class GatewayError(Exception):
     status_code: int = 500
     type: str = "api_error"
     code: str = "internal_error"
+    headers: dict[str, str]
+    """Sent with the error response (`retry-after` and friends)."""
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
@@ -34,6 +39,7 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.param = param
+        self.headers = {}
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, type=self.type, code=self.code, param=self.param)
@@ -79,6 +85,41 @@ class PermissionDenied(GatewayError):
 
 class ModelNotAllowed(PermissionDenied):
     code = "model_not_allowed"
+
+
+class Refusal(GatewayError):
+    """A 429 from a limit: which limit (for the ledger and metrics), and the headers that tell
+    an OpenAI SDK whether and when to retry."""
+
+    status_code = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: str,
+        code: str | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+        from_upstream: bool = False,
+    ) -> None:
+        super().__init__(message, code=code)
+        if type is not None:
+            self.type = type
+        self.limit = limit
+        self.headers = headers or {}
+        self.from_upstream = from_upstream
+        """NanoGPT itself refused (its 402 or daily limit), relayed in the gateway's words."""
+
+
+class RateLimited(Refusal):
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+
+class QuotaExceeded(Refusal):
+    type = "insufficient_quota"
+    code = "member_budget_exceeded"
 
 
 class CatalogUnavailable(GatewayError):

@@ -43,6 +43,10 @@ PURE = {
     "pricing",
     "accounting",
     "reports",
+    "budgets",
+    "limits",
+    "limits.base",
+    "limits.memory",
 }
 CONFIG = {"config", "config.schema", "config.toml", "config.loader"}
 # module -> the gateway modules it may import
@@ -62,6 +66,10 @@ ALLOWED: dict[str, set[str]] = {
     "usage": {"types"},
     "pricing": {"types"},
     "accounting": {"types", "pricing", "endpoints"},
+    "budgets": {"pricing", "types"},
+    "limits": {"limits.base", "limits.memory", "types"},
+    "limits.base": {"budgets", "errors", "types"},
+    "limits.memory": {"budgets", "limits.base", "types"},
     "reports": {"types"},
     "catalog": {"types", "errors"},
     "upstream": {"types", "errors"},

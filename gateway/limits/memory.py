@@ -1,0 +1,329 @@
+"""The in-process limiter: every counter in this process's memory, rebuilt from the ledger at
+start-up (`seed`). Atomic because `admit` never awaits between its checks and its writes: on
+one event loop, no other request runs in between. One replica only; several replicas need the
+shared backend.
+
+Per-minute limits are token buckets: a bucket holds up to the limit and refills continuously at
+the limit per minute, so a member may burst up to the limit and then goes on at its rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from gateway.budgets import WINDOWS, Period, Window, period
+from gateway.limits.base import (
+    Admission,
+    Ask,
+    below_floor,
+    go_duration,
+    over_budget,
+    rate_limited,
+    team_paused,
+    too_many_at_once,
+)
+from gateway.types import LimitRules
+
+logger = logging.getLogger("gateway.limits")
+
+MAX_END_USERS = 100_000
+"""Distinct end users counted per window; beyond it, new ones share one budget (bounded memory,
+and a flood of invented end-user names cannot buy anyone a fresh budget)."""
+OVERFLOW_END_USER = "(other end users)"
+ZERO = Decimal(0)
+
+Scope = tuple[str, ...]
+"""Whose spend: `("member", name)`, `("end_user", member, end user)`, or `("team",)`."""
+
+
+@dataclass(slots=True)
+class _Bucket:
+    level: float
+    updated: float
+
+    def refill(self, capacity: int, now: float) -> float:
+        if now > self.updated:
+            self.level = min(capacity, self.level + (now - self.updated) * capacity / 60)
+            self.updated = now
+        return self.level
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    scope: Scope
+    period: Period
+    amount: Decimal
+    limit: str
+    code: str
+    whose: str
+
+
+class MemoryLimiter:
+    """Counters for one process (see the module docstring)."""
+
+    def __init__(self, rules: LimitRules) -> None:
+        self.rules = rules
+        self.zone = ZoneInfo(rules.timezone)
+        self._spent: dict[str, dict[Scope, Decimal]] = {}
+        self._reserved: dict[str, dict[Scope, Decimal]] = {}
+        self._end_users: dict[str, set[Scope]] = {}
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._running: dict[str, int] = {}
+        self._reserved_total = ZERO
+        self._admitted = 0
+        self._balance: Decimal | None = None
+        self._paused_until = 0.0
+        self._warned_no_balance = False
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def admit(self, ask: Ask) -> Admission:
+        return self.admit_now(ask)
+
+    def admit_now(self, ask: Ask) -> Admission:
+        """`admit` without the coroutine: check every limit, then reserve every limit."""
+        now, limits = ask.now, ask.limits
+        periods = {window: period(window, now, self.zone) for window in WINDOWS}
+        self._forget_old_periods({p.key for p in periods.values()})
+        budgets = self._budgets(ask, periods)
+        cost = ask.estimate.cost_usd
+        self._check_money(ask, budgets)
+        running = self._running.get(ask.member, 0)
+        if limits.max_concurrent_requests is not None and (
+            running >= limits.max_concurrent_requests
+        ):
+            raise too_many_at_once(limits.max_concurrent_requests)
+        self._check_rate(ask, "requests", limits.requests_per_minute, 1)
+        self._check_rate(ask, "tokens", limits.tokens_per_minute, ask.estimate.tokens)
+
+        # Every check passed: reserve everything (nothing below can refuse).
+        headers = {}
+        headers.update(self._take(ask, "requests", limits.requests_per_minute, 1))
+        headers.update(self._take(ask, "tokens", limits.tokens_per_minute, ask.estimate.tokens))
+        self._running[ask.member] = running + 1
+        self._admitted += 1
+        self._reserved_total += cost
+        holds = [(p.key, scope) for p in periods.values() for scope in self._scopes(ask, p)]
+        for key, scope in holds:
+            counters = self._reserved.setdefault(key, {})
+            counters[scope] = counters.get(scope, ZERO) + cost
+            if scope[0] == "end_user":
+                self._end_users.setdefault(key, set()).add(scope)
+        if budgets:
+            left = min(self._left(b) for b in budgets)
+            headers["x-gateway-budget-remaining-usd"] = f"{max(left, ZERO):.6f}"
+        periods_by_window = {w: p.key for w, p in periods.items()}
+        return Admission(ask=ask, periods=periods_by_window, holds=holds, headers=headers)
+
+    def _budgets(self, ask: Ask, periods: dict[Window, Period]) -> list[_Budget]:
+        limits, rules = ask.limits, self.rules
+        found = []
+        for window, p in periods.items():
+            suffix = "daily" if window == "day" else "monthly"
+            member_budget = getattr(limits, f"budget_usd_{suffix}")
+            if member_budget is not None:
+                found.append(
+                    _Budget(
+                        ("member", ask.member),
+                        p,
+                        member_budget,
+                        f"budget_usd_{suffix}",
+                        "member_budget_exceeded",
+                        f"Member {ask.member!r}",
+                    )
+                )
+            end_user_budget = getattr(limits, f"end_user_budget_usd_{suffix}")
+            if end_user_budget is not None and ask.end_user is not None:
+                scope = self._end_user_scope(ask, p)
+                found.append(
+                    _Budget(
+                        scope,
+                        p,
+                        end_user_budget,
+                        f"end_user_budget_usd_{suffix}",
+                        "end_user_budget_exceeded",
+                        f"End user {scope[2]!r} of member {ask.member!r}",
+                    )
+                )
+            team_budget = getattr(rules, f"team_budget_usd_{suffix}")
+            if team_budget is not None:
+                found.append(
+                    _Budget(
+                        ("team",),
+                        p,
+                        team_budget,
+                        f"team_budget_usd_{suffix}",
+                        "team_budget_exceeded",
+                        "The team",
+                    )
+                )
+        return found
+
+    def _check_money(self, ask: Ask, budgets: list[_Budget]) -> None:
+        """Budgets, the NanoGPT daily-limit pause and the balance floor: they bound only
+        requests that cost money, and a refusal by any of them is final for its period."""
+        cost = ask.estimate.cost_usd
+        if cost <= 0:
+            return
+        if self._paused_until > ask.now:
+            raise team_paused(self._paused_until, ask.now)
+        for budget in budgets:
+            spent = self._spent.get(budget.period.key, {}).get(budget.scope, ZERO)
+            reserved = self._reserved.get(budget.period.key, {}).get(budget.scope, ZERO)
+            if spent + reserved + cost > budget.amount:
+                raise over_budget(
+                    limit=budget.limit,
+                    code=budget.code,
+                    whose=budget.whose,
+                    budget=budget.amount,
+                    spent=spent,
+                    reserved=reserved,
+                    cost=cost,
+                    resets=budget.period.end,
+                    now=ask.now,
+                )
+        floor = self.rules.min_balance_usd
+        if floor is None:
+            return
+        if self._balance is None:
+            if not self._warned_no_balance:
+                self._warned_no_balance = True
+                logger.warning(
+                    "limits.min_balance_usd is not applied yet: NanoGPT's balance has not "
+                    "been read (metering.balance_poll_seconds)"
+                )
+            return
+        if self._balance - self._reserved_total - cost < floor:
+            raise below_floor(floor, self._balance, self._reserved_total, cost)
+
+    def _check_rate(self, ask: Ask, kind: str, limit: int | None, needed: int) -> None:
+        if limit is None:
+            return
+        name = "requests_per_minute" if kind == "requests" else "tokens_per_minute"
+        if needed > limit or limit == 0:
+            raise rate_limited(kind, name, limit, 0, needed, wait=None)
+        level = self._bucket(ask.member, kind, limit, ask.now).refill(limit, ask.now)
+        if level < needed:
+            wait = (needed - level) * 60 / limit
+            raise rate_limited(kind, name, limit, limit - level, needed, wait)
+
+    def _take(self, ask: Ask, kind: str, limit: int | None, needed: int) -> dict[str, str]:
+        """Take from a bucket already checked; the `x-ratelimit-*` headers after it."""
+        if limit is None:
+            return {}
+        bucket = self._bucket(ask.member, kind, limit, ask.now)
+        bucket.level -= needed
+        refill = (limit - bucket.level) * 60 / limit
+        return {
+            f"x-ratelimit-limit-{kind}": str(limit),
+            f"x-ratelimit-remaining-{kind}": str(max(math.floor(bucket.level), 0)),
+            f"x-ratelimit-reset-{kind}": go_duration(refill),
+        }
+
+    def _bucket(self, member: str, kind: str, limit: int, now: float) -> _Bucket:
+        bucket = self._buckets.get((member, kind))
+        if bucket is None:
+            bucket = self._buckets[(member, kind)] = _Bucket(float(limit), now)
+        return bucket
+
+    def _scopes(self, ask: Ask, p: Period) -> list[Scope]:
+        scopes: list[Scope] = [("member", ask.member), ("team",)]
+        if ask.end_user is not None:
+            scopes.append(self._end_user_scope(ask, p))
+        return scopes
+
+    def _end_user_scope(self, ask: Ask, p: Period) -> Scope:
+        """The end user's own counter, or the shared overflow one once `MAX_END_USERS` are
+        counted in this period."""
+        assert ask.end_user is not None
+        scope: Scope = ("end_user", ask.member, ask.end_user)
+        known = self._end_users.get(p.key, set())
+        if scope in known or len(known) < MAX_END_USERS:
+            return scope
+        return ("end_user", ask.member, OVERFLOW_END_USER)
+
+    def _left(self, budget: _Budget) -> Decimal:
+        key = budget.period.key
+        spent = self._spent.get(key, {}).get(budget.scope, ZERO)
+        reserved = self._reserved.get(key, {}).get(budget.scope, ZERO)
+        return budget.amount - spent - reserved
+
+    def _forget_old_periods(self, keep: set[str]) -> None:
+        """Past periods' counters: spend no longer bounds anything, and a past reservation
+        only until its request ends."""
+        for key in [k for k in self._spent if k not in keep]:
+            del self._spent[key]
+        for key in [k for k in self._end_users if k not in keep]:
+            del self._end_users[key]
+        for key in [k for k in self._reserved if k not in keep and not self._reserved[k]]:
+            del self._reserved[key]
+
+    # -- the end of a request ----------------------------------------------------------------
+
+    def settle(self, admission: Admission, cost_usd: Decimal, tokens: int | None) -> None:
+        if admission.ended:
+            return
+        admission.ended = True
+        ask = admission.ask
+        reserved = ask.estimate.cost_usd
+        self._running[ask.member] -= 1
+        if not self._running[ask.member]:
+            del self._running[ask.member]
+        self._admitted -= 1
+        self._reserved_total -= reserved
+        for key, scope in admission.holds:
+            counters = self._reserved.get(key)
+            if counters is not None and scope in counters:
+                counters[scope] -= reserved
+                if not counters[scope]:
+                    del counters[scope]
+            if cost_usd:
+                spent = self._spent.setdefault(key, {})
+                spent[scope] = spent.get(scope, ZERO) + cost_usd
+        limit = ask.limits.tokens_per_minute
+        if limit is not None and tokens is not None:
+            bucket = self._buckets.get((ask.member, "tokens"))
+            if bucket is not None:  # give back what was reserved and not used, or take more
+                bucket.level = min(limit, bucket.level + ask.estimate.tokens - tokens)
+
+    def release(self, admission: Admission) -> None:
+        self.settle(admission, ZERO, 0)
+
+    # -- what the ledger and NanoGPT say -----------------------------------------------------
+
+    def seed(
+        self, window: Window, now: float, spent: list[tuple[str, str | None, Decimal]]
+    ) -> None:
+        key = period(window, now, self.zone).key
+        counters = self._spent.setdefault(key, {})
+        for member, end_user, cost in spent:
+            end_user_scope: Scope = ("end_user", member, end_user or "")
+            self._end_users.setdefault(key, set()).add(end_user_scope)
+            for scope in (("member", member), ("team",), end_user_scope):
+                counters[scope] = counters.get(scope, ZERO) + cost
+
+    def balance_polled(self, usd: float) -> None:
+        self._balance = Decimal(repr(usd))
+
+    def pause_team(self, until: float) -> None:
+        self._paused_until = max(self._paused_until, until)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def reserved_usd(self) -> Decimal:
+        return self._reserved_total
+
+    def in_flight(self) -> int:
+        return self._admitted
+
+    def spent(self, member: str | None, window: Window, now: float) -> tuple[Decimal, Decimal]:
+        key = period(window, now, self.zone).key
+        scope: Scope = ("team",) if member is None else ("member", member)
+        return (
+            self._spent.get(key, {}).get(scope, ZERO),
+            self._reserved.get(key, {}).get(scope, ZERO),
+        )

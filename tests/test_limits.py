@@ -1,0 +1,277 @@
+"""The in-process limiter: every limit checked and reserved in one step, all or nothing, and
+settled once. Each test ends with nothing in flight and nothing reserved."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.budgets import Estimate
+from gateway.errors import QuotaExceeded, RateLimited, Refusal
+from gateway.limits import Admission, Ask, MemoryLimiter
+from gateway.limits import memory as memory_module
+from gateway.limits.base import go_duration
+from gateway.types import LimitRules, Limits
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+CENT = Decimal("0.01")
+
+
+def usd(text: str) -> Decimal:
+    return Decimal(text)
+
+
+def ask(
+    limits: Limits,
+    *,
+    cost: str = "0.01",
+    tokens: int = 100,
+    member: str = "alice",
+    end_user: str | None = None,
+    now: float = NOW,
+    request_id: str = "r",
+) -> Ask:
+    return Ask(
+        request_id=request_id,
+        member=member,
+        limits=limits,
+        end_user=end_user,
+        estimate=Estimate(tokens // 2, tokens - tokens // 2, Decimal(cost)),
+        now=now,
+    )
+
+
+@pytest.fixture
+def limiters() -> Iterator[list[MemoryLimiter]]:
+    made: list[MemoryLimiter] = []
+    yield made
+    for limiter in made:  # whatever a test did, nothing stays held
+        assert limiter.in_flight() == 0
+        assert limiter.reserved_usd() == 0
+
+
+@pytest.fixture
+def make(limiters: list[MemoryLimiter]):  # type: ignore[no-untyped-def]
+    def make(**rules: object) -> MemoryLimiter:
+        limiter = MemoryLimiter(LimitRules(**rules))  # type: ignore[arg-type]
+        limiters.append(limiter)
+        return limiter
+
+    return make
+
+
+def refused(limiter: MemoryLimiter, request: Ask) -> Refusal:
+    with pytest.raises(Refusal) as excinfo:
+        limiter.admit_now(request)
+    return excinfo.value
+
+
+def test_a_refusal_by_one_limit_consumes_nothing_from_the_others(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    limits = Limits(requests_per_minute=2, max_concurrent_requests=1)
+    first = limiter.admit_now(ask(limits))
+    second = refused(limiter, ask(limits))
+    assert second.code == "concurrency_limit_exceeded" and second.limit == "max_concurrent_requests"
+    assert second.headers["retry-after"] == "1" and second.headers["x-should-retry"] == "true"
+    limiter.settle(first, CENT, 100)
+    third = limiter.admit_now(ask(limits))  # the refused one spent no request of the minute
+    assert third.headers["x-ratelimit-remaining-requests"] == "0"
+    limiter.settle(third, CENT, 100)
+    rpm = refused(limiter, ask(limits))
+    assert isinstance(rpm, RateLimited) and rpm.type == "requests"
+
+
+def test_requests_per_minute_refill_continuously(make) -> None:  # type: ignore[no-untyped-def]
+    limiter, limits = make(), Limits(requests_per_minute=60)
+    for _ in range(60):
+        limiter.release(limiter.admit_now(ask(limits)))
+    error = refused(limiter, ask(limits))
+    assert error.status_code == 429 and error.code == "rate_limit_exceeded"
+    assert "Limit 60, Used 60, Requested 1. Please try again in 1s." in error.message
+    assert error.headers == {"retry-after": "1", "retry-after-ms": "1000", "x-should-retry": "true"}
+    half_a_second_later = refused(limiter, ask(limits, now=NOW + 0.5))
+    assert "try again in 500ms" in half_a_second_later.message
+    assert half_a_second_later.headers["retry-after-ms"] == "500"
+    admitted = limiter.admit_now(ask(limits, now=NOW + 1))
+    assert admitted.headers["x-ratelimit-limit-requests"] == "60"
+    assert admitted.headers["x-ratelimit-reset-requests"] == "1m0s"
+    limiter.release(admitted)
+
+
+def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(make) -> None:  # type: ignore[no-untyped-def]
+    limiter, limits = make(), Limits(tokens_per_minute=1000)
+    first = limiter.admit_now(ask(limits, tokens=800))
+    assert first.headers["x-ratelimit-remaining-tokens"] == "200"
+    error = refused(limiter, ask(limits, tokens=300))
+    assert error.type == "tokens" and "Limit 1000, Used 800, Requested 300" in error.message
+    limiter.settle(first, CENT, 100)  # it used 100 of the 800 reserved: 700 come back
+    second = limiter.admit_now(ask(limits, tokens=300))
+    assert second.headers["x-ratelimit-remaining-tokens"] == "600"
+    limiter.settle(second, CENT, None)  # no usage known: the reservation stands
+    assert refused(limiter, ask(limits, tokens=700)).type == "tokens"
+
+
+def test_a_request_larger_than_the_token_limit_can_never_pass(make) -> None:  # type: ignore[no-untyped-def]
+    error = refused(make(), ask(Limits(tokens_per_minute=1000), tokens=1001))
+    assert error.code == "rate_limit_exceeded" and error.headers == {"x-should-retry": "false"}
+    assert "can never pass" in error.message
+
+
+def test_zero_allows_nothing(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    assert refused(limiter, ask(Limits(requests_per_minute=0))).headers["x-should-retry"] == "false"
+    assert refused(limiter, ask(Limits(max_concurrent_requests=0))).headers == {
+        "x-should-retry": "false"
+    }
+    assert (
+        refused(limiter, ask(Limits(budget_usd_daily=Decimal(0)))).code == "member_budget_exceeded"
+    )
+
+
+def test_a_budget_counts_reservations_in_flight_and_names_itself(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make(timezone="Europe/Berlin")
+    limits = Limits(budget_usd_daily=Decimal("0.05"))
+    running = [limiter.admit_now(ask(limits, cost="0.02")) for _ in range(2)]
+    assert running[1].headers["x-gateway-budget-remaining-usd"] == "0.010000"
+    error = refused(limiter, ask(limits, cost="0.02"))
+    assert isinstance(error, QuotaExceeded) and error.type == "insufficient_quota"
+    assert (error.code, error.limit) == ("member_budget_exceeded", "budget_usd_daily")
+    assert "Member 'alice' has reached its daily budget of $0.05" in error.message
+    assert "$0.0400 reserved by requests in flight" in error.message
+    assert "resets at 2026-12-06T23:00:00Z" in error.message  # midnight in Berlin
+    assert error.headers["x-gateway-budget-reset"] == "2026-12-06T23:00:00Z"
+    assert (
+        error.headers["retry-after"] == str(11 * 3600)
+        and error.headers["x-should-retry"] == "false"
+    )
+    limiter.settle(running[0], Decimal("0.001"), 10)  # cheaper than reserved: room again
+    limiter.settle(running[1], Decimal("0.001"), 10)
+    assert limiter.spent("alice", "day", NOW) == (Decimal("0.002"), 0)
+    limiter.release(limiter.admit_now(ask(limits, cost="0.04")))
+
+
+def test_free_requests_pass_a_spent_budget(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    limits = Limits(budget_usd_monthly=CENT)
+    limiter.settle(limiter.admit_now(ask(limits, cost="0.01")), CENT, 10)
+    assert refused(limiter, ask(limits, cost="0.0001")).limit == "budget_usd_monthly"
+    limiter.release(limiter.admit_now(ask(limits, cost="0")))
+
+
+def test_spend_of_yesterday_does_not_count_today_but_counts_this_month(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make(timezone="Asia/Tokyo")
+    daily = Limits(budget_usd_daily=CENT)
+    monthly = Limits(budget_usd_monthly=Decimal("0.015"))
+    limiter.settle(limiter.admit_now(ask(daily)), CENT, 10)
+    assert refused(limiter, ask(daily)).limit == "budget_usd_daily"
+    tomorrow_in_tokyo = datetime(2026, 12, 7, 0, 0, tzinfo=ZoneInfo("Asia/Tokyo")).timestamp()
+    limiter.release(limiter.admit_now(ask(daily, now=tomorrow_in_tokyo)))
+    assert refused(limiter, ask(monthly, now=tomorrow_in_tokyo)).limit == "budget_usd_monthly"
+
+
+def test_the_team_budget_caps_every_member_together(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make(team_budget_usd_daily=Decimal("0.03"))
+    held = [limiter.admit_now(ask(Limits(), member=name)) for name in ("a", "b", "c")]
+    error = refused(limiter, ask(Limits(), member="d"))
+    assert (error.code, error.limit) == ("team_budget_exceeded", "team_budget_usd_daily")
+    assert error.message.startswith("The team has reached its daily budget of $0.03")
+    for admission in held:
+        limiter.release(admission)
+
+
+def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
+    first = limiter.admit_now(ask(limits, cost="0.02", end_user="eve"))
+    error = refused(limiter, ask(limits, cost="0.02", end_user="eve"))
+    assert error.code == "end_user_budget_exceeded" and "End user 'eve'" in error.message
+    other = limiter.admit_now(ask(limits, cost="0.02", end_user="mallory"))
+    for admission in (first, other):
+        limiter.release(admission)
+
+
+def test_end_users_beyond_the_bound_share_one_budget(make, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(memory_module, "MAX_END_USERS", 2)
+    limiter = make()
+    limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
+    for name in ("u1", "u2"):
+        limiter.settle(
+            limiter.admit_now(ask(limits, cost="0.02", end_user=name)), Decimal("0.02"), 1
+        )
+    limiter.settle(limiter.admit_now(ask(limits, cost="0.02", end_user="u3")), Decimal("0.02"), 1)
+    error = refused(limiter, ask(limits, cost="0.02", end_user="u4"))  # u3 spent the shared one
+    assert "(other end users)" in error.message
+
+
+def test_the_balance_floor_counts_what_is_in_flight(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make(min_balance_usd=Decimal(5))
+    before_the_first_poll = limiter.admit_now(ask(Limits(), cost="100"))
+    limiter.release(before_the_first_poll)
+    limiter.balance_polled(5.05)
+    held = limiter.admit_now(ask(Limits(), cost="0.03"))
+    error = refused(limiter, ask(Limits(), cost="0.03"))
+    assert (error.code, error.type, error.limit) == (
+        "balance_floor_reached",
+        "insufficient_quota",
+        "min_balance_usd",
+    )
+    assert error.headers == {"x-should-retry": "false"}
+    limiter.release(limiter.admit_now(ask(Limits(), cost="0")))  # free models still go
+    limiter.release(held)
+
+
+def test_nanogpts_daily_limit_pauses_what_costs_money(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    limiter.pause_team(NOW + 90)
+    error = refused(limiter, ask(Limits()))
+    assert error.code == "team_daily_limit_exceeded" and error.headers["retry-after"] == "90"
+    limiter.release(limiter.admit_now(ask(Limits(), cost="0")))
+    limiter.release(limiter.admit_now(ask(Limits(), now=NOW + 90)))
+
+
+def test_settling_twice_counts_once(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    admission = limiter.admit_now(ask(Limits()))
+    limiter.settle(admission, CENT, 10)
+    limiter.settle(admission, CENT, 10)
+    limiter.release(admission)
+    assert limiter.spent("alice", "day", NOW) == (CENT, 0)
+    assert limiter.spent(None, "month", NOW) == (CENT, 0)
+
+
+def test_a_hundred_concurrent_reservations_never_pass_the_budget(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    limits = Limits(budget_usd_daily=Decimal("1.00"))
+    admitted: list[Admission] = []
+    for i in range(100):
+        with contextlib.suppress(QuotaExceeded):
+            admitted.append(limiter.admit_now(ask(limits, cost="0.03", request_id=str(i))))
+    assert len(admitted) == 33
+    for admission in admitted:  # each costs what it reserved: the worst case with max_tokens
+        limiter.settle(admission, Decimal("0.03"), 10)
+    assert limiter.spent("alice", "day", NOW)[0] == Decimal("0.99")
+
+
+def test_the_ledger_seeds_what_was_spent_before_a_restart(make) -> None:  # type: ignore[no-untyped-def]
+    limiter = make()
+    limiter.seed("day", NOW, [("alice", None, Decimal("0.6")), ("alice", "eve", Decimal("0.3"))])
+    limits = Limits(budget_usd_daily=Decimal(1), end_user_budget_usd_daily=Decimal("0.35"))
+    assert limiter.spent("alice", "day", NOW) == (Decimal("0.9"), 0)
+    assert refused(limiter, ask(limits, cost="0.2")).limit == "budget_usd_daily"
+    assert refused(limiter, ask(limits, cost="0.06", end_user="eve")).limit == (
+        "end_user_budget_usd_daily"
+    )
+    limiter.release(limiter.admit_now(ask(limits, cost="0.05", end_user="eve")))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.012, "12ms"), (0.0001, "1ms"), (1, "1s"), (59.2, "1m0s"), (360, "6m0s"), (3723, "1h2m3s")],
+)
+def test_durations_are_written_as_openai_writes_them(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
