@@ -45,6 +45,8 @@ class Learned(Protocol):
     forwarded: bool
     stream_usage_unsupported: bool
     upstream_failure: str | None
+    reserved_usd: Decimal | None
+    limit: str | None
 
 
 def account(
@@ -59,6 +61,9 @@ def account(
 ) -> Finished:
     """The finished request: its cost as charged or at the model's price, or why it has none."""
     cost, source = cost_of(learned.model, usage, price_overrides)
+    unmetered = unmetered_reason(learned, outcome, usage, priced=cost is not None)
+    if cost is None and _may_have_been_billed(learned, outcome):
+        cost, source = learned.reserved_usd, "estimate"
     return Finished(
         time=learned.started_at,
         request_id=learned.request_id,
@@ -73,10 +78,27 @@ def account(
         usage=usage,
         cost_usd=cost,
         cost_source=source,
-        unmetered=unmetered_reason(learned, outcome, usage, priced=cost is not None),
+        unmetered=unmetered,
         duration_seconds=duration,
         ttft_seconds=ttft,
         upstream_failure=learned.upstream_failure,
+        limit=learned.limit,
+    )
+
+
+_BILLABLE_ENDINGS = frozenset({"ok", "client_disconnected", "upstream_failed", "shutdown"})
+
+
+def _may_have_been_billed(learned: Learned, outcome: Outcome) -> bool:
+    """A request that reached NanoGPT and ended without saying what it cost (the client left,
+    the answer broke off, no usage came): what it reserved is what it counts as. An error
+    answer and a connection never made cost nothing."""
+    return (
+        learned.reserved_usd is not None
+        and learned.reserved_usd > 0
+        and learned.forwarded
+        and outcome in _BILLABLE_ENDINGS
+        and learned.upstream_failure != "connect"
     )
 
 

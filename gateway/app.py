@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -23,12 +24,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import routes
+from gateway.budgets import WINDOWS, period
 from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
 from gateway.config import Settings
 from gateway.endpoints import ALL_METHODS
 from gateway.errors import GatewayError, error_body
 from gateway.keys import KeyRing
-from gateway.ledger import Ledger, open_ledger
+from gateway.ledger import Ledger, LedgerError, open_ledger, spend
+from gateway.limits import Limiter, open_limiter
 from gateway.metrics import Metrics
 from gateway.pipeline import Gateway
 from gateway.tally import REQUEST_ID_HEADER, Tallies
@@ -46,6 +49,7 @@ def create_app(
     keys: KeyRing | None = None,
     ledger: Ledger | None = None,
     metrics: Metrics | None = None,
+    limiter: Limiter | None = None,
     clock: Callable[[], float] = time.time,
     catalog_retry_seconds: float = CATALOG_RETRY_SECONDS,
 ) -> Starlette:
@@ -54,7 +58,8 @@ def create_app(
     The seams: `upstream` (a NanoGPT client; built in the lifespan when not given, and then
     closed there too), `keys` (the configured members when not given), `ledger` (opened at
     `metering.ledger_path` when not given; closed at shutdown either way), `metrics`, and
-    `clock` (wall-clock seconds, for the ledger's times).
+    `limiter` (the in-process one, seeded from the ledger, when not given), and `clock`
+    (wall-clock seconds, for the ledger's times and the budget windows).
     `app.state.metrics` holds the metrics, for a server that exposes them on another port.
     """
     metrics = metrics if metrics is not None else Metrics()
@@ -74,7 +79,10 @@ def create_app(
             )
         )
         sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
-        tallies = Tallies(metrics, sink, price_overrides=settings.pricing, clock=clock)
+        limits = limiter if limiter is not None else _seeded(settings, clock())
+        tallies = Tallies(
+            metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock
+        )
 
         def refreshed(snapshot: Snapshot | None) -> None:
             models = snapshot.models() if snapshot is not None else None
@@ -91,14 +99,21 @@ def create_app(
             settings.members, required=auth_required, anonymous=settings.anonymous
         )
         tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
+        balance_wanted = asyncio.Event()
         if metering.balance_poll_seconds > 0:
             fetch_balance = functools.partial(client.post_json, BALANCE_PATH)
+
+            def balance_polled(usd: float, nano: float) -> None:
+                metrics.balance_polled(usd, nano)
+                limits.balance_polled(usd)
+
             poll = poll_balance(
-                fetch_balance, metrics.balance_polled, metering.balance_poll_seconds
+                fetch_balance, balance_polled, metering.balance_poll_seconds, balance_wanted
             )
             tasks.append(asyncio.create_task(poll))
         try:
-            yield {"gateway": Gateway(settings, ring, catalog, client, tallies)}
+            gateway = Gateway(settings, ring, catalog, client, tallies, limits, balance_wanted.set)
+            yield {"gateway": gateway}
         finally:
             for task in tasks:
                 task.cancel()
@@ -122,6 +137,20 @@ def create_metrics_app(metrics: Metrics, token: str | None) -> Starlette:
     """Only `/metrics`, for `metering.metrics_port`: scrapes then need not reach the API port."""
     table = [Route("/metrics", routes.metrics_endpoint(metrics, token))]
     return Starlette(routes=table, exception_handlers=_EXCEPTION_HANDLERS)
+
+
+def _seeded(settings: Settings, now: float) -> Limiter:
+    """The in-process limiter, with what the ledger says was spent in the current day and
+    month: a restart forgets nothing."""
+    limiter = open_limiter(settings.limits)
+    zone = ZoneInfo(settings.limits.timezone)
+    for window in WINDOWS:
+        since = period(window, now, zone).start
+        try:
+            limiter.seed(window, now, spend(settings.metering.ledger_path, since=since))
+        except LedgerError as exc:
+            logger.warning("budgets start from zero: %s", exc)
+    return limiter
 
 
 async def _load_until_ready(catalog: Catalog, retry_seconds: float) -> None:

@@ -10,6 +10,7 @@ injected; this module knows no HTTP library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -280,13 +281,17 @@ async def poll_balance(
     fetch: Callable[[], Awaitable[Any]],
     on_balance: Callable[[float, float], None],
     interval_seconds: float,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Poll the balance now and every `interval_seconds`, until cancelled; a failed poll is
-    logged and the last known balance stays in place."""
+    """Poll the balance now and every `interval_seconds` (or as soon as `wake` is set), until
+    cancelled; a failed poll is logged and the last known balance stays in place."""
+    wake = wake or asyncio.Event()
     while True:
         try:
             on_balance(*parse_balance(await fetch()))
         except Exception as exc:
             detail = exc.message if isinstance(exc, GatewayError) else str(exc)
             logger.warning("balance check failed: %s", detail)
-        await asyncio.sleep(interval_seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval_seconds)
+        wake.clear()

@@ -5,12 +5,17 @@ Nothing here knows the HTTP client library.
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from starlette.requests import Request
 
 from gateway import protocol
 from gateway.endpoints import Target
+from gateway.errors import QuotaExceeded
+from gateway.limits.base import team_paused
 from gateway.pipeline import Gateway
 from gateway.sse import EventStream
 from gateway.tally import Tally
@@ -32,16 +37,73 @@ async def send(
     also says whether the relay must hide that usage from the client."""
     tally.forwarded = True
     if not _asks_stream_usage(gateway, call, tally):
-        return await _open(request, gateway, target, body), False
+        return await _checked(await _open(request, gateway, target, body), gateway), False
     upstream = await _open(request, gateway, target, protocol.with_stream_usage(call, body))
     if not await _refuses_stream_options(upstream):
-        return upstream, True
+        return await _checked(upstream, gateway), True
     gateway.no_stream_usage.add(str(call.model))
     tally.stream_usage_unsupported = True
     logger.warning(
         "NanoGPT refused stream_options for %s; its streams go unmetered from now on", call.model
     )
-    return await _open(request, gateway, target, body), False
+    return await _checked(await _open(request, gateway, target, body), gateway), False
+
+
+DAILY_LIMIT_CODES = frozenset({"daily_rpd_limit_exceeded", "daily_usd_limit_exceeded"})
+"""NanoGPT's per-key daily caps (reset at 00:00 UTC): the team key's own limits."""
+
+
+async def _checked(upstream: UpstreamResponse, gateway: Gateway) -> UpstreamResponse:
+    """NanoGPT's own refusals of the team key, in the words the OpenAI SDKs act on: an empty
+    balance (402, which the SDKs do not know) and the key's daily limit (a 429 the SDKs would
+    retry for hours) become final `insufficient_quota` answers; the daily limit also pauses
+    what costs money until it resets, without asking NanoGPT again."""
+    if upstream.status_code not in (402, 429):
+        return upstream
+    try:
+        body = await upstream.error_body()
+    finally:
+        if upstream.status_code == 402:
+            await upstream.aclose()
+    if upstream.status_code == 402:
+        gateway.poll_balance_now()
+        raise QuotaExceeded(
+            "NanoGPT refused the request: the team's balance is used up (402 Insufficient "
+            "balance). A gateway admin needs to top it up.",
+            limit="nanogpt_balance",
+            code="credit_balance_exhausted",
+            headers={"x-should-retry": "false"},
+            from_upstream=True,
+        )
+    if _error_code(body) not in DAILY_LIMIT_CODES:
+        return upstream
+    await upstream.aclose()
+    now = gateway.tallies.clock()
+    until = now + _retry_after(upstream, now)
+    gateway.limiter.pause_team(until)
+    refusal = team_paused(until, now)
+    refusal.from_upstream = True
+    raise refusal
+
+
+def _error_code(body: bytes) -> str | None:
+    try:
+        error: Any = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
+
+
+def _retry_after(upstream: UpstreamResponse, now: float) -> float:
+    """NanoGPT's `Retry-After` seconds, else the time to the next 00:00 UTC (when its daily
+    limits reset)."""
+    for name, value in upstream.raw_headers:
+        if name.lower() == b"retry-after" and value.strip().isdigit():
+            return float(value)
+    today = datetime.fromtimestamp(now, UTC).date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(days=1)
+    return midnight.timestamp() - now
 
 
 def _asks_stream_usage(gateway: Gateway, call: protocol.Call, tally: Tally) -> bool:

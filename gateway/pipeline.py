@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import endpoints, logs, policy, protocol
+from gateway import billing, budgets, endpoints, logs, policy, pricing, protocol
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.endpoints import UNLISTED, Endpoint, Target
@@ -29,9 +29,11 @@ from gateway.errors import (
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
+    Refusal,
     UpstreamError,
 )
 from gateway.keys import KeyRing
+from gateway.limits import Admission, Ask, Limiter
 from gateway.relay import Relay
 from gateway.tally import REQUEST_ID_HEADER, Tallies, Tally
 from gateway.types import Member, ModelInfo, ModelKind, Outcome
@@ -53,6 +55,9 @@ class Gateway:
     catalog: Catalog
     upstream: Upstream
     tallies: Tallies
+    limiter: Limiter
+    poll_balance_now: Callable[[], None] = lambda: None
+    """Ask for NanoGPT's balance at once (after it answered 402), not at the next poll."""
     no_stream_usage: set[str] = field(default_factory=set)
     """Models whose upstream refused `stream_options`: not asked again in this process."""
 
@@ -99,6 +104,8 @@ class Metered:
             if isinstance(exc, UpstreamError):
                 tally.upstream_failure = exc.reason
                 tally.forwarded = exc.reason != "connect"
+            if isinstance(exc, Refusal):
+                tally.limit = exc.limit
             await tally.finish(exc.status_code, _outcome_of(exc))
             raise
         except asyncio.CancelledError:
@@ -116,6 +123,8 @@ class Metered:
 def _outcome_of(exc: GatewayError) -> Outcome:
     if isinstance(exc, UpstreamError | CatalogUnavailable):
         return "upstream_failed"
+    if isinstance(exc, Refusal) and exc.from_upstream:
+        return "upstream_error"
     return "refused" if exc.status_code < 500 else "error"
 
 
@@ -219,10 +228,18 @@ async def allowed_model(
     gateway: Gateway, member: Member, model_id: str, kind: ModelKind = "text"
 ) -> ModelInfo:
     """The entry of `model_id` in NanoGPT's `kind` catalog: 404 if there is none, 403 if the
-    policy refuses it to this member."""
+    policy refuses it to this member. An id that is not an entry itself may be one with
+    NanoGPT suffixes (`:online`, `:fast`): the entry's rules apply, and the suffixes need the
+    member's billing permissions."""
     rules = gateway.settings.policy
     _require(policy.check_name(rules, member, model_id), model_id, member)
-    model = (await gateway.catalog.get()).find(model_id, kind)
+    catalog = await gateway.catalog.get()
+    model = catalog.find(model_id, kind)
+    suffixed = billing.split_suffixes(model_id) if model is None else None
+    if suffixed is not None and (base := catalog.find(suffixed.base, kind)) is not None:
+        _require(policy.check_name(rules, member, suffixed.base), model_id, member)
+        _require_billing(suffixed.needs, member, f"the model suffix in {model_id!r}")
+        model = base
     if model is None and rules.subscription_only:
         raise ModelNotAllowed(
             f"The model {model_id!r} is not included in the NanoGPT subscription, "
@@ -236,6 +253,79 @@ async def allowed_model(
         )
     _require(policy.check_entry(rules, model), model_id, member)
     return model
+
+
+def check_billing(request: Request, member: Member, call: protocol.Call) -> None:
+    """NanoGPT's pay-as-you-go override and provider selection only for members allowed them
+    (403 `billing_override_not_allowed`): either bills the team's balance where the
+    subscription would have covered the request."""
+    needs = billing.requested(request.headers, call.payload)
+    if needs:
+        _require_billing(needs, member, "this request")
+
+
+def _require_billing(needs: frozenset[billing.Override], member: Member, what: str) -> None:
+    refused = billing.refused(
+        needs, paygo=member.allow_paygo_override, provider=member.allow_provider_selection
+    )
+    if refused:
+        asks = " and ".join(billing.DESCRIPTIONS[r] for r in refused)
+        raise ModelNotAllowed(
+            f"Member {member.name!r} may not use {asks}, which {what} asks for: it bills the "
+            "team's NanoGPT balance instead of the subscription. Ask a gateway admin "
+            "(members[].allow_paygo_override / allow_provider_selection).",
+            code="billing_override_not_allowed",
+        )
+
+
+async def reserve(
+    gateway: Gateway,
+    member: Member,
+    call: protocol.Call,
+    body_size: int,
+    model: ModelInfo | None,
+    tally: Tally,
+) -> Admission | None:
+    """Check and reserve every limit that applies, in one step (429 otherwise, having
+    reserved nothing). Only calls that run a model count; a member under a budget may not
+    run a model whose price the gateway does not know (403 `model_not_priced`)."""
+    endpoint = call.endpoint
+    if endpoint.catalog is None:
+        return None
+    settings = gateway.settings
+    rules = settings.limits
+    price = None
+    if endpoint.metering != "free":
+        price = pricing.price_of(model, settings.pricing) if model is not None else None
+        budgeted = member.limits.budgeted or rules.team_budget_usd_daily is not None
+        budgeted = budgeted or rules.team_budget_usd_monthly is not None
+        if price is None and budgeted:
+            raise ModelNotAllowed(
+                f"The model {call.model or '(default)'!r} has no per-token price in NanoGPT's "
+                f"catalog, and member {member.name!r} is under a budget, so what it would "
+                'cost cannot be reserved; set [pricing."<model id>"] or use another model.',
+                param="model",
+                code="model_not_priced",
+            )
+    estimate = budgets.estimate(
+        endpoint.name,
+        call.payload,
+        body_size,
+        price,
+        default_max_tokens=rules.default_max_tokens,
+        model_max_tokens=model.max_output_tokens if model is not None else None,
+    )
+    ask = Ask(
+        request_id=tally.request_id,
+        member=member.name,
+        limits=member.limits,
+        end_user=(tally.end_user or "") if member.end_user_header else None,
+        estimate=estimate,
+        now=gateway.tallies.clock(),
+    )
+    tally.admission = await gateway.limiter.admit(ask)
+    tally.reserved_usd = estimate.cost_usd
+    return tally.admission
 
 
 def _require(decision: policy.Decision, model_id: str, member: Member) -> None:

@@ -42,6 +42,10 @@ class Relay:
             *upstream.raw_headers,
             (REQUEST_ID_HEADER.encode(), tally.request_id.encode()),
         ]
+        if tally.admission is not None and tally.admission.headers:
+            ours = tally.admission.headers
+            self.headers = [(k, v) for k, v in self.headers if k.decode().lower() not in ours]
+            self.headers += [(k.encode(), v.encode()) for k, v in ours.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Until the relay says otherwise, the client left: a cancelled relay never returns.

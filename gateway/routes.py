@@ -1,5 +1,6 @@
 """The routes. `/v1/{path}` reads top to bottom as the pipeline's steps: authenticate,
-classify, check access, read, parse, check the model, send, relay; it is `metered`.
+classify, check access, read, parse, check billing and the model, reserve, send, relay; it is
+`metered`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gateway.pipeline import (
     Gateway,
     allowed_model,
     authenticate,
+    check_billing,
     check_model,
     classify,
     gateway_of,
@@ -28,6 +30,7 @@ from gateway.pipeline import (
     parse,
     read_body,
     require_access,
+    reserve,
 )
 from gateway.relay import Relay
 from gateway.tally import Tally
@@ -46,7 +49,9 @@ async def v1(request: Request, gateway: Gateway, tally: Tally) -> Answer:
     body = await read_body(request, gateway.settings.upstream.max_body_bytes)
     call = await parse(request, target.endpoint, body)
     tally.model_id, tally.stream = call.model, call.stream
-    tally.model = await check_model(gateway, member, call)
+    check_billing(request, member, call)
+    model = tally.model = await check_model(gateway, member, call)
+    await reserve(gateway, member, call, len(body), model, tally)
     upstream, hide_usage = await send(request, gateway, target, call, body, tally)
     return Relay(upstream, watcher_for(call, upstream, hide_usage=hide_usage), tally)
 

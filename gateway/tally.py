@@ -13,10 +13,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Protocol
 
 from gateway.accounting import account
 from gateway.endpoints import UNLISTED, Endpoint
+from gateway.limits import Admission, Limiter
 from gateway.metrics import Metrics
 from gateway.types import Finished, Member, ModelInfo, Outcome, Price, Usage
 
@@ -38,11 +40,13 @@ class Tallies:
         metrics: Metrics,
         ledger: LedgerSink | None = None,
         *,
+        limiter: Limiter | None = None,
         price_overrides: Mapping[str, Price] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.metrics = metrics
         self.ledger = ledger
+        self.limiter = limiter
         self.price_overrides: Mapping[str, Price] = price_overrides or {}
         self.clock = clock
 
@@ -50,7 +54,9 @@ class Tallies:
         self.metrics.started()
         return Tally(self)
 
-    def record(self, finished: Finished) -> None:
+    def record(self, finished: Finished, admission: Admission | None = None) -> None:
+        if admission is not None and self.limiter is not None:
+            self._settle(admission, finished)
         self.metrics.observe(finished)
         if finished.member is None or self.ledger is None:
             return
@@ -58,6 +64,18 @@ class Tallies:
             self.ledger.append(finished)
         except Exception:  # a closed ledger must not turn a finished answer into a crash
             logger.exception("usage of request %s not recorded in the ledger", finished.request_id)
+
+    def _settle(self, admission: Admission, finished: Finished) -> None:
+        """Give the limiter what the request cost (its reservation when nothing said, as
+        `account` decided), or release it: a request that never reached NanoGPT spent
+        nothing."""
+        assert self.limiter is not None
+        if finished.cost_usd is None:
+            self.limiter.release(admission)
+            return
+        usage = finished.usage
+        tokens = usage.prompt_tokens + usage.completion_tokens if usage is not None else None
+        self.limiter.settle(admission, finished.cost_usd, tokens)
 
 
 class Tally:
@@ -68,14 +86,17 @@ class Tally:
         "_first_byte",
         "_started",
         "_tallies",
+        "admission",
         "end_user",
         "endpoint",
         "forwarded",
+        "limit",
         "member",
         "model",
         "model_id",
         "path",
         "request_id",
+        "reserved_usd",
         "started_at",
         "stream",
         "stream_usage_unsupported",
@@ -99,6 +120,9 @@ class Tally:
         self.forwarded = False
         self.stream_usage_unsupported = False
         self.upstream_failure: str | None = None
+        self.admission: Admission | None = None
+        self.reserved_usd: Decimal | None = None
+        self.limit: str | None = None
 
     def first_byte(self) -> None:
         if self._first_byte is None:
@@ -124,4 +148,4 @@ class Tally:
             ttft=ttft,
             price_overrides=self._tallies.price_overrides,
         )
-        self._tallies.record(finished)
+        self._tallies.record(finished, self.admission)

@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 ModelKind = Literal["text", "embedding", "image", "audio", "moderation"]
 """Which of NanoGPT's catalogs a model comes from."""
-CostSource = Literal["charged", "catalog"]
-"""Where a recorded cost comes from: what NanoGPT said it charged, or the catalog's prices."""
+CostSource = Literal["charged", "catalog", "estimate"]
+"""Where a recorded cost comes from: what NanoGPT said it charged, the catalog's prices, or
+the request's reservation (it may have been billed, and nothing said how much)."""
 Distillation = Literal["any", "allowed"]
 Outcome = Literal[
     "ok",  # the upstream answered 2xx and the body reached the client whole
@@ -201,3 +202,5 @@ class Finished:
     duration_seconds: float = 0.0
     ttft_seconds: float | None = None
     upstream_failure: str | None = None
+    limit: str | None = None
+    """The limit that refused the request (`limits.LIMIT_NAMES`), if one did."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+import pytest
+
 from gateway.accounting import account, unmetered_reason
 from gateway.endpoints import ENDPOINTS, UNLISTED, Endpoint
-from gateway.types import Member, ModelInfo, Price, Usage
+from gateway.types import Member, ModelInfo, Outcome, Price, Usage
 
 
 def endpoint(name: str) -> Endpoint:
@@ -32,6 +34,8 @@ class Learned:
     forwarded: bool = True
     stream_usage_unsupported: bool = False
     upstream_failure: str | None = None
+    reserved_usd: Decimal | None = None
+    limit: str | None = None
 
 
 def test_unmetered_reasons() -> None:
@@ -132,3 +136,34 @@ def test_what_nanogpt_charged_wins_over_the_catalog_and_overrides() -> None:
         "charged",
         None,
     )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "failure", "forwarded", "estimated"),
+    [
+        ("client_disconnected", None, True, True),  # it may have been billed in full
+        ("upstream_failed", "timeout", True, True),
+        ("shutdown", None, True, True),
+        ("ok", None, True, True),  # answered without usage
+        ("upstream_error", None, True, False),  # an error answer is not billed
+        ("upstream_failed", "connect", False, False),  # never reached NanoGPT
+        ("refused", None, False, False),
+    ],
+)
+def test_a_request_that_ends_without_a_cost_counts_at_its_reservation(
+    outcome: Outcome, failure: str | None, forwarded: bool, estimated: bool
+) -> None:
+    learned = Learned(reserved_usd=Decimal("0.25"), upstream_failure=failure, forwarded=forwarded)
+    finished = account(
+        learned,
+        status=200,
+        outcome=outcome,
+        usage=None,
+        duration=1.0,
+        ttft=None,
+        price_overrides={},
+    )
+    if estimated:
+        assert (finished.cost_usd, finished.cost_source) == (Decimal("0.25"), "estimate")
+    else:
+        assert (finished.cost_usd, finished.cost_source) == (None, None)

@@ -135,6 +135,7 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         "unmetered": None,
         "duration_seconds": 1.5,
         "ttft_seconds": 0.25,
+        "limit_name": None,
     }
     assert Decimal(first["cost_usd"]) == cost
     assert second["outcome"] == "client_disconnected" and second["stream"] == 0
@@ -342,7 +343,7 @@ def test_a_version_1_ledger_gains_path_and_cost_source(path: Path) -> None:
         None,
     )
     assert (new["path"], new["cost_source"]) == ("chat/completions", "charged")
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 2
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 3
 
 
 def test_an_empty_database_is_migrated_from_version_zero(path: Path) -> None:
@@ -520,3 +521,23 @@ def test_cost_sums_are_exact(path: Path, costs: list[str], expected: str) -> Non
     [row] = totals(path, by="member")
     assert row.cost_usd == Decimal(expected)
     assert str(row.cost_usd) == str(Decimal(expected))
+
+
+def test_a_refusal_names_its_limit_and_spend_sums_per_member_and_end_user(path: Path) -> None:
+    from gateway.ledger import spend
+
+    write(
+        path,
+        [
+            record(1, cost_usd=Decimal("0.1"), end_user="eve"),
+            record(2, cost_usd=Decimal("0.2"), cost_source="estimate", end_user="eve"),
+            record(3, cost_usd=Decimal("0.4")),
+            record(4, cost_usd=None, outcome="refused", status=429, limit="budget_usd_daily"),
+        ],
+    )
+    assert rows(path)[3]["limit_name"] == "budget_usd_daily"
+    assert rows(path)[1]["cost_source"] == "estimate"
+    assert sorted(spend(path, since=DAY1), key=str) == sorted(
+        [("alice", "eve", Decimal("0.3")), ("alice", None, Decimal("0.4"))], key=str
+    )
+    assert spend(path, since=DAY1 + 3) == [("alice", None, Decimal("0.4"))]

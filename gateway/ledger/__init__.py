@@ -6,13 +6,14 @@ replica). `open_ledger`, `prepare` and `totals` pick the backend from the locati
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from gateway.ledger import sqlite
 from gateway.ledger.base import Ledger, LedgerError
 from gateway.reports import ReportRow
 
-__all__ = ["Ledger", "LedgerError", "ReportRow", "open_ledger", "prepare", "totals"]
+__all__ = ["Ledger", "LedgerError", "ReportRow", "open_ledger", "prepare", "spend", "totals"]
 
 
 def open_ledger(location: str | Path) -> Ledger:
@@ -31,3 +32,8 @@ def totals(
 ) -> list[ReportRow]:
     """Per-group sums of the rows with `since <= time < until` (unix seconds, either open)."""
     return sqlite.totals(location, since=since, until=until, by=by)
+
+
+def spend(location: str | Path, *, since: float) -> list[tuple[str, str | None, Decimal]]:
+    """What each (member, end user) has spent since `since`: the limiter's start-up state."""
+    return sqlite.spend(location, since=since)

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import MAX_PREC, Context, Decimal
 from pathlib import Path
@@ -58,6 +58,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE usage ADD COLUMN path TEXT;
     ALTER TABLE usage ADD COLUMN cost_source TEXT;
     """,
+    # 2 -> 3: the limit that refused a request
+    """
+    ALTER TABLE usage ADD COLUMN limit_name TEXT;
+    """,
 )
 """Migration `i` brings a ledger from schema version `i` to `i + 1`. Append only, never edit."""
 
@@ -65,9 +69,9 @@ _INSERT = """
 INSERT INTO usage (
     time, request_id, member, end_user, model, endpoint, status, outcome, stream,
     prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens,
-    cost_usd, unmetered, duration_seconds, ttft_seconds, path, cost_source
+    cost_usd, unmetered, duration_seconds, ttft_seconds, path, cost_source, limit_name
 ) VALUES """
-_COLUMNS = 19
+_COLUMNS = 20
 # sqlite3 releases the GIL around every statement step, and each time the writer takes it back
 # the event loop may stall for the switch interval: executemany() (one step per row) cost the
 # request path ~0.15 ms per request. Rows go in multi-row INSERTs instead, few enough to keep within
@@ -276,9 +280,6 @@ def totals(
     """
     if by not in _GROUP_KEYS:
         raise ValueError(f"cannot group by {by!r}: expected one of {', '.join(GROUPINGS)}")
-    file = Path(path)
-    if not file.is_file():
-        raise LedgerError(f"{path}: no usage ledger here (the gateway creates it when it starts)")
     conditions = ["time >= :since"] if since is not None else []
     conditions += ["time < :until"] if until is not None else []
     query = f"""
@@ -295,24 +296,8 @@ def totals(
         WHERE {" AND ".join(conditions) or "1"}
         GROUP BY key
     """
-    try:
-        conn = sqlite3.connect(file.resolve().as_uri() + "?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
-    try:
-        # typeshed types every aggregate as int -> int; ours sums TEXT into TEXT
-        conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
-        version = _user_version(conn)
-        if version != len(MIGRATIONS):
-            raise LedgerError(
-                f"{path}: the ledger has schema version {version}, this gateway reads version "
-                f"{len(MIGRATIONS)}; start the matching gateway once to migrate it"
-            )
+    with _reading(path) as conn:
         found = conn.execute(query, {"since": since, "until": until}).fetchall()
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: cannot read the usage ledger: {exc}") from None
-    finally:
-        conn.close()
     rows = [
         ReportRow(
             key=key,
@@ -330,6 +315,45 @@ def totals(
     if by == "day":
         return sorted(rows, key=lambda r: r.key)
     return sorted(rows, key=lambda r: (-r.cost_usd, r.key))
+
+
+def spend(path: str | Path, *, since: float) -> list[tuple[str, str | None, Decimal]]:
+    """What each (member, end user) has spent since `since` (unix seconds), estimates included:
+    what the limiter counts against budgets, rebuilt at start-up."""
+    query = """
+        SELECT member, end_user, decimal_sum(cost_usd) FROM usage
+        WHERE time >= :since AND cost_usd IS NOT NULL
+        GROUP BY member, end_user
+    """
+    with _reading(path) as conn:
+        found = conn.execute(query, {"since": since}).fetchall()
+    return [(member, end_user, Decimal(cost)) for member, end_user, cost in found]
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a ledger of this schema version, or `LedgerError`."""
+    file = Path(path)
+    if not file.is_file():
+        raise LedgerError(f"{path}: no usage ledger here (the gateway creates it when it starts)")
+    try:
+        conn = sqlite3.connect(file.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
+    try:
+        # typeshed types every aggregate as int -> int; ours sums TEXT into TEXT
+        conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
+        version = _user_version(conn)
+        if version != len(MIGRATIONS):
+            raise LedgerError(
+                f"{path}: the ledger has schema version {version}, this gateway reads version "
+                f"{len(MIGRATIONS)}; start the matching gateway once to migrate it"
+            )
+        yield conn
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot read the usage ledger: {exc}") from None
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +405,7 @@ def _row(record: Finished) -> Row:
         record.ttft_seconds,
         record.path,
         record.cost_source,
+        record.limit,
     )
 
 
