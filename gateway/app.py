@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import routes
-from gateway.budgets import WINDOWS, period
+from gateway.budgets import WINDOWS, Window, period
 from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
 from gateway.config import Settings
 from gateway.endpoints import ALL_METHODS
@@ -32,6 +33,7 @@ from gateway.errors import GatewayError, error_body
 from gateway.keys import KeyRing
 from gateway.ledger import Ledger, LedgerError, open_ledger, spend
 from gateway.limits import Limiter, open_limiter
+from gateway.limits.base import budget_left
 from gateway.metrics import Metrics
 from gateway.pipeline import Gateway
 from gateway.tally import REQUEST_ID_HEADER, Tallies
@@ -83,6 +85,7 @@ def create_app(
         tallies = Tallies(
             metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock
         )
+        _watch_limits(metrics, settings, limits, clock)
 
         def refreshed(snapshot: Snapshot | None) -> None:
             models = snapshot.models() if snapshot is not None else None
@@ -137,6 +140,32 @@ def create_metrics_app(metrics: Metrics, token: str | None) -> Starlette:
     """Only `/metrics`, for `metering.metrics_port`: scrapes then need not reach the API port."""
     table = [Route("/metrics", routes.metrics_endpoint(metrics, token))]
     return Starlette(routes=table, exception_handlers=_EXCEPTION_HANDLERS)
+
+
+def _watch_limits(
+    metrics: Metrics, settings: Settings, limiter: Limiter, clock: Callable[[], float]
+) -> None:
+    """The limiter's gauges, read at each scrape: configured members' and the team's
+    budgets (never end users': unbounded)."""
+    budgets: list[tuple[str, str | None, Decimal | None, Window]] = []
+    for window in WINDOWS:
+        suffix = "daily" if window == "day" else "monthly"
+        team = getattr(settings.limits, f"team_budget_usd_{suffix}")
+        budgets.append(("team", None, team, window))
+        for member in (*settings.members, settings.anonymous):
+            own = getattr(member.limits, f"budget_usd_{suffix}")
+            budgets.append((member.name, member.name, own, window))
+
+    def reader(who: str | None, budget: Decimal, window: Window) -> Callable[[], float]:
+        return lambda: float(budget_left(limiter, who, budget, window, clock()))
+
+    remaining: dict[tuple[str, str], Callable[[], float]] = {
+        (label, window): reader(who, budget, window)
+        for label, who, budget, window in budgets
+        if budget is not None
+    }
+    names = [m.name for m in settings.members] or [settings.anonymous.name]
+    metrics.watch_limits(names, lambda: float(limiter.reserved_usd()), remaining)
 
 
 def _seeded(settings: Settings, now: float) -> Limiter:

@@ -114,6 +114,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              summary="the text models this member may use, from the cached catalog"),
     Endpoint(name="models", path="models/**", methods=READ, served_here=True,
              summary="one model, if this member may use it"),
+    Endpoint(name="key", path="key", methods=READ, served_here=True,
+             summary="the gateway's own: this key's limits, what is used and left, when each resets"),
     *(
         Endpoint(name=f"{kind}-models", path=f"{kind}-models", methods=READ,
                  summary=f"NanoGPT's {kind} model catalog, as NanoGPT lists it")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +24,7 @@ from prometheus_client import (
 
 from gateway import pricing
 from gateway.accounting import UNMETERED_REASONS
+from gateway.limits.base import LIMIT_NAMES
 from gateway.types import Finished, ModelInfo, Usage
 
 logger = logging.getLogger("gateway.metrics")
@@ -102,6 +103,20 @@ class Metrics:
             self.unmetered.labels(reason)
         for result in ("success", "failure"):
             self.catalog_refreshes.labels(result)
+        self.limited = Counter(
+            "limited_requests", "Requests refused by a limit (the gateway's or NanoGPT's).",
+            ["member", "limit"], namespace=ns, registry=registry,
+        )  # fmt: skip
+        self.reserved = Gauge(
+            "reserved_usd", "USD reserved by requests in flight, not yet settled.",
+            namespace=ns, registry=registry,
+        )  # fmt: skip
+        self.budget_remaining = Gauge(
+            "budget_remaining_usd", "What is left of each budget in its current window, "
+            "after what is reserved in flight (member: a configured name or team).",
+            ["member", "window"], namespace=ns, registry=registry,
+        )  # fmt: skip
+        self._limited = functools.cache(self.limited.labels)
         self._models: frozenset[str] = frozenset()
         self._warned_prices: set[str] = set()
         # Children by label values, kept: labels() checks and locks on every call, and a request
@@ -143,6 +158,23 @@ class Metrics:
             self._upstream_errors(finished.upstream_failure).inc()
         if finished.unmetered is not None:
             self._unmetered(finished.unmetered).inc()
+        if finished.limit is not None:
+            self._limited(member, finished.limit).inc()
+
+    def watch_limits(
+        self,
+        members: Iterable[str],
+        reserved: Callable[[], float],
+        remaining: Mapping[tuple[str, str], Callable[[], float]],
+    ) -> None:
+        """Read the limiter at every scrape: what is reserved, and what is left of each
+        budget, by (member or `team`, window). Every member's refusal counts start at 0."""
+        self.reserved.set_function(reserved)
+        for (member, window), read in remaining.items():
+            self.budget_remaining.labels(member, window).set_function(read)
+        for member in members:
+            for limit in LIMIT_NAMES:
+                self._limited(member, limit)
 
     def catalog_refreshed(self, source: str, models: Iterable[ModelInfo] | None) -> None:
         """A catalog fetch ended (`None`: it failed). Models seen here become label values."""

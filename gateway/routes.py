@@ -5,17 +5,22 @@ classify, check access, read, parse, check billing and the model, reserve, send,
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import policy
+from gateway.budgets import WINDOWS, period
 from gateway.endpoints import Target
 from gateway.errors import InvalidApiKey
 from gateway.forwarding import send, watcher_for
 from gateway.keys import presented_key
+from gateway.limits.base import budget_left, rfc3339
 from gateway.metrics import Metrics
 from gateway.pipeline import (
     Answer,
@@ -44,6 +49,8 @@ async def v1(request: Request, gateway: Gateway, tally: Tally) -> Answer:
     member = authenticate(request, gateway, tally)
     target = classify(request, gateway, tally)
     require_access(gateway, target, request.method, member)
+    if target.endpoint.name == "key":
+        return JSONResponse({"data": _key_report(gateway, member)})
     if target.endpoint.served_here:
         return await _models(request, gateway, member, target)
     body = await read_body(request, gateway.settings.upstream.max_body_bytes)
@@ -66,6 +73,53 @@ async def _models(request: Request, gateway: Gateway, member: Member, target: Ta
         return JSONResponse({"object": "list", "data": [_render(m, detailed) for m in models]})
     model = await allowed_model(gateway, member, target.tail)
     return JSONResponse(_render(model, detailed))
+
+
+def _key_report(gateway: Gateway, member: Member) -> dict[str, object]:
+    """`GET /v1/key`: "how much do I have left?", with OpenRouter's field names where they
+    fit (`limit`, `limit_remaining`, `limit_reset`, `usage_daily`, `usage_monthly`)."""
+    now, limits, rules = gateway.tallies.clock(), member.limits, gateway.settings.limits
+    zone = ZoneInfo(rules.timezone)
+    windows = []
+    tightest: tuple[Decimal, Decimal, str] | None = None  # (left, budget, window)
+    usage: dict[str, str] = {}
+    for window in WINDOWS:
+        suffix = "daily" if window == "day" else "monthly"
+        span = period(window, now, zone)
+        spent, reserved = gateway.limiter.spent(member.name, window, now)
+        usage[window] = str(spent)
+        entry: dict[str, object] = {
+            "window": window,
+            "spent_usd": str(spent),
+            "reserved_usd": str(reserved),
+            "resets_at": rfc3339(span.end),
+        }
+        for whose, budget, name in (
+            (member.name, getattr(limits, f"budget_usd_{suffix}"), "budget_usd"),
+            (None, getattr(rules, f"team_budget_usd_{suffix}"), "team_budget_usd"),
+        ):
+            if budget is None:
+                continue
+            left = budget_left(gateway.limiter, whose, budget, window, now)
+            entry[name], entry[f"{name}_remaining"] = str(budget), str(max(left, Decimal(0)))
+            if tightest is None or left < tightest[0]:
+                tightest = (left, budget, suffix)
+        windows.append(entry)
+    return {
+        "label": member.name,
+        "name": member.name,
+        "limit": float(tightest[1]) if tightest else None,
+        "limit_remaining": float(max(tightest[0], Decimal(0))) if tightest else None,
+        "limit_reset": tightest[2] if tightest else None,
+        "usage_daily": float(usage["day"]),
+        "usage_monthly": float(usage["month"]),
+        "limits": {
+            name: (str(value) if isinstance(value, Decimal) else value)
+            for name, value in dataclasses.asdict(limits).items()
+        },
+        "windows": windows,
+        "timezone": rules.timezone,
+    }
 
 
 def metrics_endpoint(

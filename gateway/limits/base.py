@@ -212,3 +212,12 @@ def team_paused(until: float, now: float) -> QuotaExceeded:
             "x-gateway-budget-reset": rfc3339(until),
         },
     )
+
+
+def budget_left(
+    limiter: Limiter, member: str | None, budget: Decimal, window: Window, now: float
+) -> Decimal:
+    """What is left of `budget` in the current `window` after what is spent and reserved
+    (for `member`, or the whole team when `None`); negative once overspent."""
+    spent, reserved = limiter.spent(member, window, now)
+    return budget - spent - reserved
