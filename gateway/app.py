@@ -81,7 +81,7 @@ def create_app(
             )
         )
         sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
-        limits = limiter if limiter is not None else _seeded(settings, clock())
+        limits = limiter if limiter is not None else seeded_limiter(settings, clock())
         tallies = Tallies(
             metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock
         )
@@ -168,7 +168,7 @@ def _watch_limits(
     metrics.watch_limits(names, lambda: float(limiter.reserved_usd()), remaining)
 
 
-def _seeded(settings: Settings, now: float) -> Limiter:
+def seeded_limiter(settings: Settings, now: float) -> Limiter:
     """The in-process limiter, with what the ledger says was spent in the current day and
     month: a restart forgets nothing."""
     limiter = open_limiter(settings.limits)

@@ -1,4 +1,5 @@
-"""The `nanogpt-gateway` command: serve, quickstart, check-config, usage, hash-key, demo-upstream.
+"""The `nanogpt-gateway` command: serve, quickstart, check-config, usage, limits, hash-key,
+demo-upstream.
 
 Configuration errors end the process with one line naming the key, and exit status 2.
 Nothing imports this module.
@@ -14,18 +15,22 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from types import FrameType
+from zoneinfo import ZoneInfo
 
 import uvicorn
 
 from gateway import __version__, reports
-from gateway.app import create_app, create_metrics_app
+from gateway.app import create_app, create_metrics_app, seeded_limiter
+from gateway.budgets import WINDOWS, period
 from gateway.config import ConfigError, Demo, Settings, load_metering, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
 from gateway.keys import hash_key
 from gateway.ledger import LedgerError, prepare, totals
+from gateway.limits.base import rfc3339
 from gateway.logs import configure_logging
 
 DEMO_MEMBER_KEY = "sk-gateway-demo"
@@ -82,6 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--by", choices=reports.GROUPINGS, default="member")
     usage.add_argument("--format", choices=["table", "csv", "json"], default="table")
     usage.set_defaults(run=_usage)
+
+    limits = commands.add_parser(
+        "limits", help="each member's budgets: spent, left and when they reset (from the ledger)"
+    )
+    _config_arguments(limits)
+    limits.add_argument("--format", choices=["table", "json"], default="table")
+    limits.set_defaults(run=_limits)
 
     hash_cmd = commands.add_parser("hash-key", help="print the key_sha256 of a member key")
     hash_cmd.add_argument("key")
@@ -166,6 +178,28 @@ def _usage(args: argparse.Namespace) -> int:
         "json": reports.format_json,
     }
     print(formats[args.format](rows, args.by))
+    return 0
+
+
+def _limits(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, os.environ, team_key_required=False)
+    now = time.time()
+    limiter = seeded_limiter(settings, now)
+    zone = ZoneInfo(settings.limits.timezone)
+    rows = []
+    members = settings.members or (settings.anonymous,)
+    for who, name in [*((m, m.name) for m in members), (None, "team")]:
+        for window in WINDOWS:
+            suffix = "daily" if window == "day" else "monthly"
+            owner = settings.limits if who is None else who.limits
+            budget = getattr(owner, f"{'team_' if who is None else ''}budget_usd_{suffix}")
+            spent, _ = limiter.spent(None if who is None else name, window, now)
+            resets = rfc3339(period(window, now, zone).end)
+            row = reports.LimitRow(
+                member=name, window=window, budget_usd=budget, spent_usd=spent, resets_at=resets
+            )
+            rows.append(row)
+    print(reports.format_limits(rows, args.format))
     return 0
 
 

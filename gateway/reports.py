@@ -1,4 +1,5 @@
-"""The `usage` command's words: when a period starts or ends, and how a usage report reads.
+"""The `usage` and `limits` commands' words: when a period starts or ends, and how their
+reports read.
 
 Pure, so the report's look is tested without a database: `ledger.totals()` fills `ReportRow`s,
 this module parses `--since`/`--until` and renders rows as a table, CSV or JSON. No sqlite3.
@@ -163,3 +164,60 @@ def _table_cells(row: ReportRow) -> list[str]:
 
 def _rounded(cost: Decimal) -> Decimal:
     return round(cost, _TABLE_DECIMALS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRow:
+    """One budget window of one member (or `team`) for the `limits` command."""
+
+    member: str
+    window: str
+    budget_usd: Decimal | None
+    spent_usd: Decimal
+    resets_at: str
+
+    @property
+    def left_usd(self) -> Decimal | None:
+        return (
+            None if self.budget_usd is None else max(self.budget_usd - self.spent_usd, Decimal(0))
+        )
+
+
+def format_limits(rows: Sequence[LimitRow], fmt: str) -> str:
+    """The `limits` report as a table or JSON; `unlimited` where no budget applies."""
+    if fmt == "json":
+        return json.dumps(
+            [
+                {
+                    "member": r.member,
+                    "window": r.window,
+                    "budget_usd": _text(r.budget_usd),
+                    "spent_usd": str(r.spent_usd),
+                    "left_usd": _text(r.left_usd),
+                    "resets_at": r.resets_at,
+                }
+                for r in rows
+            ],
+            indent=2,
+        )
+    header = ["member", "window", "budget_usd", "spent_usd", "left_usd", "resets_at"]
+    cells = [
+        [
+            r.member,
+            r.window,
+            "unlimited" if r.budget_usd is None else f"{r.budget_usd:.2f}",
+            f"{_rounded(r.spent_usd)}",
+            "unlimited" if r.left_usd is None else f"{_rounded(r.left_usd)}",
+            r.resets_at,
+        ]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *cells]
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
@@ -17,6 +18,9 @@ import pytest
 
 from gateway.cli import DEMO_MEMBER_KEY, main
 from gateway.demo_upstream import DEMO_TEAM_KEY
+from gateway.keys import hash_key
+from gateway.ledger.sqlite import SQLiteLedger
+from gateway.types import Finished
 from tests.conftest import MEMBERS_TOML, TEAM_KEY, free_port, ledger_rows, running
 
 
@@ -204,3 +208,40 @@ def test_serve_runs_on_uvloop_like_uvicorn_run_would() -> None:
         [sys.executable, "-c", SERVE_AND_REPORT_THE_LOOP], capture_output=True, text=True
     )
     assert ran.stdout.strip() == "uvloop", ran.stderr
+
+
+def test_limits_shows_each_members_budgets_from_the_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = tmp_path / "usage.db"
+    writer = SQLiteLedger(ledger)
+    for n, cost in enumerate(("0.25", "0.5")):
+        writer.append(
+            Finished(
+                time=time.time(),
+                request_id=f"r{n}",
+                member="alice",
+                endpoint="chat/completions",
+                status=200,
+                outcome="ok",
+                cost_usd=Decimal(cost),
+            )
+        )
+    writer.close()
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"[metering]\nledger_path = {str(ledger)!r}\n[limits]\nbudget_usd_daily = 2\n"
+        "team_budget_usd_monthly = 10\n"
+        f"[[members]]\nname = 'alice'\nkey_sha256 = '{hash_key('k')}'\n"
+    )
+    monkeypatch.delenv("NANOGPT_API_KEY", raising=False)  # reading limits needs no team key
+    assert main(["limits", "--config", str(config), "--format", "json"]) == 0
+    rows = {(r["member"], r["window"]): r for r in json.loads(capsys.readouterr().out)}
+    assert rows[("alice", "day")]["spent_usd"] == "0.75"
+    assert rows[("alice", "day")]["left_usd"] == "1.25"
+    assert rows[("alice", "month")]["budget_usd"] is None
+    assert rows[("team", "month")]["left_usd"] == "9.25"
+    assert rows[("alice", "day")]["resets_at"].endswith("T00:00:00Z")
+    assert main(["limits", "--config", str(config)]) == 0
+    table = capsys.readouterr().out
+    assert "alice" in table and "unlimited" in table and "1.250000" in table

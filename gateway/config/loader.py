@@ -47,6 +47,7 @@ def load_settings(
     port: int | None = None,
     demo: Demo | None = None,
     fallback_member: tuple[str, str] | None = None,
+    team_key_required: bool = True,
 ) -> Settings:
     """Read, validate and resolve the whole configuration, or raise `ConfigError`.
 
@@ -57,7 +58,15 @@ def load_settings(
     where = str(path) if path is not None else "(defaults)"
     data = read_toml(Path(path)) if path is not None else {}
     try:
-        return _build(data, env, host=host, port=port, demo=demo, fallback_member=fallback_member)
+        return _build(
+            data,
+            env,
+            host=host,
+            port=port,
+            demo=demo,
+            fallback_member=fallback_member,
+            team_key_required=team_key_required,
+        )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
@@ -83,6 +92,7 @@ def _build(
     port: int | None,
     demo: Demo | None,
     fallback_member: tuple[str, str] | None,
+    team_key_required: bool = True,
 ) -> Settings:
     known = {*SECTIONS, "members", "pricing"}
     for key in data:
@@ -140,7 +150,7 @@ def _build(
         team_key = Secret(demo.team_key)
     else:
         team_key = Secret(env.get(upstream.api_key_env, "").strip())
-        if not team_key:
+        if not team_key and team_key_required:
             raise ConfigError(
                 f"upstream.api_key_env: the environment variable {upstream.api_key_env} holding "
                 "the team's NanoGPT key is not set (or run `nanogpt-gateway serve --demo`)"
