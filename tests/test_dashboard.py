@@ -40,6 +40,7 @@ MAY_BE_ZERO = {
     ("Error rate", "A"),  # 5xx: the in-process stand-in never fails
     ("In-flight requests", "A"),  # nothing is in flight when Prometheus is asked
     ("Catalog", "B"),  # failed refreshes: the one catalog fetch succeeds
+    ("Reserved in flight", "A"),  # nothing is in flight when Prometheus is asked
 }
 
 
@@ -172,8 +173,9 @@ def test_the_shipped_prometheus_config_is_valid(prometheus_binary: str) -> None:
 
 def traffic(base: str) -> int:
     """Requests of every kind the dashboard shows: plain and streamed chats (a reasoning model
-    too), embeddings, a listing, an unknown model, a bad key, and a request NanoGPT refuses
-    (an upstream 4xx, unmetered). Returns how many requests were made."""
+    too), embeddings, a listing, an unknown model, a bad key, a request NanoGPT refuses
+    (an upstream 4xx, unmetered) and one a limit refuses. Returns how many requests were
+    made."""
     member = {"authorization": f"Bearer {DEMO_MEMBER_KEY}"}
     messages = [{"role": "user", "content": "Hello"}]
     expected: list[tuple[str, str, dict[str, Any], int]] = [
@@ -186,6 +188,8 @@ def traffic(base: str) -> int:
         ("GET", "/v1/models", {}, 200),
         ("POST", "/v1/chat/completions", {"model": "no/such-model", "messages": messages}, 404),
         ("POST", "/v1/chat/completions", {**expected[0][2], "max_tokens": 0}, 400),
+        # 100 choices of up to 20,000 tokens: more than tokens_per_minute, refused by a limit
+        ("POST", "/v1/chat/completions", {**expected[0][2], "max_tokens": 20000, "n": 100}, 429),
     ]
     with httpx.Client(base_url=base, headers=member, timeout=30) as http:
         for method, path, body, status in expected:
@@ -278,7 +282,13 @@ def verdict(title: str, ref: str, answer: dict[str, Any]) -> str | None:
 def test_every_dashboard_query_returns_a_number_from_a_real_scrape(
     prometheus_binary: str, tmp_path: Path
 ) -> None:
-    with running(["serve", "--demo"], "/readyz") as (base, _, _):
+    config = tmp_path / "gateway.toml"  # budgets, so the Limits row has series to show
+    config.write_text(
+        "[limits]\nbudget_usd_daily = 50\nbudget_usd_monthly = 500\n"
+        "team_budget_usd_daily = 100\nteam_budget_usd_monthly = 1000\n"
+        "tokens_per_minute = 1000000\n"
+    )
+    with running(["serve", "--demo", "--config", str(config)], "/readyz") as (base, _, _):
         traffic(base)  # every labelled series exists from Prometheus's first scrape on
         with prometheus(prometheus_binary, base.removeprefix("http://"), tmp_path) as server:
             total = "sum(nanogpt_gateway_requests_total)"
