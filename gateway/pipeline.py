@@ -148,19 +148,29 @@ def classify(request: Request, gateway: Gateway, tally: Tally) -> Target:
 
 def require_access(gateway: Gateway, target: Target, method: str, member: Member) -> None:
     """Admin-only endpoints are for admins; an unlisted path only for members whom no model
-    rule restricts, since what it spends cannot be checked."""
+    rule and no budget restricts, since what it spends cannot be checked."""
     if target.endpoint.access == "admin" and not member.admin:
         raise PermissionDenied(
             f"Member {member.name!r} may not call {method} /v1/{target.path}: it reads or "
             "changes the team's account data, which is for gateway admins.",
             code="admin_required",
         )
-    if target.endpoint is UNLISTED and not policy.is_unrestricted(gateway.settings.policy, member):
+    if target.endpoint is UNLISTED and (
+        not policy.is_unrestricted(gateway.settings.policy, member) or _budgeted(gateway, member)
+    ):
         raise PermissionDenied(
             f"/v1/{target.path} is not an endpoint the gateway knows, so its model and cost "
-            f"cannot be checked, and member {member.name!r} is under model rules.",
+            f"cannot be checked, and member {member.name!r} is under model rules or a budget.",
             code="unlisted_endpoint",
         )
+
+
+def _budgeted(gateway: Gateway, member: Member) -> bool:
+    """Whether a budget bounds what this member spends: their own, their end users', the
+    team's, or the balance floor."""
+    rules = gateway.settings.limits
+    team = (rules.team_budget_usd_daily, rules.team_budget_usd_monthly, rules.min_balance_usd)
+    return member.limits.budgeted or any(b is not None for b in team)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -297,9 +307,7 @@ async def reserve(
     price = None
     if endpoint.metering != "free":
         price = pricing.price_of(model, settings.pricing) if model is not None else None
-        budgeted = member.limits.budgeted or rules.team_budget_usd_daily is not None
-        budgeted = budgeted or rules.team_budget_usd_monthly is not None
-        if price is None and budgeted:
+        if price is None and _budgeted(gateway, member):
             raise ModelNotAllowed(
                 f"The model {call.model or '(default)'!r} has no per-token price in NanoGPT's "
                 f"catalog, and member {member.name!r} is under a budget, so what it would "

@@ -362,3 +362,14 @@ async def test_a_stream_the_client_leaves_settles_at_its_reservation(
     (row,) = ledger_rows(tmp_path / "gateway-usage.db")
     assert row["cost_source"] == "estimate" and Decimal(row["cost_usd"]) > 0
     assert limiter.spent("alice", "day", limiter_now())[0] == Decimal(row["cost_usd"])
+
+
+async def test_an_unlisted_path_is_refused_to_a_member_under_a_budget(
+    tmp_path: Path, nanogpt: FakeNanoGPT, held: list[MemoryLimiter]
+) -> None:
+    toml = "[upstream]\nforward_unlisted = true\n" + limits_toml(budget_usd_monthly=10)
+    opened, _ = client_for(tmp_path, nanogpt, held, toml)
+    async with opened as client:
+        response = await client.post("/v1/memory", json={}, headers=auth())
+    error = assert_openai_error(response, 403, "unlisted_endpoint")
+    assert "budget" in error["message"] and nanogpt.requests == []
