@@ -49,6 +49,8 @@ PURE = {
     "limits",
     "limits.base",
     "limits.memory",
+    "demo_upstream.catalog",
+    "demo_upstream.text",
 }
 CONFIG = {"config", "config.schema", "config.toml", "config.loader"}
 # module -> the gateway modules it may import
@@ -157,8 +159,23 @@ ALLOWED: dict[str, set[str]] = {
     },
     "__main__": {"cli"},
     "__init__": set(),
-    "demo_upstream": {"demo_catalog"},
-    "demo_catalog": set(),
+    # the demo upstream: its own modules only, nothing of the gateway
+    "demo_upstream": {"demo_upstream.app"},
+    "demo_upstream.app": {
+        "demo_upstream.catalog",
+        "demo_upstream.chat",
+        "demo_upstream.media",
+        "demo_upstream.messages",
+        "demo_upstream.responses",
+        "demo_upstream.wire",
+    },
+    "demo_upstream.catalog": set(),
+    "demo_upstream.text": set(),
+    "demo_upstream.wire": set(),
+    "demo_upstream.chat": {"demo_upstream.catalog", "demo_upstream.text", "demo_upstream.wire"},
+    "demo_upstream.responses": {"demo_upstream.chat", "demo_upstream.text", "demo_upstream.wire"},
+    "demo_upstream.messages": {"demo_upstream.chat", "demo_upstream.text", "demo_upstream.wire"},
+    "demo_upstream.media": {"demo_upstream.catalog", "demo_upstream.text", "demo_upstream.wire"},
 }
 
 

@@ -11,8 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from gateway.demo_catalog import TEXT_MODELS
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from gateway.demo_upstream.catalog import TEXT_MODELS
 
 
 @pytest.fixture

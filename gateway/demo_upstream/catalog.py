@@ -1,17 +1,12 @@
-"""What the demo upstream answers with: its fixed catalogs and prices, and the pure shapes of its
-answers (usage, NanoGPT's `x_nanogpt_pricing`, Responses and Anthropic Messages bodies and event
-sequences, moderation verdicts), in the forms NanoGPT documents.
-
-Used only by `demo_upstream`, which owns the HTTP side. Imports nothing from `gateway`.
+"""The demo upstream's fixed catalogs (text, embedding, image, audio and moderation models, with
+NanoGPT's per-million, per-image, per-minute prices), the team balance and the canned media bytes,
+in the forms NanoGPT documents. Pure data: imports nothing but the standard library.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import struct
-import time
-import uuid
 from typing import Any
 
 Json = dict[str, Any]
@@ -162,154 +157,5 @@ DEMO_MP3 = b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\xff\xfb\x90\x64" + bytes(28)
 DEMO_WAV = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 52, b"WAVE", b"fmt ", 16, 1, 1, 8000, 16000,
                        2, 16, b"data", 16) + bytes(16)
 SOUND = {"mp3": ("audio/mpeg", DEMO_MP3), "wav": ("audio/wav", DEMO_WAV)}
-ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
-                    403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
-HARMS = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
-         "illicit/violent", "self-harm", "self-harm/intent", "self-harm/instructions", "sexual",
-         "sexual/minors", "violence", "violence/graphic")
-TRIGGERS = {"kill": "violence", "hate": "hate", "steal": "illicit"}  # words the demo flags
-# Fields of a Responses API object that echo settings the stand-in does not act on.
-RESPONSE_ECHO: Json = {
-    "previous_response_id": None, "tools": [], "tool_choice": "auto", "parallel_tool_calls": True,
-    "truncation": "disabled", "text": {"format": {"type": "text"}, "verbosity": "medium"},
-    "reasoning": None, "temperature": 1, "top_p": 1, "presence_penalty": 0,
-    "frequency_penalty": 0, "top_logprobs": 0, "max_tool_calls": None, "user": None,
-    "background": False, "safety_identifier": None, "prompt_cache_key": None,
-    "service_tier": "auto"}
-REASONING = "The user wants a reply; answer with the demo greeting and echo their words."
 # fmt: on
-_TEXT_PRICES = {m["id"]: m.get("pricing", {}) for m in TEXT_MODELS}
-
-
-# --- the shapes of answers ----------------------------------------------------------------------
-
-
-def words(text: Any) -> int:
-    """The stand-in's token count: whitespace-separated words."""
-    return len(text.split()) if isinstance(text, str) else 0
-
-
-def pieces(content: str) -> list[str]:
-    """`content` cut into the deltas a stream sends, one word each."""
-    parts = content.split()
-    return [w + " " for w in parts[:-1]] + parts[-1:]
-
-
-def output_tokens(content: str, model: str) -> tuple[int, int]:
-    """Output tokens of a reply (reasoning included) and the reasoning part of them."""
-    reasoning = words(REASONING) if model.endswith(":thinking") else 0
-    return words(content) + reasoning, reasoning
-
-
-def chat_usage(prompt: int, content: str, model: str) -> Json:
-    out, reasoning = output_tokens(content, model)
-    usage: Json = {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
-    if reasoning:
-        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
-    return usage
-
-
-def nanogpt_pricing(model: str, usage: Json) -> Json:
-    """NanoGPT's `x_nanogpt_pricing`: the USD charged, from the catalog's per-million prices."""
-    tokens_in, tokens_out = usage["prompt_tokens"], usage["completion_tokens"]
-    price = _TEXT_PRICES.get(model, {})
-    usd = (tokens_in * price.get("prompt", 0) + tokens_out * price.get("completion", 0)) / 1e6
-    cost = round(usd, 12)
-    return {"amount": cost, "currency": "USD", "cost": cost, "costUsd": cost,
-            "inputTokens": tokens_in, "outputTokens": tokens_out, "cacheCost": 0,
-            "paymentSource": "USD", "billedToTeam": False, "billedTeamId": None,
-            "billedTeamName": None}  # fmt: skip
-
-
-def vector(text: str) -> list[float]:
-    """Eight deterministic floats in [-1, 1) derived from the text's SHA-256."""
-    halves = struct.unpack(">8h", hashlib.sha256(text.encode()).digest()[:16])
-    return [round(n / 32768, 6) for n in halves]
-
-
-def response_object(body: Json, model: str, content: str, cut: bool, tokens_in: int) -> Json:
-    """A finished Responses API object answering `body` with `content`."""
-    tokens_out, reasoning = output_tokens(content, model)
-    now, hexes, status = int(time.time()), uuid.uuid4().hex, "incomplete" if cut else "completed"
-    text = {"type": "output_text", "text": content, "annotations": [], "logprobs": []}
-    message = {"type": "message", "id": f"msg_{hexes}", "status": status, "role": "assistant",
-               "content": [text]}  # fmt: skip
-    usage = {"input_tokens": tokens_in, "input_tokens_details": {"cached_tokens": 0},
-             "output_tokens": tokens_out, "output_tokens_details": {"reasoning_tokens": reasoning},
-             "total_tokens": tokens_in + tokens_out}  # fmt: skip
-    return {"id": f"resp_{hexes}", "object": "response", "created_at": now, "completed_at": now,
-            "model": model, "status": status, "error": None,
-            "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
-            "instructions": body.get("instructions"), **RESPONSE_ECHO,
-            "max_output_tokens": body.get("max_output_tokens"), "store": body.get("store") is True,
-            "output": [message], "output_text": content, "usage": usage,
-            "metadata": body.get("metadata") or {}}  # fmt: skip
-
-
-def response_events(response: Json) -> list[Json]:
-    """The Responses API stream of a finished `response`, event by event: usage comes on the
-    last, `response.completed` (or `response.incomplete`)."""
-    start = {**response, "status": "in_progress", "completed_at": None, "output": [],
-             "output_text": "", "usage": None, "incomplete_details": None}  # fmt: skip
-    events: list[Json] = [{"type": "response.created", "response": start},
-                          {"type": "response.in_progress", "response": start}]  # fmt: skip
-    for index, item in enumerate(response["output"]):
-        events.append({"type": "response.output_item.added", "output_index": index,
-                       "item": {**item, "status": "in_progress", "content": []}})  # fmt: skip
-        for part in item["content"]:
-            at = {"item_id": item["id"], "output_index": index, "content_index": 0}
-            text = part["text"]
-            events.append({"type": "response.content_part.added", **at,
-                           "part": {**part, "text": ""}})  # fmt: skip
-            events += [{"type": "response.output_text.delta", **at, "delta": piece,
-                        "logprobs": []} for piece in pieces(text)]  # fmt: skip
-            events.append({"type": "response.output_text.done", **at, "text": text,
-                           "logprobs": []})  # fmt: skip
-            events.append({"type": "response.content_part.done", **at, "part": part})
-        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
-    events.append({"type": f"response.{response['status']}", "response": response})
-    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
-
-
-def anthropic_message(model: str, content: str, cut: bool, tokens_in: int, cached: int) -> Json:
-    """An Anthropic Messages answer; `:thinking` models open with a thinking block."""
-    tokens_out, reasoning = output_tokens(content, model)
-    blocks: list[Json] = [{"type": "text", "text": content}]
-    if reasoning:
-        blocks.insert(0, {"type": "thinking", "thinking": REASONING, "signature": "demo"})
-    usage = {"input_tokens": tokens_in, "output_tokens": tokens_out,
-             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached,
-             "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
-             "service_tier": "standard"}  # fmt: skip
-    return {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
-            "model": model, "content": blocks, "stop_reason": "max_tokens" if cut else "end_turn",
-            "stop_sequence": None, "usage": usage}  # fmt: skip
-
-
-def anthropic_events(message: Json) -> list[Json]:
-    """The Messages stream of `message`: input usage on `message_start`, output tokens on
-    `message_delta`."""
-    usage = message["usage"]
-    opening = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                     "cache_read_input_tokens")} | {"output_tokens": 0}  # fmt: skip
-    start = {**message, "content": [], "stop_reason": None, "usage": opening}
-    events: list[Json] = [{"type": "message_start", "message": start}]
-    for index, block in enumerate(message["content"]):
-        kind = block["type"]
-        events.append({"type": "content_block_start", "index": index,
-                       "content_block": {**block, kind: ""}})  # fmt: skip
-        events += [{"type": "content_block_delta", "index": index,
-                    "delta": {"type": f"{kind}_delta", kind: piece}}
-                   for piece in pieces(block[kind])]  # fmt: skip
-        events.append({"type": "content_block_stop", "index": index})
-    delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
-    events.append({"type": "message_delta", "delta": delta,
-                   "usage": {"output_tokens": usage["output_tokens"]}})  # fmt: skip
-    return [*events, {"type": "message_stop"}]
-
-
-def moderation_result(text: str) -> Json:
-    """OpenAI's moderation result for one input: flagged when it holds a trigger word."""
-    hits = {TRIGGERS[w] for w in text.lower().split() if w in TRIGGERS}
-    return {"flagged": bool(hits), "categories": {c: c in hits for c in HARMS},
-            "category_scores": {c: 0.97 if c in hits else 0.0001 for c in HARMS}}  # fmt: skip
+TEXT_PRICES: dict[str, Json] = {m["id"]: m.get("pricing", {}) for m in TEXT_MODELS}
