@@ -50,6 +50,7 @@ PURE = {
     "limits.base",
     "limits.memory",
     "demo_upstream.catalog",
+    "demo_upstream.schema",
     "demo_upstream.text",
 }
 CONFIG = {"config", "config.schema", "config.toml", "config.loader"}
@@ -170,6 +171,7 @@ ALLOWED: dict[str, set[str]] = {
         "demo_upstream.wire",
     },
     "demo_upstream.catalog": set(),
+    "demo_upstream.schema": set(),
     "demo_upstream.text": set(),
     "demo_upstream.wire": set(),
     "demo_upstream.chat": {"demo_upstream.catalog", "demo_upstream.text", "demo_upstream.wire"},
