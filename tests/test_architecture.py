@@ -52,6 +52,7 @@ PURE = {
     "demo_upstream.catalog",
     "demo_upstream.schema",
     "demo_upstream.text",
+    "demo_upstream.tools",
 }
 CONFIG = {"config", "config.schema", "config.toml", "config.loader"}
 # module -> the gateway modules it may import
@@ -172,9 +173,15 @@ ALLOWED: dict[str, set[str]] = {
     },
     "demo_upstream.catalog": set(),
     "demo_upstream.schema": set(),
-    "demo_upstream.text": set(),
+    "demo_upstream.text": {"demo_upstream.schema"},
+    "demo_upstream.tools": {"demo_upstream.schema"},
     "demo_upstream.wire": set(),
-    "demo_upstream.chat": {"demo_upstream.catalog", "demo_upstream.text", "demo_upstream.wire"},
+    "demo_upstream.chat": {
+        "demo_upstream.catalog",
+        "demo_upstream.text",
+        "demo_upstream.tools",
+        "demo_upstream.wire",
+    },
     "demo_upstream.responses": {"demo_upstream.chat", "demo_upstream.text", "demo_upstream.wire"},
     "demo_upstream.messages": {"demo_upstream.chat", "demo_upstream.text", "demo_upstream.wire"},
     "demo_upstream.media": {"demo_upstream.catalog", "demo_upstream.text", "demo_upstream.wire"},
