@@ -45,11 +45,22 @@ def moderation_result(text: str) -> Json:
             "category_scores": {c: 0.97 if c in hits else 0.0001 for c in HARMS}}  # fmt: skip
 
 
+def encoded(floats: list[float]) -> str:
+    """An embedding as `encoding_format: base64` sends it: little-endian float32s, base64."""
+    return base64.b64encode(struct.pack(f"<{len(floats)}f", *floats)).decode()
+
+
 async def embeddings(request: Request) -> Response:
+    """Vectors as lists of floats, or base64 when asked (the openai SDKs ask by default)."""
     body, model = await wire.parse(request, EMBEDDING_IDS)
     texts = wire.strings(body.get("input"), "input")
+    form = body.get("encoding_format", "float")
+    if form not in ("float", "base64"):
+        raise wire.invalid("'encoding_format' must be 'float' or 'base64'", "encoding_format")
+    vectors = [vector(s) for s in texts]
     data = [
-        {"object": "embedding", "index": i, "embedding": vector(s)} for i, s in enumerate(texts)
+        {"object": "embedding", "index": i, "embedding": encoded(v) if form == "base64" else v}
+        for i, v in enumerate(vectors)
     ]
     tokens = sum(words(s) for s in texts)
     usage = {"prompt_tokens": tokens, "total_tokens": tokens}
