@@ -188,7 +188,12 @@ ALLOWED: dict[str, set[str]] = {
         "demo_upstream.tools",
         "demo_upstream.wire",
     },
-    "demo_upstream.messages": {"demo_upstream.chat", "demo_upstream.text", "demo_upstream.wire"},
+    "demo_upstream.messages": {
+        "demo_upstream.chat",
+        "demo_upstream.text",
+        "demo_upstream.tools",
+        "demo_upstream.wire",
+    },
     "demo_upstream.media": {"demo_upstream.catalog", "demo_upstream.text", "demo_upstream.wire"},
 }
 

@@ -189,14 +189,21 @@ async def test_message_stream_is_anthropic_event_sequence(
     assert start["usage"]["output_tokens"] == 0
     _, delta = events[-2]
     assert delta["delta"]["stop_reason"] == "end_turn"
-    assert delta["usage"] == {"output_tokens": plain["usage"]["output_tokens"]}
+    # NanoGPT repeats the whole usage on message_delta, input tokens included
+    keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    assert delta["usage"] == {k: plain["usage"][k] for k in (*keys, "output_tokens")}
     for index, block in enumerate(plain["content"]):
         kind = block["type"]
         own = [(n, d) for n, d in events[1:-2] if d["index"] == index]
         assert [n for n, _ in own[:1] + own[-1:]] == ["content_block_start", "content_block_stop"]
-        assert own[0][1]["content_block"]["type"] == kind
-        assert "".join(d["delta"][kind] for _, d in own[1:-1]) == block[kind]
-        assert {d["delta"]["type"] for _, d in own[1:-1]} == {f"{kind}_delta"}
+        assert own[0][1]["content_block"] == {**block, kind: ""} | (
+            {"signature": ""} if kind == "thinking" else {}
+        )
+        deltas = [d["delta"] for _, d in own[1:-1]]
+        if kind == "thinking":  # the signature comes last, as its own delta
+            assert deltas.pop() == {"type": "signature_delta", "signature": block["signature"]}
+        assert "".join(d[kind] for d in deltas) == block[kind]
+        assert {d["type"] for d in deltas} == {f"{kind}_delta"}
 
 
 @pytest.mark.anyio
