@@ -49,10 +49,6 @@ PURE = {
     "limits",
     "limits.base",
     "limits.memory",
-    "demo_upstream.catalog",
-    "demo_upstream.schema",
-    "demo_upstream.text",
-    "demo_upstream.tools",
 }
 CONFIG = {"config", "config.schema", "config.toml", "config.loader"}
 # module -> the gateway modules it may import
