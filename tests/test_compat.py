@@ -529,4 +529,6 @@ async def test_nanogpt_answers_the_every_rule_body() -> None:
     response = await post_chat(to_chat(every_rule_body()))
     assert response.status_code == 200
     assert response.json()["object"] == "chat.completion"
-    assert response.json()["choices"][0]["finish_reason"] in {"stop", "length"}
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"  # the body forces the `read` tool
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "read"
