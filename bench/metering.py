@@ -1,10 +1,12 @@
-"""Metering's cost on the request path: gateway req/s with metering on vs off, same run.
+"""Metering's (or, with `--limits`, the limits') cost on the request path: gateway req/s with
+it on vs off, same run.
 
-Starts the demo upstream (no pacing) and, in turn, the gateway with metering on and off, each
-one process pinned to core 0 with the upstream, and drives them with wrk on core 1. Rounds
-alternate on/off so drift on a noisy machine hits both; only the ratio is reported as a result.
+Starts the demo upstream (no pacing) and, in turn, the gateway with the feature on and off,
+each one process pinned to core 0 with the upstream, and drives them with wrk on core 1.
+Rounds alternate on/off so drift on a noisy machine hits both; only the ratio is reported as a
+result.
 
-    python bench/metering.py [--seconds 10] [--rounds 3] [--connections 50]
+    python bench/metering.py [--limits] [--seconds 10] [--rounds 3] [--connections 50]
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--limits", action="store_true", help="compare every limit set vs none (metering on)"
+    )
     args = parser.parse_args()
+    feature = "--limits" if args.limits else "--metering"
     harness.require("wrk", "taskset")
 
     upstream_port = free_port()
@@ -54,7 +60,7 @@ def main() -> None:
                     str(port),
                     "--upstream",
                     upstream_url,
-                    "--metering",
+                    feature,
                     metering,
                 ]
                 ready = answers(f"http://127.0.0.1:{port}/readyz")
@@ -72,7 +78,8 @@ def main() -> None:
                         cpu.setdefault((metering, stream), []).append(used / result.requests * 1e6)
                         errors += result.errors
 
-    print(f"\n{args.rounds} rounds x {args.seconds} s, c={args.connections}, medians\n")
+    what = "limits" if args.limits else "metering"
+    print(f"\n{what}: {args.rounds} rounds x {args.seconds} s, c={args.connections}, medians\n")
     print("| body | req/s off | req/s on | on / off | gateway CPU us/req off | on | on / off |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for stream in (False, True):

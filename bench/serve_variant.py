@@ -1,8 +1,10 @@
-"""One gateway process for the metering benchmark: `--metering on` is the product as shipped;
-`--metering off` hands the app, through its seams, a ledger that keeps nothing and metrics
-that count nothing, keeping auth, policy, the relay and the usage reading of bodies. Both
-still ask the upstream for stream usage, so the stand-in, which shares the core, does the same
-work for both and the ratio is the gateway's alone."""
+"""One gateway process for the metering and limits benchmarks: `--metering on` is the product
+as shipped; `--metering off` hands the app, through its seams, a ledger that keeps nothing and
+metrics that count nothing, keeping auth, policy, the relay and the usage reading of bodies.
+Both still ask the upstream for stream usage, so the stand-in, which shares the core, does the
+same work for both and the ratio is the gateway's alone. `--limits on` adds every limit a team
+would set (budgets, rates, concurrency, end users, team budgets), none low enough to refuse:
+what checking and reserving them costs."""
 
 from __future__ import annotations
 
@@ -38,11 +40,25 @@ class NullMetrics(Metrics):
         pass
 
 
+LIMITS = """
+[limits]
+timezone = "Europe/Berlin"
+budget_usd_daily = 1000000.0
+budget_usd_monthly = 10000000.0
+requests_per_minute = 100000000
+tokens_per_minute = 1000000000000
+max_concurrent_requests = 100000
+team_budget_usd_daily = 1000000.0
+team_budget_usd_monthly = 10000000.0
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the stand-in's API root")
-    parser.add_argument("--metering", choices=["on", "off"], required=True)
+    parser.add_argument("--metering", choices=["on", "off"], default="on")
+    parser.add_argument("--limits", choices=["on", "off"], default="off")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         serve(args, Path(tmp))
@@ -50,7 +66,8 @@ def main() -> None:
 
 def serve(args: argparse.Namespace, workdir: Path) -> None:
     config = workdir / "gateway.toml"
-    config.write_text(harness.gateway_config(args.upstream, workdir / "usage.db"))
+    toml = harness.gateway_config(args.upstream, workdir / "usage.db")
+    config.write_text(LIMITS + toml if args.limits == "on" else toml)
     settings = load_settings(config, {"NANOGPT_API_KEY": "demo-team-key"})
     if args.metering == "off":
         app = create_app(settings, ledger=NullLedger(), metrics=NullMetrics())

@@ -7,7 +7,7 @@ parameter: 'messages'". Pure: takes a dict, returns a dict, imports only `gatewa
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeGuard
 
 from gateway.errors import InvalidRequest
@@ -33,7 +33,7 @@ TEXT_PARTS = frozenset({"input_text", "output_text"})
 ITEM_PARTS = TEXT_PARTS | {"refusal", "input_image"}
 
 
-def is_responses_shaped(payload: dict[str, Any]) -> bool:
+def is_responses_shaped(payload: Mapping[str, Any]) -> bool:
     """Whether a chat completions body is Responses-shaped: `input` and no `messages`."""
     return "messages" not in payload and "input" in payload
 

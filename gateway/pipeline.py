@@ -9,6 +9,7 @@ knows the HTTP client library or catches a client-library exception.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from gateway import billing, budgets, endpoints, logs, policy, pricing, protocol
+from gateway import billing, budgets, compat, endpoints, logs, policy, pricing, protocol
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.endpoints import UNLISTED, Endpoint, Target
@@ -214,6 +215,16 @@ async def parse(request: Request, endpoint: Endpoint, body: bytes) -> protocol.C
             call: protocol.Call = done.value
             return call
         await asyncio.sleep(0)
+
+
+def translate(call: protocol.Call, body: bytes) -> tuple[protocol.Call, bytes]:
+    """Cursor's agent mode posts a Responses-shaped body (`input`, no `messages`) to
+    `/chat/completions` and reads Chat Completions back: the call and body NanoGPT expects,
+    translated before the policy sees them (400 if the input cannot be translated)."""
+    if call.endpoint.name != "chat/completions" or not compat.is_responses_shaped(call.payload):
+        return call, body
+    translated = json.dumps(compat.to_chat(dict(call.payload))).encode()
+    return protocol.parse_call(call.endpoint, "application/json", translated), translated
 
 
 async def check_model(gateway: Gateway, member: Member, call: protocol.Call) -> ModelInfo | None:

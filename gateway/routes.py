@@ -36,6 +36,7 @@ from gateway.pipeline import (
     read_body,
     require_access,
     reserve,
+    translate,
 )
 from gateway.relay import Relay
 from gateway.tally import Tally
@@ -54,7 +55,7 @@ async def v1(request: Request, gateway: Gateway, tally: Tally) -> Answer:
     if target.endpoint.served_here:
         return await _models(request, gateway, member, target)
     body = await read_body(request, gateway.settings.upstream.max_body_bytes)
-    call = await parse(request, target.endpoint, body)
+    call, body = translate(await parse(request, target.endpoint, body), body)
     tally.model_id, tally.stream = call.model, call.stream
     check_billing(request, member, call)
     model = tally.model = await check_model(gateway, member, call)

@@ -85,6 +85,7 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.sqlite": {"ledger.base", "types", "reports"},
     "logs": set(),
     "pipeline": {
+        "compat",
         "billing",
         "budgets",
         "limits",

@@ -156,14 +156,16 @@ async def test_streams_carry_the_limit_headers_before_the_first_byte(
 ) -> None:
     async def stream(request: httpx.Request) -> httpx.Response:
         frames = [b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n', b"data: [DONE]\n\n"]
-        return httpx.Response(200, content=frames, headers={"content-type": "text/event-stream"})
+        return httpx.Response(
+            200, content=b"".join(frames), headers={"content-type": "text/event-stream"}
+        )
 
     nanogpt.handler = stream
     toml = limits_toml(tokens_per_minute=100000, budget_usd_monthly=5)
     opened, _ = client_for(tmp_path, nanogpt, held, toml)
     async with opened as client:
         response = await client.post("/v1/chat/completions", json=chat(stream=True), headers=auth())
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n")
     assert response.headers["x-ratelimit-limit-tokens"] == "100000"
     assert int(response.headers["x-ratelimit-remaining-tokens"]) < 100000 - 4096
     assert response.headers["x-ratelimit-reset-tokens"].endswith(("s", "ms"))
@@ -300,7 +302,9 @@ async def test_a_hundred_concurrent_streams_settle_within_the_budget(
             b'data: {"choices":[],"usage":' + json.dumps(usage).encode() + b"}\n\n",
             b"data: [DONE]\n\n",
         ]
-        return httpx.Response(200, content=frames, headers={"content-type": "text/event-stream"})
+        return httpx.Response(
+            200, content=b"".join(frames), headers={"content-type": "text/event-stream"}
+        )
 
     nanogpt.handler = full_length
     opened, limiter = client_for(tmp_path, nanogpt, held, limits_toml(budget_usd_daily=1.0))
@@ -315,6 +319,9 @@ async def test_a_hundred_concurrent_streams_settle_within_the_budget(
     statuses = [r.status_code for r in responses]
     assert 0 < statuses.count(200) < 100 and set(statuses) == {200, 429}
     rows = ledger_rows(tmp_path / "gateway-usage.db")
+    served = [r for r in rows if r["status"] == 200]
+    assert {(r["outcome"], r["cost_source"]) for r in served} == {("ok", "catalog")}
+    assert {r["completion_tokens"] for r in served} == {2000}  # every answer as long as allowed
     total = sum(Decimal(r["cost_usd"]) for r in rows if r["cost_usd"] is not None)
     assert total <= Decimal("1.00")
     assert limiter.spent("alice", "day", limiter_now())[0] == total
