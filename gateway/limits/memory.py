@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gateway.budgets import WINDOWS, Period, Window, period
@@ -26,7 +28,7 @@ from gateway.limits.base import (
     team_paused,
     too_many_at_once,
 )
-from gateway.types import LimitRules
+from gateway.types import LimitRules, Limits
 
 logger = logging.getLogger("gateway.limits")
 
@@ -52,14 +54,28 @@ class _Bucket:
         return self.level
 
 
-@dataclass(frozen=True, slots=True)
-class _Budget:
+class _Plan(NamedTuple):
+    window: Window
+    kind: str
+    amount: Decimal
+    limit: str
+    code: str
+
+
+class _Budget(NamedTuple):
     scope: Scope
     period: Period
     amount: Decimal
     limit: str
     code: str
-    whose: str
+
+
+def _whose(scope: Scope) -> str:
+    if scope[0] == "team":
+        return "The team"
+    if scope[0] == "member":
+        return f"Member {scope[1]!r}"
+    return f"End user {scope[2]!r} of member {scope[1]!r}"
 
 
 class MemoryLimiter:
@@ -78,6 +94,9 @@ class MemoryLimiter:
         self._balance: Decimal | None = None
         self._paused_until = 0.0
         self._warned_no_balance = False
+        self._periods: dict[Window, Period] = {}
+        self._period_keys: dict[Window, str] = {}
+        self._plans: dict[Limits, tuple[_Plan, ...]] = {}
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -87,23 +106,27 @@ class MemoryLimiter:
     def admit_now(self, ask: Ask) -> Admission:
         """`admit` without the coroutine: check every limit, then reserve every limit."""
         now, limits = ask.now, ask.limits
-        periods = {window: period(window, now, self.zone) for window in WINDOWS}
-        self._forget_old_periods({p.key for p in periods.values()})
-        budgets = self._budgets(ask, periods)
+        periods = self._periods_at(now)
+        budgets = self._budgets(ask, periods) if self._plan(limits) else ()
         cost = ask.estimate.cost_usd
-        self._check_money(ask, budgets)
+        if cost > 0:
+            self._check_money(ask, budgets)
         running = self._running.get(ask.member, 0)
         if limits.max_concurrent_requests is not None and (
             running >= limits.max_concurrent_requests
         ):
             raise too_many_at_once(limits.max_concurrent_requests)
-        self._check_rate(ask, "requests", limits.requests_per_minute, 1)
-        self._check_rate(ask, "tokens", limits.tokens_per_minute, ask.estimate.tokens)
+        headers: dict[str, str] = {}
+        if limits.requests_per_minute is not None:
+            self._check_rate(ask, "requests", limits.requests_per_minute, 1)
+        if limits.tokens_per_minute is not None:
+            self._check_rate(ask, "tokens", limits.tokens_per_minute, ask.estimate.tokens)
 
         # Every check passed: reserve everything (nothing below can refuse).
-        headers = {}
-        headers.update(self._take(ask, "requests", limits.requests_per_minute, 1))
-        headers.update(self._take(ask, "tokens", limits.tokens_per_minute, ask.estimate.tokens))
+        if limits.requests_per_minute is not None:
+            self._take(ask, "requests", limits.requests_per_minute, 1, headers)
+        if limits.tokens_per_minute is not None:
+            self._take(ask, "tokens", limits.tokens_per_minute, ask.estimate.tokens, headers)
         self._running[ask.member] = running + 1
         self._admitted += 1
         self._reserved_total += cost
@@ -116,59 +139,57 @@ class MemoryLimiter:
         if budgets:
             left = min(self._left(b) for b in budgets)
             headers["x-gateway-budget-remaining-usd"] = f"{max(left, ZERO):.6f}"
-        periods_by_window = {w: p.key for w, p in periods.items()}
-        return Admission(ask=ask, periods=periods_by_window, holds=holds, headers=headers)
+        return Admission(ask=ask, periods=self._period_keys, holds=holds, headers=headers)
+
+    def _periods_at(self, now: float) -> dict[Window, Period]:
+        """The day and month around `now`, computed again only when the day changes (then
+        the counters of past periods are let go)."""
+        day = self._periods.get("day")
+        if day is None or not day.start <= now < day.end:
+            self._periods = {window: period(window, now, self.zone) for window in WINDOWS}
+            self._period_keys = {window: p.key for window, p in self._periods.items()}
+            self._forget_old_periods(set(self._period_keys.values()))
+        return self._periods
+
+    def _plan(self, limits: Limits) -> tuple[_Plan, ...]:
+        """Which budgets bound a member with these limits (with the team's), worked out once
+        per set of limits."""
+        plan = self._plans.get(limits)
+        if plan is None:
+            found = []
+            for window in WINDOWS:
+                suffix = "daily" if window == "day" else "monthly"
+                for kind, owner, prefix, code in (
+                    ("member", limits, "", "member_budget_exceeded"),
+                    ("end_user", limits, "end_user_", "end_user_budget_exceeded"),
+                    ("team", self.rules, "team_", "team_budget_exceeded"),
+                ):
+                    name = f"{prefix}budget_usd_{suffix}"
+                    amount = getattr(owner, name)
+                    if amount is not None:
+                        found.append(_Plan(window, kind, amount, name, code))
+            plan = self._plans[limits] = tuple(found)
+        return plan
 
     def _budgets(self, ask: Ask, periods: dict[Window, Period]) -> list[_Budget]:
-        limits, rules = ask.limits, self.rules
         found = []
-        for window, p in periods.items():
-            suffix = "daily" if window == "day" else "monthly"
-            member_budget = getattr(limits, f"budget_usd_{suffix}")
-            if member_budget is not None:
-                found.append(
-                    _Budget(
-                        ("member", ask.member),
-                        p,
-                        member_budget,
-                        f"budget_usd_{suffix}",
-                        "member_budget_exceeded",
-                        f"Member {ask.member!r}",
-                    )
-                )
-            end_user_budget = getattr(limits, f"end_user_budget_usd_{suffix}")
-            if end_user_budget is not None and ask.end_user is not None:
+        for window, kind, amount, limit, code in self._plan(ask.limits):
+            p = periods[window]
+            if kind == "member":
+                scope: Scope = ("member", ask.member)
+            elif kind == "team":
+                scope = ("team",)
+            elif ask.end_user is not None:
                 scope = self._end_user_scope(ask, p)
-                found.append(
-                    _Budget(
-                        scope,
-                        p,
-                        end_user_budget,
-                        f"end_user_budget_usd_{suffix}",
-                        "end_user_budget_exceeded",
-                        f"End user {scope[2]!r} of member {ask.member!r}",
-                    )
-                )
-            team_budget = getattr(rules, f"team_budget_usd_{suffix}")
-            if team_budget is not None:
-                found.append(
-                    _Budget(
-                        ("team",),
-                        p,
-                        team_budget,
-                        f"team_budget_usd_{suffix}",
-                        "team_budget_exceeded",
-                        "The team",
-                    )
-                )
+            else:
+                continue
+            found.append(_Budget(scope, p, amount, limit, code))
         return found
 
-    def _check_money(self, ask: Ask, budgets: list[_Budget]) -> None:
+    def _check_money(self, ask: Ask, budgets: Sequence[_Budget]) -> None:
         """Budgets, the NanoGPT daily-limit pause and the balance floor: they bound only
         requests that cost money, and a refusal by any of them is final for its period."""
         cost = ask.estimate.cost_usd
-        if cost <= 0:
-            return
         if self._paused_until > ask.now:
             raise team_paused(self._paused_until, ask.now)
         for budget in budgets:
@@ -178,7 +199,7 @@ class MemoryLimiter:
                 raise over_budget(
                     limit=budget.limit,
                     code=budget.code,
-                    whose=budget.whose,
+                    whose=_whose(budget.scope),
                     budget=budget.amount,
                     spent=spent,
                     reserved=reserved,
@@ -200,9 +221,7 @@ class MemoryLimiter:
         if self._balance - self._reserved_total - cost < floor:
             raise below_floor(floor, self._balance, self._reserved_total, cost)
 
-    def _check_rate(self, ask: Ask, kind: str, limit: int | None, needed: int) -> None:
-        if limit is None:
-            return
+    def _check_rate(self, ask: Ask, kind: str, limit: int, needed: int) -> None:
         name = "requests_per_minute" if kind == "requests" else "tokens_per_minute"
         if needed > limit or limit == 0:
             raise rate_limited(kind, name, limit, 0, needed, wait=None)
@@ -211,18 +230,13 @@ class MemoryLimiter:
             wait = (needed - level) * 60 / limit
             raise rate_limited(kind, name, limit, limit - level, needed, wait)
 
-    def _take(self, ask: Ask, kind: str, limit: int | None, needed: int) -> dict[str, str]:
+    def _take(self, ask: Ask, kind: str, limit: int, needed: int, headers: dict[str, str]) -> None:
         """Take from a bucket already checked; the `x-ratelimit-*` headers after it."""
-        if limit is None:
-            return {}
         bucket = self._bucket(ask.member, kind, limit, ask.now)
         bucket.level -= needed
-        refill = (limit - bucket.level) * 60 / limit
-        return {
-            f"x-ratelimit-limit-{kind}": str(limit),
-            f"x-ratelimit-remaining-{kind}": str(max(math.floor(bucket.level), 0)),
-            f"x-ratelimit-reset-{kind}": go_duration(refill),
-        }
+        headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{kind}"] = str(max(math.floor(bucket.level), 0))
+        headers[f"x-ratelimit-reset-{kind}"] = go_duration((limit - bucket.level) * 60 / limit)
 
     def _bucket(self, member: str, kind: str, limit: int, now: float) -> _Bucket:
         bucket = self._buckets.get((member, kind))
