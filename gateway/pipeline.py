@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import billing, budgets, compat, endpoints, logs, policy, pricing, protocol
+from gateway.accounting import MAX_TEXT
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.endpoints import UNLISTED, Endpoint, Target
@@ -338,7 +339,7 @@ async def reserve(
         request_id=tally.request_id,
         member=member.name,
         limits=member.limits,
-        end_user=(tally.end_user or "") if member.end_user_header else None,
+        end_user=(tally.end_user or "")[:MAX_TEXT] if member.end_user_header else None,
         estimate=estimate,
         now=gateway.tallies.clock(),
     )

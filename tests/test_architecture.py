@@ -85,6 +85,7 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.sqlite": {"ledger.base", "types", "reports"},
     "logs": set(),
     "pipeline": {
+        "accounting",
         "compat",
         "billing",
         "budgets",

@@ -93,7 +93,14 @@ def test_requests_per_minute_refill_continuously(make) -> None:  # type: ignore[
     error = refused(limiter, ask(limits))
     assert error.status_code == 429 and error.code == "rate_limit_exceeded"
     assert "Limit 60, Used 60, Requested 1. Please try again in 1s." in error.message
-    assert error.headers == {"retry-after": "1", "retry-after-ms": "1000", "x-should-retry": "true"}
+    assert error.headers == {
+        "retry-after": "1",
+        "retry-after-ms": "1000",
+        "x-should-retry": "true",
+        "x-ratelimit-limit-requests": "60",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1m0s",
+    }
     half_a_second_later = refused(limiter, ask(limits, now=NOW + 0.5))
     assert "try again in 500ms" in half_a_second_later.message
     assert half_a_second_later.headers["retry-after-ms"] == "500"
@@ -118,13 +125,16 @@ def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(make) -> N
 
 def test_a_request_larger_than_the_token_limit_can_never_pass(make) -> None:  # type: ignore[no-untyped-def]
     error = refused(make(), ask(Limits(tokens_per_minute=1000), tokens=1001))
-    assert error.code == "rate_limit_exceeded" and error.headers == {"x-should-retry": "false"}
+    assert error.code == "rate_limit_exceeded" and error.headers["x-should-retry"] == "false"
+    assert "retry-after" not in error.headers
+    assert error.headers["x-ratelimit-limit-tokens"] == "1000"
     assert "can never pass" in error.message
 
 
 def test_zero_allows_nothing(make) -> None:  # type: ignore[no-untyped-def]
     limiter = make()
-    assert refused(limiter, ask(Limits(requests_per_minute=0))).headers["x-should-retry"] == "false"
+    nothing = refused(limiter, ask(Limits(requests_per_minute=0)))
+    assert nothing.headers["x-should-retry"] == "false" and "retry-after" not in nothing.headers
     assert refused(limiter, ask(Limits(max_concurrent_requests=0))).headers == {
         "x-should-retry": "false"
     }

@@ -139,6 +139,11 @@ def rate_limited(
             "retry-after-ms": str(max(math.ceil(wait * 1000), 1)),
             "x-should-retry": "true",
         }
+    headers |= {
+        f"x-ratelimit-limit-{unit}": str(limit),
+        f"x-ratelimit-remaining-{unit}": str(max(limit - math.ceil(used), 0)),
+        f"x-ratelimit-reset-{unit}": go_duration(used * 60 / limit) if limit else "0s",
+    }
     return RateLimited(message, limit=name, type=unit, headers=headers)
 
 

@@ -109,8 +109,7 @@ class MemoryLimiter:
         periods = self._periods_at(now)
         budgets = self._budgets(ask, periods) if self._plan(limits) else ()
         cost = ask.estimate.cost_usd
-        if cost > 0:
-            self._check_money(ask, budgets)
+        left = self._check_money(ask, budgets) if cost > 0 or budgets else None
         running = self._running.get(ask.member, 0)
         if limits.max_concurrent_requests is not None and (
             running >= limits.max_concurrent_requests
@@ -136,8 +135,7 @@ class MemoryLimiter:
             counters[scope] = counters.get(scope, ZERO) + cost
             if scope[0] == "end_user":
                 self._end_users.setdefault(key, set()).add(scope)
-        if budgets:
-            left = min(self._left(b) for b in budgets)
+        if left is not None:
             headers["x-gateway-budget-remaining-usd"] = f"{max(left, ZERO):.6f}"
         return Admission(ask=ask, periods=self._period_keys, holds=holds, headers=headers)
 
@@ -186,16 +184,21 @@ class MemoryLimiter:
             found.append(_Budget(scope, p, amount, limit, code))
         return found
 
-    def _check_money(self, ask: Ask, budgets: Sequence[_Budget]) -> None:
+    def _check_money(self, ask: Ask, budgets: Sequence[_Budget]) -> Decimal | None:
         """Budgets, the NanoGPT daily-limit pause and the balance floor: they bound only
-        requests that cost money, and a refusal by any of them is final for its period."""
+        requests that cost money, and a refusal by any of them is final for its period.
+        Returns the least left across the budgets once this request is reserved."""
         cost = ask.estimate.cost_usd
-        if self._paused_until > ask.now:
+        if cost > 0 and self._paused_until > ask.now:
             raise team_paused(self._paused_until, ask.now)
+        least: Decimal | None = None
         for budget in budgets:
             spent = self._spent.get(budget.period.key, {}).get(budget.scope, ZERO)
             reserved = self._reserved.get(budget.period.key, {}).get(budget.scope, ZERO)
-            if spent + reserved + cost > budget.amount:
+            left = budget.amount - spent - reserved - cost
+            if least is None or left < least:
+                least = left
+            if left < 0 and cost > 0:
                 raise over_budget(
                     limit=budget.limit,
                     code=budget.code,
@@ -208,8 +211,8 @@ class MemoryLimiter:
                     now=ask.now,
                 )
         floor = self.rules.min_balance_usd
-        if floor is None:
-            return
+        if floor is None or cost <= 0:
+            return least
         if self._balance is None:
             if not self._warned_no_balance:
                 self._warned_no_balance = True
@@ -217,9 +220,9 @@ class MemoryLimiter:
                     "limits.min_balance_usd is not applied yet: NanoGPT's balance has not "
                     "been read (metering.balance_poll_seconds)"
                 )
-            return
-        if self._balance - self._reserved_total - cost < floor:
+        elif self._balance - self._reserved_total - cost < floor:
             raise below_floor(floor, self._balance, self._reserved_total, cost)
+        return least
 
     def _check_rate(self, ask: Ask, kind: str, limit: int, needed: int) -> None:
         name = "requests_per_minute" if kind == "requests" else "tokens_per_minute"
@@ -259,12 +262,6 @@ class MemoryLimiter:
         if scope in known or len(known) < MAX_END_USERS:
             return scope
         return ("end_user", ask.member, OVERFLOW_END_USER)
-
-    def _left(self, budget: _Budget) -> Decimal:
-        key = budget.period.key
-        spent = self._spent.get(key, {}).get(budget.scope, ZERO)
-        reserved = self._reserved.get(key, {}).get(budget.scope, ZERO)
-        return budget.amount - spent - reserved
 
     def _forget_old_periods(self, keep: set[str]) -> None:
         """Past periods' counters: spend no longer bounds anything, and a past reservation
