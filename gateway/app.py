@@ -20,11 +20,13 @@ from zoneinfo import ZoneInfo
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import routes
+from gateway.browsers import BrowserGuard
 from gateway.budgets import WINDOWS, Window, period
 from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
 from gateway.config import Settings
@@ -131,7 +133,19 @@ def create_app(
         table.append(Route("/metrics", routes.metrics_endpoint(metrics, metering.metrics_token)))
     for prefix in ("/v1", "/api/v1"):
         table.append(Route(f"{prefix}/{{path:path}}", routes.v1, methods=sorted(ALL_METHODS)))
-    app = Starlette(routes=table, lifespan=lifespan, exception_handlers=_EXCEPTION_HANDLERS)
+    server = settings.server
+    if "*" in server.cors_origins:
+        logger.warning(
+            'server.cors_origins = ["*"]: any web page a member opens may call the gateway '
+            "with a key it holds; name the origins instead"
+        )
+    guard = Middleware(BrowserGuard, hosts=server.allowed_hosts, origins=server.cors_origins)
+    app = Starlette(
+        routes=table,
+        lifespan=lifespan,
+        exception_handlers=_EXCEPTION_HANDLERS,
+        middleware=[guard],
+    )
     app.state.metrics = metrics
     return app
 

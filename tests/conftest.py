@@ -238,7 +238,7 @@ async def gateway_client(
         async with app.router.lifespan_context(app) as state:
             asgi = with_lifespan_state(app, state or {})
             async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=asgi), base_url="http://gateway"
+                transport=httpx.ASGITransport(app=asgi), base_url="http://localhost"
             ) as client:
                 await state["gateway"].catalog.refresh()
                 yield client

@@ -84,6 +84,7 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.base": {"types"},
     "ledger.sqlite": {"ledger.base", "types", "reports"},
     "logs": set(),
+    "browsers": {"errors"},
     "pipeline": {
         "accounting",
         "compat",
@@ -130,6 +131,7 @@ ALLOWED: dict[str, set[str]] = {
         "tally",
     },
     "app": {
+        "browsers",
         "config",
         "endpoints",
         "errors",

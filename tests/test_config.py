@@ -112,6 +112,11 @@ def test_full_example_is_valid() -> None:
             "[pricing.'a/b']\nprompt = '1'\ncompletion = 1\n",
             'pricing."a/b".prompt: expected a number',
         ),
+        (
+            "[server]\ncors_origins = ['https://chat.example.com/app']\n",
+            "server.cors_origins[0]: expected an origin like",
+        ),
+        ("[server]\nallowed_hosts = ['a b']\n", "server.allowed_hosts[0]: not a host name"),
         ("[limits]\ntimezone = 'Mars/Olympus'\n", "limits.timezone: not an IANA time zone"),
         ("[limits]\ntimezone = '../etc/passwd'\n", "limits.timezone: not an IANA time zone"),
         ("[limits]\nbudget_usd_daily = -1\n", "limits.budget_usd_daily: must not be negative"),
@@ -309,3 +314,13 @@ def test_anonymous_gets_the_default_limits(tmp_path: Path) -> None:
     settings = load(tmp_path, toml, members=False)
     assert settings.anonymous.name == "anonymous"
     assert settings.anonymous.limits.max_concurrent_requests == 3
+
+
+def test_allowed_hosts_default_to_the_loopback_names_on_a_loopback_address(
+    tmp_path: Path,
+) -> None:
+    assert load(tmp_path, "").server.allowed_hosts == ("localhost", "127.0.0.1", "::1")
+    exposed = load(tmp_path, "[server]\nhost = '0.0.0.0'\n").server.allowed_hosts
+    assert exposed == ("*",)
+    named = "[server]\nhost = '0.0.0.0'\nallowed_hosts = ['gw.example.com']\n"
+    assert load(tmp_path, named).server.allowed_hosts == ("gw.example.com",)

@@ -43,7 +43,9 @@ async def test_an_unexpected_failure_is_a_500_in_the_same_shape(
             transport = httpx.ASGITransport(
                 app=with_lifespan_state(app, state), raise_app_exceptions=False
             )
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost"
+            ) as client:
                 response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     error = assert_openai_error(response, 500, "internal_error")
     assert "bug" not in error["message"]

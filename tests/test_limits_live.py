@@ -45,7 +45,7 @@ def sdk_through(client: httpx.AsyncClient, sent: list[httpx.Request]) -> openai.
     http = httpx.AsyncClient(
         transport=client._transport, base_url=client.base_url, event_hooks={"request": [count]}
     )
-    return openai.AsyncOpenAI(base_url="http://gateway/v1", api_key=ALICE_KEY, http_client=http)
+    return openai.AsyncOpenAI(base_url="http://localhost/v1", api_key=ALICE_KEY, http_client=http)
 
 
 async def test_the_sdk_does_not_retry_a_budget_refusal(

@@ -114,7 +114,7 @@ def _build(
         upstream = dataclasses.replace(upstream, base_url=env["NANOGPT_BASE_URL"])
     if demo is not None:
         upstream = dataclasses.replace(upstream, base_url=demo.base_url)
-    _check_server(server)
+    server = _check_server(server)
     _check_upstream(upstream)
     if catalog.ttl_seconds <= 0:
         raise ConfigError("catalog.ttl_seconds: must be greater than 0")
@@ -176,11 +176,26 @@ def _build(
     )
 
 
-def _check_server(server: ServerSettings) -> None:
+def _check_server(server: ServerSettings) -> ServerSettings:
+    """Checked, with `allowed_hosts` resolved: on a loopback address only the loopback names
+    (a web page cannot then reach the gateway through a rebound DNS name)."""
     if not server.host:
         raise ConfigError("server.host: must not be empty")
     if not 0 < server.port < 65536:
         raise ConfigError(f"server.port: must be between 1 and 65535, got {server.port}")
+    for i, origin in enumerate(server.cors_origins):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ConfigError(
+                f"server.cors_origins[{i}]: expected an origin like "
+                f'"https://chat.example.com" (scheme and host, no path) or "*", got {origin!r}'
+            )
+    for i, name in enumerate(server.allowed_hosts):
+        if name != "*" and not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", name):
+            raise ConfigError(f"server.allowed_hosts[{i}]: not a host name: {name!r}")
+    hosts = server.allowed_hosts
+    if not hosts:
+        hosts = ("localhost", "127.0.0.1", "::1") if _is_loopback(server.host) else ("*",)
+    return dataclasses.replace(server, allowed_hosts=hosts)
 
 
 def _check_upstream(upstream: UpstreamSettings) -> None:

@@ -28,6 +28,11 @@ class ServerSettings:
     access_log: bool = False
     """Off by default: the usage ledger already has a richer row for every request, and a log
     line per request is CPU on the hot path (bench/README.md)."""
+    cors_origins: tuple[str, ...] = ()
+    """Page origins browsers may call the gateway from (`"*"`: any, with a warning)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Names the gateway answers to in `Host`; empty: the loopback names when `host` is a
+    loopback address, else any."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
