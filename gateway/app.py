@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import routes
+from gateway import endpoints, routes
 from gateway.browsers import BrowserGuard
 from gateway.budgets import WINDOWS, Window, period
 from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
@@ -213,11 +213,10 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    body = error_body(
-        f"{exc.detail}: {request.method} {request.url.path}",
-        type="invalid_request_error",
-        code=code,
-    )
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    if exc.status_code == 404 and (hint := _v1_hint(request)):
+        message = f"{message}. {hint}"
+    body = error_body(message, type="invalid_request_error", code=code)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -227,6 +226,21 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
         "The gateway failed to handle this request.", type="api_error", code="internal_error"
     )
     return JSONResponse(body, status_code=500, headers=_request_id(request))
+
+
+def _v1_hint(request: Request) -> str | None:
+    """For a known endpoint asked for without `/v1` (`/api/chat/completions`, as a user
+    following NanoGPT's own setup pages types it): the URL to use instead."""
+    below = request.url.path.removeprefix("/api").strip("/")
+    try:
+        target = endpoints.classify(below, request.method, forward_unlisted=False)
+    except GatewayError:
+        return None
+    base = f"{request.url.scheme}://{request.url.netloc}/v1"
+    return (
+        f"The gateway's API is under /v1: set your client's base URL to {base} "
+        f"(this request would be {request.method} {base}/{target.path})."
+    )
 
 
 def _request_id(request: Request) -> dict[str, str]:

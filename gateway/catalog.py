@@ -97,6 +97,8 @@ def parse_models(
                 prompt_usd_per_mtok=_price(pricing.get("prompt")),
                 completion_usd_per_mtok=_price(pricing.get("completion")),
                 max_output_tokens=_count(item.get("max_output_tokens")),
+                name=_text(item.get("name")),
+                context_length=_count(item.get("context_length")),
                 capabilities=_capabilities(item.get("capabilities")),
                 distillation_status=_distillation(item.get("distillationPolicy")),
                 subscription=subscription,
@@ -108,6 +110,10 @@ def parse_models(
 
 def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
 
 
 def _count(value: Any) -> int | None:

@@ -138,19 +138,28 @@ class ModelInfo:
     prompt_usd_per_mtok: float | None = None
     completion_usd_per_mtok: float | None = None
     max_output_tokens: int | None = None
+    name: str | None = None
+    context_length: int | None = None
     capabilities: frozenset[str] | None = None
     distillation_status: str | None = None
     subscription: bool | None = None
     detailed: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def basic(self) -> dict[str, Any]:
-        """The OpenAI model object: exactly the four fields every OpenAI client understands."""
-        return {
+        """The OpenAI model object's four fields, and the display name and context window when
+        the catalog gives them (Open WebUI shows the name; aider and Codex read the window):
+        extra fields, which OpenAI's list shape lets clients ignore."""
+        model: dict[str, Any] = {
             "id": self.id,
             "object": "model",
             "created": self.created,
             "owned_by": self.owned_by,
         }
+        if self.name is not None:
+            model["name"] = self.name
+        if self.context_length is not None:
+            model["context_length"] = self.context_length
+        return model
 
 
 @dataclass(frozen=True, slots=True)

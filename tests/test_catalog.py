@@ -77,7 +77,10 @@ def test_parse_tolerates_the_catalogs_variety() -> None:
         "object": "model",
         "created": 1704067200,
         "owned_by": "openai",
+        "name": "GPT-5.2",  # for Open WebUI's picker
+        "context_length": 128000,  # for aider's and Codex's context checks
     }
+    assert set(models["zai-org/glm-4.7"].basic()) == {"id", "object", "created", "owned_by"}
     assert parse_models([{"id": "bare"}])[0].id == "bare"
     with pytest.raises(ValueError, match="expected"):
         parse_models({"models": ["a", "b"]})

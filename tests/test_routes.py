@@ -115,7 +115,10 @@ async def test_models_lists_what_the_member_may_use(tmp_path: Path, nanogpt: Fak
             "qwen/qwen3-coder-next",
             "moonshotai/kimi-k2.5:thinking",
         ]
-        assert all(set(m) == {"id", "object", "created", "owned_by"} for m in listing["data"])
+        basic = {"id", "object", "created", "owned_by"}
+        assert all(basic <= set(m) <= basic | {"name", "context_length"} for m in listing["data"])
+        assert listing["data"][0]["name"] == "DeepSeek V3 (0324)"
+        assert listing["data"][0]["context_length"] == 128000
         detailed = (await client.get("/api/v1/models?detailed=true", headers=auth())).json()["data"]
         assert detailed[0]["pricing"]["prompt"] == 2500
         assert detailed[0]["distillationPolicy"]["status"] == "allowed"
@@ -126,6 +129,7 @@ async def test_models_lists_what_the_member_may_use(tmp_path: Path, nanogpt: Fak
             "object": "model",
             "created": 1750000000,
             "owned_by": "qwen",
+            "name": "Qwen3 Coder Next",
         }
         denied = await client.get("/v1/models/openai/gpt-5.2", headers=auth())
         assert (
@@ -363,3 +367,27 @@ async def test_a_large_body_is_parsed_while_other_requests_get_turns() -> None:
     other.cancel()
     assert call.model == "m" and call.stream
     assert turns >= len(body) // (64 * 1024) - 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "use"),
+    [
+        ("POST", "/api/chat/completions", "POST http://localhost/v1/chat/completions"),
+        ("POST", "/chat/completions", "POST http://localhost/v1/chat/completions"),
+        ("GET", "/api/models", "GET http://localhost/v1/models"),
+        ("GET", "/models", "GET http://localhost/v1/models"),
+    ],
+)
+async def test_a_known_endpoint_without_v1_says_which_url_to_use(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT, method: str, path: str, use: str
+) -> None:
+    response = await client.request(method, path, headers=auth(), json={"model": "x"})
+    error = assert_openai_error(response, 404, "not_found")
+    assert "set your client's base URL to http://localhost/v1" in error["message"]
+    assert use in error["message"]
+    assert nanogpt.requests == []
+
+
+async def test_an_unknown_path_outside_v1_gets_no_hint(client: httpx.AsyncClient) -> None:
+    error = assert_openai_error(await client.get("/api/nothing-here"), 404, "not_found")
+    assert "base URL" not in error["message"]
