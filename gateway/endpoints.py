@@ -220,7 +220,8 @@ def normalise(raw_subpath: str) -> tuple[str, ...]:
             "percent-escapes that are still escaped once decoded."
         )
     segments = tuple(s for s in decoded.split("/") if s)
-    if "." in segments or ".." in segments:
+    # `..;x` is `..` to servers that strip path parameters (Tomcat's `..;/` bypass).
+    if any(s.split(";", 1)[0] in (".", "..") for s in segments):
         raise InvalidRequest("The request path must not contain '.' or '..' segments.")
     return segments
 

@@ -3,20 +3,24 @@ check or a priced ledger row seeing the request (issue "Every request accounted 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gateway.app import create_app
 from tests.conftest import (
     ADMIN_KEY,
+    ALICE_KEY,
     BOB_KEY,
     FakeNanoGPT,
     assert_openai_error,
     auth,
     gateway_client,
     ledger_rows,
+    live_server,
     make_settings,
 )
 
@@ -168,3 +172,48 @@ async def test_a_call_may_omit_its_model_only_for_an_unrestricted_member(
     refused = await client.post("/v1/moderations", json=moderation, headers=auth(BOB_KEY))
     assert "names no model" in assert_openai_error(refused, 403, "model_not_allowed")["message"]
     assert len(nanogpt.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "raw_path",
+    [
+        b"/v1/chat/completions/..%2f..%2fcheck-balance",
+        b"/v1/chat/..;/completions",
+        b"/v1/..;/check-balance",
+        b"/v1/chat%5ccompletions",
+        b"/v1/chat/completions%5c..%5c..%5ccheck-balance",
+        b"/v1/chat/%2e%2e/%2E%2E/check-balance",
+        b"/v1/models/..%252f..%252fcheck-balance",
+        b"/V1/../api/check-balance",
+        b"/v1/chat/completions/.%2E/..;x/check-balance",
+    ],
+)
+async def test_encoded_path_tricks_are_refused_and_never_forwarded(
+    tmp_path: Path, nanogpt: FakeNanoGPT, raw_path: bytes
+) -> None:
+    """Sent raw, as an attacker's client would (httpx would normalise some of them), and with
+    forward_unlisted on, so nothing but the path rules stands in the way."""
+    async with nanogpt.serving() as api_root:
+        settings = make_settings(
+            tmp_path, "[upstream]\nforward_unlisted = true\n", NANOGPT_BASE_URL=api_root
+        )
+        async with live_server(create_app(settings)) as url:
+            host, port = url.removeprefix("http://").split(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            body = b'{"model": "openai/gpt-5.2", "messages": []}'
+            writer.write(
+                b"POST "
+                + raw_path
+                + b" HTTP/1.1\r\nHost: localhost\r\n"
+                + f"Authorization: Bearer {ALICE_KEY}\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 404), answer[:200]
+    assert b'"error"' in answer
+    assert nanogpt.requests == []
