@@ -1,7 +1,8 @@
 """Upstream I/O: the one module that knows the HTTP client library (aiohttp).
 
 It owns the pooled client session, filters headers both ways, swaps the member's key for the
-team key, and translates every client-library failure into `UpstreamError` /
+team key (and cuts that key out of whatever comes back: headers, error bodies, streamed
+bodies), and translates every client-library failure into `UpstreamError` /
 `UpstreamTimeout`, so the rest of the gateway can change client library without noticing.
 aiohttp was chosen on bench/run's numbers (bench/README.md): with httpx the connection pool's
 bookkeeping alone cost more per request than everything else the gateway does.
@@ -83,6 +84,47 @@ def returned_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes
     return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in NOT_RETURNED]
 
 
+REDACTED = b"[redacted]"
+
+
+class Redactor:
+    """The team key cut out of a body that passes in chunks, wherever the chunks are cut.
+
+    A chunk whose end could be the start of the key keeps that end back until the next chunk
+    tells (only a proper prefix of the key is kept, so an SSE event, which ends in a newline,
+    is never held); on ordinary traffic this costs one `bytes.find` per chunk.
+    """
+
+    __slots__ = ("_first", "_held", "_key")
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._first = key[:1]
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """What of the body so far can go on, the key replaced."""
+        key = self._key
+        if not key:
+            return chunk
+        data = self._held + chunk if self._held else chunk
+        if key in data:
+            data = data.replace(key, REDACTED)
+        at = data.find(self._first, max(0, len(data) - len(key) + 1))
+        while at >= 0:
+            if key.startswith(data[at:]):
+                self._held = data[at:]
+                return data[:at]
+            at = data.find(self._first, at + 1)
+        self._held = b""
+        return data
+
+    def flush(self) -> bytes:
+        """The end of the body: what was kept back was not the key after all."""
+        held, self._held = self._held, b""
+        return held
+
+
 class UpstreamResponse:
     """An upstream response whose body has not been read yet; `aclose()` it in a `finally`."""
 
@@ -90,7 +132,7 @@ class UpstreamResponse:
         self._response = response
         self._upstream = upstream
         self.status_code = response.status
-        self.raw_headers = returned_headers(response.raw_headers)
+        self.raw_headers = upstream.scrub(returned_headers(response.raw_headers))
         content_type = response.headers.get("content-type", "")
         self.is_event_stream = content_type.startswith("text/event-stream")
         self.is_json = content_type.startswith("application/json")
@@ -107,16 +149,20 @@ class UpstreamResponse:
         return self._error_body
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, decoded, one chunk as soon as it arrives, never coalesced."""
+        """The body, decoded and with the team key cut out, one chunk as soon as it arrives,
+        never coalesced (a chunk that may end in the start of the key waits for the next)."""
         if self.status_code >= 400:
             yield await self.error_body()
             return
+        redactor = self._upstream.redactor()
         try:
             async for chunk in self._response.content.iter_any():
-                if chunk:
+                if chunk := redactor.feed(chunk):
                     yield chunk
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self._upstream.translate(exc, "while streaming the response") from None
+        if rest := redactor.flush():
+            yield rest
 
     async def aclose(self) -> None:
         """Back to the pool when the body was read to its end; closed otherwise, since a
@@ -143,6 +189,7 @@ class Upstream:
         self.root_url = self.base_url.removesuffix("/api")
         """The host root, where NanoGPT serves a few endpoints (`images/generations`)."""
         self._team_key = team_key
+        self._key = team_key.reveal().encode()
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=connect_timeout,
@@ -263,5 +310,17 @@ class Upstream:
         return error
 
     def redact(self, data: bytes) -> bytes:
-        key = self._team_key.reveal().encode()
-        return data.replace(key, b"[redacted]") if key else data
+        key = self._key
+        return data.replace(key, REDACTED) if key else data
+
+    def redactor(self) -> Redactor:
+        """A `Redactor` for one body: an upstream that echoes the key it was sent (a debug
+        field, a request dump) must not hand the team key to a member."""
+        return Redactor(self._key)
+
+    def scrub(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Response headers with the team key cut out of their values."""
+        key = self._key
+        if not key or not any(key in value for _, value in headers):
+            return headers
+        return [(name, value.replace(key, REDACTED)) for name, value in headers]

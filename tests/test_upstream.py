@@ -11,7 +11,7 @@ import pytest
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.types import Secret
-from gateway.upstream import Upstream, forwarded_headers, returned_headers
+from gateway.upstream import Redactor, Upstream, forwarded_headers, returned_headers
 from tests.conftest import TEAM_KEY
 
 pytestmark = pytest.mark.anyio
@@ -74,3 +74,31 @@ def test_headers_are_filtered_both_ways() -> None:
         ]
     )
     assert returned == [(b"Content-Type", b"text/event-stream")]
+
+
+def redacted(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
+    redactor = Redactor(TEAM_KEY.encode())
+    sent = [redactor.feed(chunk) for chunk in chunks]
+    sent.append(redactor.flush())
+    return b"".join(sent), sent
+
+
+def test_the_key_is_redacted_wherever_the_chunks_are_cut() -> None:
+    body = f"a{TEAM_KEY}b{TEAM_KEY}{TEAM_KEY[:5]}s".encode()
+    expected = body.replace(TEAM_KEY.encode(), b"[redacted]")
+    for i in range(len(body) + 1):
+        for j in range(i, len(body) + 1):
+            assert redacted([body[:i], body[i:j], body[j:]])[0] == expected, (i, j)
+    every_byte = [body[i : i + 1] for i in range(len(body))]
+    assert redacted(every_byte)[0] == expected
+
+
+def test_only_what_could_start_the_key_is_held_back() -> None:
+    event = b'data: {"choices": [{"finish_reason": "stop"}]}\n\n'
+    assert redacted([event, event])[1] == [event, event, b""]
+    assert redacted([b"xx" + TEAM_KEY[:3].encode(), b"!"])[1] == [
+        b"xx",
+        TEAM_KEY[:3].encode() + b"!",
+        b"",
+    ]
+    assert Redactor(b"").feed(b"anything") == b"anything"

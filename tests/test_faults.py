@@ -1,0 +1,163 @@
+"""The gateway on a real uvicorn server in front of a NanoGPT that misbehaves on the wire
+(tests/faults.py): whatever the upstream sends, the client either gets a whole answer or can
+tell it did not, no wait is unbounded, and the team key reaches no member. After every test,
+no response header or body the client got holds the team key."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from gateway.app import create_app
+from tests.conftest import TEAM_KEY, auth, ledger_rows, live_server, make_settings
+from tests.faults import (
+    COMPLETION,
+    JSON,
+    LAST_CHUNK,
+    SSE,
+    FaultyNanoGPT,
+    chunk,
+    head,
+    well_formed,
+)
+
+pytestmark = pytest.mark.anyio
+CHAT = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
+STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+# Every wait for the upstream must end within the test's patience.
+QUICK = "[upstream]\nread_timeout_seconds = 0.5\n"
+
+
+class Seen(httpx.AsyncBaseTransport):
+    """A client transport that keeps every header and body byte the client was given."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.headers: list[list[tuple[bytes, bytes]]] = []
+        self.bodies: list[bytearray] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        self.headers.append(response.headers.raw)
+        body = bytearray()
+        self.bodies.append(body)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_Kept(response.stream, body),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def assert_no_team_key(self) -> None:
+        key = TEAM_KEY.encode()
+        for headers in self.headers:
+            assert not any(key in name or key in value for name, value in headers), headers
+        for body in self.bodies:
+            assert key not in body, bytes(body)
+
+
+class _Kept(httpx.AsyncByteStream):
+    def __init__(self, stream: httpx.SyncByteStream | httpx.AsyncByteStream, into: bytearray):
+        assert isinstance(stream, httpx.AsyncByteStream)
+        self.stream, self.into = stream, into
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self.stream:
+            self.into += part
+            yield part
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@pytest.fixture
+def seen() -> Iterator[Seen]:
+    seen = Seen()
+    yield seen
+    seen.assert_no_team_key()
+
+
+@pytest.fixture
+def fault() -> FaultyNanoGPT:
+    return FaultyNanoGPT()
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, toml: str = ""
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway on uvicorn, in front of `fault`, and a client whose every byte is `seen`."""
+    async with fault.serving() as api_root:
+        settings = make_settings(tmp_path, toml)
+        upstream = dataclasses.replace(settings.upstream, base_url=api_root)
+        app = create_app(dataclasses.replace(settings, upstream=upstream))
+        async with (
+            live_server(app) as url,
+            httpx.AsyncClient(base_url=url, transport=seen) as client,
+        ):
+            yield client
+
+
+def outcomes() -> list[tuple[int, str]]:
+    return [(row["status"], row["outcome"]) for row in ledger_rows()]
+
+
+# The team key echoed back
+
+
+async def test_a_key_echoed_in_a_response_header_is_scrubbed(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    body = json.dumps(COMPLETION).encode()
+    echo = ("X-Debug-Auth", f"Bearer {TEAM_KEY}")
+    fault.answer(head(200, [JSON, echo], length=len(body)) + body)
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert response.status_code == 200
+    assert response.headers["x-debug-auth"] == "Bearer [redacted]"
+    assert response.json() == COMPLETION
+
+
+@pytest.mark.parametrize("cut", [0, 1, len(TEAM_KEY) // 2, len(TEAM_KEY) - 1, len(TEAM_KEY)])
+async def test_a_key_echoed_in_a_streamed_body_is_redacted_wherever_chunks_are_cut(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, cut: int
+) -> None:
+    event = f'data: {{"choices": [], "debug": "key={TEAM_KEY}"}}\n\n'.encode()
+    at = event.index(TEAM_KEY.encode()) + cut
+    fault.answer(
+        head(200, [SSE], chunked=True)
+        + chunk(event[:at])
+        + chunk(event[at:])
+        + chunk(b"data: [DONE]\n\n")
+        + LAST_CHUNK
+    )
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=STREAM, headers=auth())
+    assert response.status_code == 200
+    redacted = event.replace(TEAM_KEY.encode(), b"[redacted]")
+    assert response.content == redacted + b"data: [DONE]\n\n"
+    assert outcomes() == [(200, "ok")]
+
+
+async def test_a_key_echoed_in_a_json_answer_is_redacted(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    fault.answer(*well_formed(200, {**COMPLETION, "echo": {"authorization": TEAM_KEY}}))
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert response.json() == {**COMPLETION, "echo": {"authorization": "[redacted]"}}
+    (row,) = ledger_rows()
+    assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("ok", 3, 1)
