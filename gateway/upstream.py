@@ -10,6 +10,7 @@ bookkeeping alone cost more per request than everything else the gateway does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -125,12 +126,68 @@ class Redactor:
         return held
 
 
+class ReadDeadline:
+    """A bound on every wait for one upstream response: for its head, then for each read.
+
+    aiohttp's `sock_read` measures only silence, and stops for good on a 1xx head, so an
+    upstream that drips framing bytes, or sends `103 Early Hints` and goes quiet, could hold
+    a request forever. `asyncio.timeout` around each read costs about 8 us, as much as the
+    rest of relaying a chunk; here one timer per response, re-armed when it fires, cancels the
+    task whose read began more than `seconds` ago, and a read costs a clock reading.
+    """
+
+    __slots__ = ("_handle", "_loop", "_seconds", "_task", "expired", "since")
+
+    def __init__(self, seconds: float, *, grace: float = 0.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._seconds = seconds
+        self._task = asyncio.current_task()
+        self.since: float | None = self._loop.time() + grace
+        """When the pending read began; `None` between reads (the relay is sending)."""
+        self.expired = False
+        self._handle = self._loop.call_at(self.since + seconds, self._check)
+
+    def begin(self) -> None:
+        self._task = asyncio.current_task()
+        self.since = self._loop.time()
+
+    def headed(self) -> None:
+        """The head is in: from now on, each read has `seconds`, without the connect's grace."""
+        self.since = None
+        self._handle.cancel()
+        self._handle = self._loop.call_at(self._loop.time() + self._seconds, self._check)
+
+    def timed_out(self) -> bool:
+        """Whether the `CancelledError` being handled was this deadline's (taken back, then),
+        rather than the client's or the server's."""
+        if not self.expired or self._task is None:
+            return False
+        self.expired = False
+        return self._task.uncancel() == 0
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+    def _check(self) -> None:
+        since, now = self.since, self._loop.time()
+        if since is not None and now - since >= self._seconds and self._task is not None:
+            self.expired = True
+            self._task.cancel()
+            return
+        due = now + self._seconds if since is None else since + self._seconds
+        self._handle = self._loop.call_at(due, self._check)
+
+
 class UpstreamResponse:
     """An upstream response whose body has not been read yet; `aclose()` it in a `finally`."""
 
-    def __init__(self, response: aiohttp.ClientResponse, upstream: Upstream) -> None:
+    def __init__(
+        self, response: aiohttp.ClientResponse, upstream: Upstream, deadline: ReadDeadline
+    ) -> None:
         self._response = response
         self._upstream = upstream
+        self._deadline = deadline
+        deadline.headed()
         self.status_code = response.status
         self.raw_headers = upstream.scrub(returned_headers(response.raw_headers))
         content_type = response.headers.get("content-type", "")
@@ -142,11 +199,27 @@ class UpstreamResponse:
         """An error answer, read whole and scrubbed: an upstream that echoes the key it was sent
         ("Incorrect API key: sk-...") must not hand the team key to a member."""
         if self._error_body is None:
-            try:
-                self._error_body = self._upstream.redact(await self._response.read())
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise self._upstream.translate(exc, "while reading an error") from None
+            parts = []
+            while chunk := await self._read("while reading an error"):
+                parts.append(chunk)
+            self._error_body = self._upstream.redact(b"".join(parts))
         return self._error_body
+
+    async def _read(self, doing: str) -> bytes:
+        """What has arrived of the body (waiting for something, within the deadline), `b""`
+        at its end."""
+        deadline = self._deadline
+        deadline.begin()
+        try:
+            return await self._response.content.readany()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._upstream.translate(exc, doing) from None
+        except asyncio.CancelledError:
+            if deadline.timed_out():
+                raise self._upstream.stalled(doing) from None
+            raise
+        finally:
+            deadline.since = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body, decoded and with the team key cut out, one chunk as soon as it arrives,
@@ -155,18 +228,16 @@ class UpstreamResponse:
             yield await self.error_body()
             return
         redactor = self._upstream.redactor()
-        try:
-            async for chunk in self._response.content.iter_any():
-                if chunk := redactor.feed(chunk):
-                    yield chunk
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._upstream.translate(exc, "while streaming the response") from None
+        while chunk := await self._read("while streaming the response"):
+            if chunk := redactor.feed(chunk):
+                yield chunk
         if rest := redactor.flush():
             yield rest
 
     async def aclose(self) -> None:
         """Back to the pool when the body was read to its end; closed otherwise, since a
         connection with an unread body cannot carry another request."""
+        self._deadline.stop()
         if self._response.content.at_eof():
             self._response.release()
         else:
@@ -190,6 +261,8 @@ class Upstream:
         """The host root, where NanoGPT serves a few endpoints (`images/generations`)."""
         self._team_key = team_key
         self._key = team_key.reveal().encode()
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=connect_timeout,
@@ -243,6 +316,8 @@ class Upstream:
             # length given, it goes out as the same request without chunked encoding.
             data = _in_slices(body)
             sent.append(("content-length", str(len(body))))
+        # The head may take a connect, then a read: one bound for both.
+        deadline = ReadDeadline(self._read_timeout, grace=self._connect_timeout)
         try:
             response = await self._session.request(
                 method,
@@ -252,8 +327,14 @@ class Upstream:
                 allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
+            deadline.stop()
             raise self.translate(exc, f"on {method} {path}") from None
-        return UpstreamResponse(response, self)
+        except asyncio.CancelledError:
+            deadline.stop()
+            if deadline.timed_out():
+                raise self.stalled(f"on {method} {path}") from None
+            raise
+        return UpstreamResponse(response, self, deadline)
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET a NanoGPT metadata endpoint (the catalog) with a short read timeout."""
@@ -274,14 +355,18 @@ class Upstream:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         try:
-            async with self._session.request(
-                method,
-                self.base_url + path,
-                params=params,
-                headers=headers,
-                timeout=self._metadata_timeout,
-                allow_redirects=False,
-            ) as response:
+            # A whole answer within the bound, whatever the upstream drips meanwhile.
+            async with (
+                asyncio.timeout(self._connect_timeout + METADATA_READ_TIMEOUT_SECONDS),
+                self._session.request(
+                    method,
+                    self.base_url + path,
+                    params=params,
+                    headers=headers,
+                    timeout=self._metadata_timeout,
+                    allow_redirects=False,
+                ) as response,
+            ):
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.translate(exc, f"on {method} {path}") from None
@@ -308,6 +393,13 @@ class Upstream:
         if isinstance(exc, aiohttp.ClientConnectorError):
             error.reason = "connect"
         return error
+
+    def stalled(self, doing: str) -> UpstreamTimeout:
+        """The gateway's error for a wait that outlasted `read_timeout`."""
+        return UpstreamTimeout(
+            f"NanoGPT at {self.base_url} did not answer in time {doing} "
+            f"(nothing to read for {self._read_timeout:g} s)"
+        )
 
     def redact(self, data: bytes) -> bytes:
         key = self._key

@@ -27,8 +27,17 @@ class Close:
     """Close the connection cleanly (FIN) after what was written."""
 
 
+@dataclass(frozen=True)
+class Drip:
+    """Write `data` a byte at a time, `every` seconds apart. The one step paced by the clock:
+    a drip is defined by time (it keeps a timer that measures silence from ever firing)."""
+
+    data: bytes
+    every: float
+
+
 RESET, CLOSE = Reset(), Close()
-Step = bytes | asyncio.Event | Reset | Close
+Step = bytes | asyncio.Event | Drip | Reset | Close
 """Bytes are written as they are; an event is waited on before the next step."""
 
 
@@ -107,6 +116,14 @@ class FaultyNanoGPT:
                 await writer.drain()
             elif isinstance(step, asyncio.Event):
                 await _wait_unless_gone(step, reader)
+            elif isinstance(step, Drip):
+                for byte in step.data:
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            _wait_unless_gone(asyncio.Event(), reader), step.every
+                        )
             elif isinstance(step, Reset):
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

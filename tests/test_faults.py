@@ -5,6 +5,7 @@ no response header or body the client got holds the team key."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -16,12 +17,20 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from tests.conftest import TEAM_KEY, auth, ledger_rows, live_server, make_settings
+from tests.conftest import (
+    TEAM_KEY,
+    assert_openai_error,
+    auth,
+    ledger_rows,
+    live_server,
+    make_settings,
+)
 from tests.faults import (
     COMPLETION,
     JSON,
     LAST_CHUNK,
     SSE,
+    Drip,
     FaultyNanoGPT,
     chunk,
     head,
@@ -33,6 +42,7 @@ CHAT = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"
 STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
 # Every wait for the upstream must end within the test's patience.
 QUICK = "[upstream]\nread_timeout_seconds = 0.5\n"
+CONNECT_QUICK = "connect_timeout_seconds = 0.5\n"
 
 
 class Seen(httpx.AsyncBaseTransport):
@@ -161,3 +171,43 @@ async def test_a_key_echoed_in_a_json_answer_is_redacted(
     assert response.json() == {**COMPLETION, "echo": {"authorization": "[redacted]"}}
     (row,) = ledger_rows()
     assert (row["outcome"], row["prompt_tokens"], row["completion_tokens"]) == ("ok", 3, 1)
+
+
+# Every wait bounded
+
+
+async def test_a_1xx_head_then_silence_times_out(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    # aiohttp stops its read timer on a 1xx head, then waits for the real one forever.
+    fault.answer(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n", asyncio.Event())
+    async with gateway(tmp_path, fault, seen, QUICK + CONNECT_QUICK) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        with anyio.fail_after(5):
+            await fault.hung_up.wait()
+    error = assert_openai_error(response, 504, "upstream_timeout")
+    assert "nothing to read for 0.5 s" in error["message"]
+    assert outcomes() == [(504, "upstream_failed")]
+
+
+async def test_a_drip_of_framing_bytes_mid_stream_times_out(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    # Each byte restarts aiohttp's sock_read timer, and none of them is body.
+    first = b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+    trailer = b"X-Never: " + b"a" * 4000
+    fault.answer(
+        head(200, [SSE], chunked=True) + chunk(first) + LAST_CHUNK[:3], Drip(trailer, 0.05)
+    )
+    async with gateway(tmp_path, fault, seen, QUICK) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=STREAM, headers=auth())
+        with anyio.fail_after(5):
+            await fault.hung_up.wait()
+    assert response.status_code == 200
+    sent, error_event = response.content.split(b"\n\n", 1)
+    assert sent + b"\n\n" == first
+    error = json.loads(error_event.removeprefix(b"data: "))["error"]
+    assert error["code"] == "upstream_timeout" and "while streaming" in error["message"]
+    assert outcomes() == [(200, "upstream_failed")]
