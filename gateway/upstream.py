@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.errors import UpstreamError, UpstreamTimeout, error_body
 from gateway.types import Secret
 
 logger = logging.getLogger("gateway.upstream")
@@ -59,6 +59,10 @@ METADATA_READ_TIMEOUT_SECONDS = 30.0
 LARGE_BODY_BYTES = 1024 * 1024
 """Request bodies above this are written in slices (aiohttp's own threshold for a warning)."""
 SLICE_BYTES = 64 * 1024
+ERROR_BODY_BYTES = 64 * 1024
+"""An error body is relayed up to this size: it is read whole to be scrubbed of the key, and a
+300 MB error page once took the gateway to 648 MB."""
+ERROR_QUOTE_CHARS = 1024
 
 
 async def _in_slices(body: bytes) -> AsyncIterator[memoryview]:
@@ -196,14 +200,39 @@ class UpstreamResponse:
         self._error_body: bytes | None = None
 
     async def error_body(self) -> bytes:
-        """An error answer, read whole and scrubbed: an upstream that echoes the key it was sent
-        ("Incorrect API key: sk-...") must not hand the team key to a member."""
+        """An error answer, scrubbed: an upstream that echoes the key it was sent ("Incorrect
+        API key: sk-...") must not hand the team key to a member. Read by `Upstream.open`."""
         if self._error_body is None:
-            parts = []
-            while chunk := await self._read("while reading an error"):
-                parts.append(chunk)
-            self._error_body = self._upstream.redact(b"".join(parts))
+            self._error_body = await self._read_error_body()
         return self._error_body
+
+    async def _read_error_body(self) -> bytes:
+        """The error body, whole up to `ERROR_BODY_BYTES`; a larger one is not kept: its
+        start is quoted in an error of the gateway's own, and the rest left unread."""
+        parts, size = [], 0
+        while size <= ERROR_BODY_BYTES and (chunk := await self._read("while reading an error")):
+            parts.append(chunk)
+            size += len(chunk)
+        if size <= ERROR_BODY_BYTES:
+            return self._upstream.redact(b"".join(parts))
+        logger.warning(
+            "NanoGPT's HTTP %d error body is over %d bytes; the rest was dropped unread",
+            self.status_code,
+            ERROR_BODY_BYTES,
+        )
+        start = self._upstream.redactor().feed(b"".join(parts)[:ERROR_BODY_BYTES])
+        quote = start.decode("utf-8", "replace")[:ERROR_QUOTE_CHARS]
+        message = (
+            f"NanoGPT answered HTTP {self.status_code} with an error body over "
+            f"{ERROR_BODY_BYTES // 1024} KB; the gateway dropped it past that. It began: {quote}"
+        )
+        body = error_body(message, type="upstream_error", code="upstream_error_too_large")
+        self.raw_headers = [
+            *((k, v) for k, v in self.raw_headers if k.lower() != b"content-type"),
+            (b"content-type", b"application/json"),
+        ]
+        self.is_event_stream, self.is_json = False, True
+        return json.dumps(body).encode()
 
     async def _read(self, doing: str) -> bytes:
         """What has arrived of the body (waiting for something, within the deadline), `b""`
@@ -334,7 +363,15 @@ class Upstream:
             if deadline.timed_out():
                 raise self.stalled(f"on {method} {path}") from None
             raise
-        return UpstreamResponse(response, self, deadline)
+        answer = UpstreamResponse(response, self, deadline)
+        if answer.status_code >= 400:
+            # Read before anything is relayed, so a body too large to relay can be replaced.
+            try:
+                await answer.error_body()
+            except BaseException:
+                await answer.aclose()
+                raise
+        return answer
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET a NanoGPT metadata endpoint (the catalog) with a short read timeout."""

@@ -211,3 +211,39 @@ async def test_a_drip_of_framing_bytes_mid_stream_times_out(
     error = json.loads(error_event.removeprefix(b"data: "))["error"]
     assert error["code"] == "upstream_timeout" and "while streaming" in error["message"]
     assert outcomes() == [(200, "upstream_failed")]
+
+
+# Error bodies
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_huge_error_body_is_cut_at_64_kb_and_said_so(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, chunked: bool
+) -> None:
+    page = b"<html>Bad gateway; you sent " + TEAM_KEY.encode() + b"</html>" + b" " * 200_000
+    framing = {"chunked": True} if chunked else {"length": 300 * 1024 * 1024}
+    body = chunk(page) if chunked else page
+    html = ("Content-Type", "text/html")
+    fault.answer(head(502, [html], **framing) + body, asyncio.Event())  # never ends
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        with anyio.fail_after(5):
+            await fault.hung_up.wait()  # the rest was left unread
+    error = assert_openai_error(response, 502, "upstream_error_too_large")
+    assert "error body over 64 KB" in error["message"]
+    assert "It began: <html>Bad gateway; you sent [redacted]</html>" in error["message"]
+    assert len(response.content) < 2048
+    assert outcomes() == [(502, "upstream_error")]
+
+
+async def test_an_error_body_under_the_cap_is_relayed_as_sent_but_scrubbed(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    error = {"error": {"message": f"Incorrect API key: {TEAM_KEY}", "type": "auth"}}
+    fault.answer(*well_formed(401, error))
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == "Incorrect API key: [redacted]"
