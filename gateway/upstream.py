@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -50,10 +51,11 @@ NOT_FORWARDED = HOP_BY_HOP | {
     "content-length",
     "accept-encoding",
 }
-# The body is relayed decoded, so its length and encoding headers no longer hold; a cookie set
-# for the team's account must never reach a member; the gateway's own server dates its answer,
-# and a second Date header is not HTTP (RFC 9110 section 5.3).
-NOT_RETURNED = HOP_BY_HOP | {"content-length", "content-encoding", "set-cookie", "date"}
+# The body may be relayed decoded or redacted, so its length no longer holds (and its
+# Content-Encoding goes only when it was decoded: `Decoder`); a cookie set for the team's
+# account must never reach a member; the gateway's own server dates its answer, and a second
+# Date header is not HTTP (RFC 9110 section 5.3).
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "date"}
 
 METADATA_READ_TIMEOUT_SECONDS = 30.0
 LARGE_BODY_BYTES = 1024 * 1024
@@ -87,6 +89,70 @@ def forwarded_headers(
 def returned_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """The upstream's end-to-end headers, as the raw bytes the relay sends on."""
     return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in NOT_RETURNED]
+
+
+ACCEPT_ENCODING = "gzip, deflate"
+"""What the gateway asks NanoGPT for, and decodes itself (`Decoder`)."""
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+DECODED_PIECE_BYTES = 256 * 1024
+"""A few KB of gzip can hold gigabytes: a body is decoded at most this much at a time."""
+
+
+class DecodeError(ValueError):
+    pass
+
+
+class Decoder:
+    """A gzip or deflate body (RFC 9110 section 8.4.1), decoded as it passes.
+
+    The gateway decodes rather than aiohttp, because aiohttp takes a gzip body that stops
+    short of its end for a whole one, and passes an encoding it does not know through still
+    encoded; here either the body is decoded whole and its Content-Encoding dropped, or both
+    go to the client as they came.
+    """
+
+    __slots__ = ("_encoding", "_zlib")
+
+    def __init__(self, encoding: str) -> None:
+        self._encoding = encoding
+        self._zlib: Any = None
+
+    @staticmethod
+    def decodes(encoding: str) -> bool:
+        return encoding in _WBITS
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of `data`, in pieces of at most `DECODED_PIECE_BYTES`."""
+        try:
+            while True:
+                if data and (self._zlib is None or self._zlib.eof):
+                    data = self._start(data)
+                if self._zlib is None:
+                    return
+                piece = self._zlib.decompress(data, DECODED_PIECE_BYTES)
+                if piece:
+                    yield piece
+                data = self._zlib.unconsumed_tail or self._zlib.unused_data
+                if not data and len(piece) < DECODED_PIECE_BYTES:
+                    return
+        except zlib.error as exc:
+            raise DecodeError(f"a body that is not valid {self._encoding} ({exc})") from None
+
+    def end(self) -> None:
+        """The body has ended: raise `DecodeError` if its encoding had not."""
+        if self._zlib is not None and not self._zlib.eof:
+            raise DecodeError(f"a {self._encoding} body that stops short of its end")
+
+    def _start(self, data: bytes) -> bytes:
+        """A decompressor for the next member; what is left of `data` for it."""
+        if self._zlib is not None and self._encoding != "gzip" and self._encoding != "x-gzip":
+            raise DecodeError(f"bytes after the end of a {self._encoding} body")
+        wbits = _WBITS[self._encoding]
+        # Servers send raw deflate as "deflate" (RFC 1951 for 1950), as aiohttp tolerates.
+        if self._encoding == "deflate" and data[0] & 0x0F != 8:
+            wbits = -zlib.MAX_WBITS
+        self._zlib = zlib.decompressobj(wbits)
+        return data
 
 
 REDACTED = b"[redacted]"
@@ -193,10 +259,17 @@ class UpstreamResponse:
         self._deadline = deadline
         deadline.headed()
         self.status_code = response.status
-        self.raw_headers = upstream.scrub(returned_headers(response.raw_headers))
+        headers = returned_headers(response.raw_headers)
+        encoding = response.headers.get("content-encoding", "identity").strip().lower()
+        self._decoder = Decoder(encoding) if Decoder.decodes(encoding) else None
+        if self._decoder is not None:
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-encoding"]
+        self.raw_headers = upstream.scrub(headers)
+        # A body still encoded is relayed as it came: not read for usage, nothing added to it.
+        plain = self._decoder is not None or encoding == "identity"
         content_type = response.headers.get("content-type", "")
-        self.is_event_stream = content_type.startswith("text/event-stream")
-        self.is_json = content_type.startswith("application/json")
+        self.is_event_stream = plain and content_type.startswith("text/event-stream")
+        self.is_json = plain and content_type.startswith("application/json")
         self._error_body: bytes | None = None
 
     async def error_body(self) -> bytes:
@@ -211,8 +284,9 @@ class UpstreamResponse:
         start is quoted in an error of the gateway's own, and the rest left unread."""
         parts, size = [], 0
         while size <= ERROR_BODY_BYTES and (chunk := await self._read("while reading an error")):
-            parts.append(chunk)
-            size += len(chunk)
+            for piece in self._decoded(chunk, "while reading an error"):
+                parts.append(piece)
+                size += len(piece)
         if size <= ERROR_BODY_BYTES:
             return self._upstream.redact(b"".join(parts))
         logger.warning(
@@ -233,6 +307,15 @@ class UpstreamResponse:
         ]
         self.is_event_stream, self.is_json = False, True
         return json.dumps(body).encode()
+
+    def _decoded(self, chunk: bytes, doing: str) -> Iterator[bytes]:
+        if self._decoder is None:
+            yield chunk
+            return
+        try:
+            yield from self._decoder.feed(chunk)
+        except DecodeError as exc:
+            raise self._upstream.undecodable(exc, doing) from None
 
     async def _read(self, doing: str) -> bytes:
         """What has arrived of the body (waiting for something, within the deadline), `b""`
@@ -256,10 +339,19 @@ class UpstreamResponse:
         if self.status_code >= 400:
             yield await self.error_body()
             return
-        redactor = self._upstream.redactor()
-        while chunk := await self._read("while streaming the response"):
-            if chunk := redactor.feed(chunk):
-                yield chunk
+        redactor, decoder, doing = (
+            self._upstream.redactor(),
+            self._decoder,
+            "while streaming the response",
+        )
+        while chunk := await self._read(doing):
+            if decoder is None:
+                if chunk := redactor.feed(chunk):
+                    yield chunk
+                continue
+            for piece in self._decoded(chunk, doing):
+                if piece := redactor.feed(piece):
+                    yield piece
         if rest := redactor.flush():
             yield rest
 
@@ -313,8 +405,10 @@ class Upstream:
             timeout=self._timeout,
             trust_env=False,
             # NanoGPT sees the member's client's User-Agent (forwarded), never aiohttp's.
-            # Accept-Encoding is aiohttp's own: it decodes what it asked for before the relay.
             skip_auto_headers=("User-Agent",),
+            # Bodies are decoded here (`Decoder`), of what `ACCEPT_ENCODING` asked for.
+            headers={"accept-encoding": ACCEPT_ENCODING},
+            auto_decompress=False,
         )
 
     @property
@@ -405,13 +499,18 @@ class Upstream:
                 ) as response,
             ):
                 status, body = response.status, await response.read()
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise self.translate(exc, f"on {method} {path}") from None
         if status != 200:
             raise UpstreamError(f"NanoGPT answered {method} {path} with HTTP {status}")
         try:
+            if Decoder.decodes(encoding):
+                decoder = Decoder(encoding)
+                body = b"".join(decoder.feed(body))
+                decoder.end()
             return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, json.JSONDecodeError, DecodeError):
             raise UpstreamError(
                 f"NanoGPT answered {method} {path} with a body that is not JSON"
             ) from None
@@ -430,6 +529,9 @@ class Upstream:
         if isinstance(exc, aiohttp.ClientConnectorError):
             error.reason = "connect"
         return error
+
+    def undecodable(self, exc: DecodeError, doing: str) -> UpstreamError:
+        return UpstreamError(f"NanoGPT at {self.base_url} sent {exc} {doing}")
 
     def stalled(self, doing: str) -> UpstreamTimeout:
         """The gateway's error for a wait that outlasted `read_timeout`."""

@@ -105,7 +105,7 @@ class FaultyNanoGPT:
         elif request.method == "GET" and path.endswith("-models"):
             steps = well_formed(200, {"object": "list", "data": []})
         elif path.endswith("/check-balance"):
-            steps = well_formed(200, {"usd_balance": "1.0"})
+            steps = well_formed(200, {"usd_balance": "1.0", "nano_balance": "1.0"})
         else:
             self.requests.append(request)
             self.arrived.set()

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -247,3 +249,52 @@ async def test_an_error_body_under_the_cap_is_relayed_as_sent_but_scrubbed(
             response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     assert response.status_code == 401
     assert response.json()["error"]["message"] == "Incorrect API key: [redacted]"
+
+
+# Content-Encoding: decoded and dropped, or both passed on as they came
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "raw-deflate"])
+async def test_a_body_the_gateway_decodes_loses_its_content_encoding(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, encoding: str
+) -> None:
+    body = json.dumps({**COMPLETION, "echo": TEAM_KEY}).encode()
+    encoded = compressed(body, encoding)
+    label = "deflate" if encoding == "raw-deflate" else encoding
+    fault.answer(head(200, [JSON, ("Content-Encoding", label)], length=len(encoded)) + encoded)
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post(
+                "/v1/chat/completions", json=CHAT, headers={**auth(), "accept-encoding": "identity"}
+            )
+    assert "content-encoding" not in response.headers
+    assert response.json() == {**COMPLETION, "echo": "[redacted]"}
+    (row,) = ledger_rows()
+    assert (row["outcome"], row["prompt_tokens"]) == ("ok", 3)
+
+
+@pytest.mark.parametrize("encoding", ["br", "compress", "gzip, gzip"])
+async def test_a_body_the_gateway_does_not_decode_keeps_its_content_encoding(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, encoding: str
+) -> None:
+    encoded = b"\x8b\x05\x80opaque bytes the gateway cannot read\x03"
+    fault.answer(head(200, [JSON, ("Content-Encoding", encoding)], length=len(encoded)) + encoded)
+    async with (
+        gateway(tmp_path, fault, seen) as client,
+        client.stream("POST", "/v1/chat/completions", json=CHAT, headers=auth()) as response,
+    ):
+        with anyio.fail_after(5):
+            raw = b"".join([part async for part in response.aiter_raw()])
+    assert response.headers["content-encoding"] == encoding
+    assert raw == encoded
+    (row,) = ledger_rows()
+    assert (row["outcome"], row["unmetered"]) == ("ok", "no_usage")
+
+
+def compressed(body: bytes, encoding: str) -> bytes:
+    if encoding in ("gzip", "x-gzip"):
+        return gzip.compress(body)
+    if encoding == "deflate":
+        return zlib.compress(body)
+    deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return deflate.compress(body) + deflate.flush()

@@ -4,6 +4,8 @@ NanoGPT can play on the wire are covered end to end in test_routes and test_stre
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -11,7 +13,15 @@ import pytest
 
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.types import Secret
-from gateway.upstream import Redactor, Upstream, forwarded_headers, returned_headers
+from gateway.upstream import (
+    DECODED_PIECE_BYTES,
+    DecodeError,
+    Decoder,
+    Redactor,
+    Upstream,
+    forwarded_headers,
+    returned_headers,
+)
 from tests.conftest import TEAM_KEY
 
 pytestmark = pytest.mark.anyio
@@ -102,3 +112,39 @@ def test_only_what_could_start_the_key_is_held_back() -> None:
         b"",
     ]
     assert Redactor(b"").feed(b"anything") == b"anything"
+
+
+def decoded(encoding: str, chunks: list[bytes]) -> bytes:
+    decoder = Decoder(encoding)
+    out = b"".join(piece for chunk in chunks for piece in decoder.feed(chunk))
+    decoder.end()
+    return out
+
+
+def test_gzip_is_decoded_however_it_is_split_and_over_several_members() -> None:
+    body = b'{"id": "chatcmpl-1"}' * 50
+    encoded = gzip.compress(body[:400]) + gzip.compress(body[400:])
+    for cut in range(len(encoded) + 1):
+        assert decoded("gzip", [encoded[:cut], encoded[cut:]]) == body, cut
+    assert decoded("deflate", [zlib.compress(body)]) == body
+
+
+def test_a_bomb_is_decoded_a_piece_at_a_time() -> None:
+    bomb = gzip.compress(b"\0" * (10 * DECODED_PIECE_BYTES + 5))
+    pieces = list(Decoder("gzip").feed(bomb))
+    assert max(map(len, pieces)) == DECODED_PIECE_BYTES and sum(map(len, pieces)) > len(bomb)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "problem"),
+    [
+        ("gzip", gzip.compress(b"{}" * 100)[:-9], "stops short of its end"),
+        ("gzip", b"\x1f\x8b" + b"x" * 30, "not valid gzip"),
+        ("deflate", zlib.compress(b"{}") + b"more", "after the end"),
+    ],
+)
+def test_a_body_that_is_not_what_its_encoding_says_is_refused(
+    encoding: str, body: bytes, problem: str
+) -> None:
+    with pytest.raises(DecodeError, match=problem):
+        decoded(encoding, [body])
