@@ -288,6 +288,7 @@ class UpstreamResponse:
                 parts.append(piece)
                 size += len(piece)
         if size <= ERROR_BODY_BYTES:
+            self._check_end("while reading an error")
             return self._upstream.redact(b"".join(parts))
         logger.warning(
             "NanoGPT's HTTP %d error body is over %d bytes; the rest was dropped unread",
@@ -316,6 +317,15 @@ class UpstreamResponse:
             yield from self._decoder.feed(chunk)
         except DecodeError as exc:
             raise self._upstream.undecodable(exc, doing) from None
+
+    def _check_end(self, doing: str) -> None:
+        """The body has ended where its framing said; say so if its encoding had not (a
+        cut-off gzip body, which aiohttp would have taken for a whole one)."""
+        if self._decoder is not None:
+            try:
+                self._decoder.end()
+            except DecodeError as exc:
+                raise self._upstream.undecodable(exc, doing) from None
 
     async def _read(self, doing: str) -> bytes:
         """What has arrived of the body (waiting for something, within the deadline), `b""`
@@ -352,6 +362,7 @@ class UpstreamResponse:
             for piece in self._decoded(chunk, doing):
                 if piece := redactor.feed(piece):
                     yield piece
+        self._check_end(doing)
         if rest := redactor.flush():
             yield rest
 

@@ -31,6 +31,7 @@ from tests.faults import (
     COMPLETION,
     JSON,
     LAST_CHUNK,
+    RESET,
     SSE,
     Drip,
     FaultyNanoGPT,
@@ -298,3 +299,54 @@ def compressed(body: bytes, encoding: str) -> bytes:
         return zlib.compress(body)
     deflate = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     return deflate.compress(body) + deflate.flush()
+
+
+# A body cut off: the client can tell
+
+
+async def test_a_gzip_json_answer_cut_off_inside_its_encoding_is_aborted(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    # Framed whole (its Content-Length holds), but the gzip stream stops short of its end.
+    encoded = gzip.compress(json.dumps(COMPLETION).encode())[:-12]
+    gzipped = ("Content-Encoding", "gzip")
+    fault.answer(head(200, [JSON, gzipped], length=len(encoded)) + encoded)
+    async with gateway(tmp_path, fault, seen) as client:
+        with pytest.raises(httpx.RemoteProtocolError), anyio.fail_after(5):
+            await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert outcomes() == [(200, "upstream_failed")]
+
+
+async def test_a_gzip_stream_cut_off_inside_its_encoding_ends_with_an_error_event(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen
+) -> None:
+    first = b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+    encoded = gzip.compress(first + b'data: {"choices": [{"delta": {"content": "lo"}}]}\n\n')
+    gzipped = ("Content-Encoding", "gzip")
+    fault.answer(head(200, [SSE, gzipped], chunked=True) + chunk(encoded[:-12]) + LAST_CHUNK)
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post("/v1/chat/completions", json=STREAM, headers=auth())
+    events = response.content.split(b"\n\n")
+    error = json.loads(events[-2].removeprefix(b"data: "))["error"]
+    assert error["code"] == "upstream_unreachable"
+    assert "gzip body that stops short of its end" in error["message"]
+    assert outcomes() == [(200, "upstream_failed")]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+async def test_a_json_answer_cut_off_on_the_wire_is_aborted(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, framing: str
+) -> None:
+    body = json.dumps(COMPLETION).encode()
+    start = (
+        head(200, [JSON], length=len(body))
+        if framing == "length"
+        else head(200, [JSON], chunked=True)
+    )
+    part = body[:40] if framing == "length" else chunk(body[:40])
+    fault.answer(start + part, RESET)
+    async with gateway(tmp_path, fault, seen) as client:
+        with pytest.raises(httpx.RemoteProtocolError), anyio.fail_after(5):
+            await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert outcomes() == [(200, "upstream_failed")]
