@@ -271,6 +271,14 @@ class UpstreamResponse:
         self.is_event_stream = plain and content_type.startswith("text/event-stream")
         self.is_json = plain and content_type.startswith("application/json")
         self._error_body: bytes | None = None
+        # A body without Content-Length or chunked coding ends when the connection does
+        # (RFC 9112 section 6.3): only how the connection ended tells whether it was whole.
+        framed = (
+            "content-length" in response.headers
+            or "chunked" in response.headers.get("transfer-encoding", "").lower()
+        )
+        connection = response.connection
+        self._ends_with_connection = None if framed or connection is None else connection.protocol
 
     async def error_body(self) -> bytes:
         """An error answer, scrubbed: an upstream that echoes the key it was sent ("Incorrect
@@ -319,8 +327,13 @@ class UpstreamResponse:
             raise self._upstream.undecodable(exc, doing) from None
 
     def _check_end(self, doing: str) -> None:
-        """The body has ended where its framing said; say so if its encoding had not (a
-        cut-off gzip body, which aiohttp would have taken for a whole one)."""
+        """The body has ended where its framing said; say so if it was not whole after all:
+        a connection reset ended a body that ends with its connection, or its encoding had
+        not ended (both of which aiohttp takes for a whole body)."""
+        protocol = self._ends_with_connection
+        reset = protocol.exception() if protocol is not None else None
+        if isinstance(reset, aiohttp.ClientOSError):
+            raise self._upstream.translate(reset, doing)
         if self._decoder is not None:
             try:
                 self._decoder.end()

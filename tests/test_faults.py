@@ -28,13 +28,16 @@ from tests.conftest import (
     make_settings,
 )
 from tests.faults import (
+    CLOSE,
     COMPLETION,
     JSON,
     LAST_CHUNK,
     RESET,
     SSE,
+    Close,
     Drip,
     FaultyNanoGPT,
+    Reset,
     chunk,
     head,
     well_formed,
@@ -350,3 +353,20 @@ async def test_a_json_answer_cut_off_on_the_wire_is_aborted(
         with pytest.raises(httpx.RemoteProtocolError), anyio.fail_after(5):
             await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     assert outcomes() == [(200, "upstream_failed")]
+
+
+@pytest.mark.parametrize(("end", "whole"), [(RESET, False), (CLOSE, True)], ids=["reset", "fin"])
+async def test_a_body_that_ends_with_its_connection_is_whole_only_if_that_closed_cleanly(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, end: Reset | Close, whole: bool
+) -> None:
+    body = json.dumps(COMPLETION).encode()
+    fault.answer(head(200, [JSON, ("Connection", "close")]) + body, end)
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            if whole:
+                response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+                assert response.json() == COMPLETION
+            else:
+                with pytest.raises(httpx.RemoteProtocolError):
+                    await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+    assert outcomes() == [(200, "ok" if whole else "upstream_failed")]
