@@ -32,24 +32,37 @@ class EventStream:
     def __init__(self, reader: UsageReader, *, hide_usage: bool = False) -> None:
         self._reader = reader
         self._hide_usage = hide_usage
-        self._pending = b""
+        # The partial event, as the chunks that brought it (joined once, when it ends: a long
+        # event must not be copied or scanned again with every chunk).
+        self._parts: list[bytes] = []
+        self._lines: _Lines | None = None
+        """Set at the first CR: from then on, events are found line by line."""
 
     @property
     def usage(self) -> Usage | None:
         return self._reader.usage
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._pending + chunk if self._pending else chunk
-        if b"\r" in data:
-            return self._feed_event_by_event(data)
+        if self._lines is not None or b"\r" in chunk:
+            return self._feed_event_by_event(chunk)
         # The usual case, lines ending in LF alone, done a chunk at a time rather than an event
         # at a time: every complete event at once, `"usage": null` cut from all of them with
         # one replace, and only the events that still name usage looked at one by one.
-        last_end = data.rfind(b"\n\n")
-        if last_end < 0:
-            self._pending = data
+        last_end = chunk.rfind(b"\n\n")
+        if last_end >= 0:
+            cut = last_end + 2
+        elif chunk[:1] == b"\n" and self._parts and self._parts[-1][-1:] == b"\n":
+            cut = 1  # the blank line began in the previous chunk
+        else:
+            if chunk:
+                self._parts.append(chunk)
             return b""
-        complete, self._pending = data[: last_end + 2], data[last_end + 2 :]
+        if self._parts:
+            self._parts.append(chunk[:cut])
+            complete = b"".join(self._parts)
+        else:
+            complete = chunk[:cut]
+        self._parts = [chunk[cut:]] if cut < len(chunk) else []
         if self._hide_usage:
             for null_usage_end in _NULL_USAGE_ENDS:
                 complete = complete.replace(null_usage_end, b"}\n\n")
@@ -71,20 +84,19 @@ class EventStream:
         out.append(complete[done:])
         return b"".join(out)
 
-    def _feed_event_by_event(self, data: bytes) -> bytes:
+    def _feed_event_by_event(self, chunk: bytes) -> bytes:
         """Any line ends (CR, CRLF, LF, mixed), one event at a time."""
-        out: list[bytes] = []
-        start = 0
-        while (end := _event_end(data, start)) is not None:
-            if event := self._inspect(data[start:end]):
-                out.append(event)
-            start = end
-        self._pending = data[start:]
-        return b"".join(out)
+        if self._lines is None:
+            self._lines = _Lines(b"".join(self._parts))
+            self._parts = []
+        return b"".join(self._inspect(event) for event in self._lines.feed(chunk))
 
     def finish(self) -> bytes:
         """A last event that never got its blank line is forwarded as the upstream sent it."""
-        rest, self._pending = self._pending, b""
+        if self._lines is not None:
+            rest = self._lines.rest()
+        else:
+            rest, self._parts = b"".join(self._parts), []
         return self._inspect(rest) if rest else b""
 
     def _inspect(self, event: bytes) -> bytes:
@@ -112,17 +124,41 @@ def _earliest(a: int, b: int) -> int:
     return a if b < 0 or 0 <= a < b else b
 
 
-def _event_end(data: bytes, start: int) -> int | None:
-    """Where the event starting at `start` ends: just past its first empty line. A `\\r` at the
-    very end may be the first half of `\\r\\n`, so it waits for the next byte."""
-    previous_end = start
-    for match in _LINE_END.finditer(data, start):
-        if match.end() == len(data) and match.group() == b"\r":
-            return None
-        if match.start() == previous_end and match.start() > start:
-            return match.end()
-        previous_end = match.end()
-    return None
+class _Lines:
+    """Events split at their blank line, whatever ends the lines, remembering where the scan
+    stopped: each chunk is scanned once (and a `\\r` at the very end, which may be the first
+    half of `\\r\\n`, once more with the next byte)."""
+
+    __slots__ = ("_buffer", "_line_start", "_scanned")
+
+    def __init__(self, pending: bytes) -> None:
+        self._buffer = bytearray(pending)
+        """The partial event; it starts at 0."""
+        self._line_start = 0
+        self._scanned = 0
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buffer = self._buffer
+        buffer += chunk
+        events: list[bytes] = []
+        event_start, line_start, scanned = 0, self._line_start, len(buffer)
+        for match in _LINE_END.finditer(buffer, self._scanned):
+            if match.end() == len(buffer) and match.group() == b"\r":
+                scanned = match.start()  # CR or CRLF: the next byte tells
+                break
+            if match.start() == line_start and match.start() > event_start:
+                events.append(bytes(buffer[event_start : match.end()]))
+                event_start = match.end()
+            line_start = match.end()
+        del buffer[:event_start]  # a bytearray drops its head in place
+        self._line_start, self._scanned = line_start - event_start, scanned - event_start
+        return events
+
+    def rest(self) -> bytes:
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._line_start = self._scanned = 0
+        return rest
 
 
 def _payload(event: bytes) -> tuple[Any, bytes | None]:
