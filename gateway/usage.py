@@ -30,6 +30,12 @@ from gateway.types import Usage
 Dialect = Literal["openai", "anthropic"]
 PRICING = "x_nanogpt_pricing"
 _USD_FIELDS = ("costUsd", "usdCost", "cost", "amount")
+# What a response may plausibly say it used, past which the figure is nonsense and read as
+# no figure at all: a ledger that stores it, metrics that add it as a float and an exact sum
+# of costs must never meet 10**4000 tokens or a charge of 1E-999999999 USD (a billion digits).
+MAX_TOKENS = 10**12
+MAX_USD = Decimal(10**6)
+MIN_USD_EXPONENT = -30
 
 
 class UsageReader:
@@ -117,7 +123,7 @@ def _anthropic(usage: dict[str, Any]) -> dict[str, int]:
 def _count(data: dict[str, Any], *names: str) -> int | None:
     for name in names:
         value = data.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
             return value
     return None
 
@@ -135,17 +141,20 @@ def _in_usd(pricing: dict[str, Any]) -> bool:
 
 
 def _usd(data: dict[str, Any], names: tuple[str, ...]) -> Decimal | None:
-    """The first of `names` that holds a non-negative amount (a JSON number or a decimal
-    string), exactly as written."""
+    """The first of `names` that holds a plausible amount (a JSON number or a decimal string,
+    from 0 to `MAX_USD`, to at most 30 decimal places), exactly as written."""
     for name in names:
         value = data.get(name)
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             continue
+        if isinstance(value, int) and not 0 <= value <= MAX_USD:
+            continue  # also spares str() an int of thousands of digits
         try:
             amount = Decimal(repr(value) if isinstance(value, float) else str(value))
-        except InvalidOperation:
+        except (InvalidOperation, ValueError):
             continue
-        if amount.is_finite() and amount >= 0:
+        exponent = amount.as_tuple().exponent
+        if isinstance(exponent, int) and exponent >= MIN_USD_EXPONENT and 0 <= amount <= MAX_USD:
             return amount
     return None
 
@@ -246,7 +255,8 @@ def _metered_keys(body: bytes) -> dict[str, Any]:
             if colon is not None:
                 start = colon.end()
                 value = body[start : start + 4096].decode("utf-8", "ignore")  # values are small
-                with contextlib.suppress(json.JSONDecodeError, RecursionError):
+                # ValueError: also an integer of more digits than Python converts
+                with contextlib.suppress(ValueError, RecursionError):
                     found[key], _ = _DECODER.raw_decode(value)
                 break
             at = body.rfind(needle, 0, at)
@@ -254,8 +264,10 @@ def _metered_keys(body: bytes) -> dict[str, Any]:
 
 
 def json_value(data: bytes) -> Any:
-    """The JSON value, or `None` for anything that is not JSON: usage is read where it can be."""
+    """The JSON value, or `None` for anything that is not JSON: usage is read where it can be.
+    (`ValueError` covers JSON's own errors, bad UTF-8, and an integer of more digits than
+    Python converts: sys.get_int_max_str_digits.)"""
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):
         return None

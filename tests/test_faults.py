@@ -370,3 +370,28 @@ async def test_a_body_that_ends_with_its_connection_is_whole_only_if_that_closed
                 with pytest.raises(httpx.RemoteProtocolError):
                     await client.post("/v1/chat/completions", json=CHAT, headers=auth())
     assert outcomes() == [(200, "ok" if whole else "upstream_failed")]
+
+
+# Pathological usage
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_pathological_usage_neither_breaks_the_answer_nor_its_outcome(
+    tmp_path: Path, fault: FaultyNanoGPT, seen: Seen, stream: bool
+) -> None:
+    # 5000 digits: more than Python's int conversion takes (sys.get_int_max_str_digits).
+    usage = b'{"prompt_tokens": ' + b"7" * 5000 + b', "completion_tokens": 1e400}'
+    if stream:
+        body = b'data: {"choices": [], "usage": ' + usage + b"}\n\ndata: [DONE]\n\n"
+        fault.answer(head(200, [SSE], length=len(body)) + body)
+    else:
+        body = b'{"id": "chatcmpl-1", "choices": [], "usage": ' + usage + b"}"
+        fault.answer(head(200, [JSON], length=len(body)) + body)
+    async with gateway(tmp_path, fault, seen) as client:
+        with anyio.fail_after(5):
+            response = await client.post(
+                "/v1/chat/completions", json=STREAM if stream else CHAT, headers=auth()
+            )
+    assert (response.status_code, response.content) == (200, body)
+    (row,) = ledger_rows()
+    assert (row["outcome"], row["prompt_tokens"], row["unmetered"]) == ("ok", None, "no_usage")

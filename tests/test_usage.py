@@ -6,12 +6,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gateway.sse import EventStream
 from gateway.types import Usage
-from gateway.usage import JsonBody, UsageReader, usage_of
+from gateway.usage import MAX_TOKENS, MAX_USD, JsonBody, UsageReader, usage_of
 
 
 def sse(payload: Any, end: bytes = b"\n\n") -> bytes:
@@ -173,3 +176,120 @@ def test_anthropic_usage_counts_everything_the_model_read() -> None:
     assert usage_of({"type": "message", "usage": {"output_tokens": 3}}, "anthropic") == Usage(
         completion_tokens=3
     )
+
+
+HUGE = 10**4000
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": HUGE, "completion_tokens": MAX_TOKENS + 1},
+        {"prompt_tokens": -5, "completion_tokens": -1},
+        {"prompt_tokens": 1e400, "completion_tokens": float("nan")},
+        {"prompt_tokens": "12", "completion_tokens": [3]},
+        {"input_tokens": {"deep": [[[[1]]]]}},
+    ],
+)
+def test_nonsense_token_counts_are_no_usage(usage: dict[str, Any]) -> None:
+    assert usage_of({"usage": usage}) is None
+    assert usage_of({"usage": usage}, "anthropic") is None
+
+
+def test_a_nonsense_count_is_read_as_absent_like_any_other_non_count() -> None:
+    usage = {"prompt_tokens": HUGE, "completion_tokens": 1}
+    assert usage_of({"usage": usage}) == Usage(completion_tokens=1)
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [HUGE, -1, 1e400, float("nan"), float("inf"), "1e999999999", "1E-999999999", "sNaN",
+     "Infinity", "1" * 5000, 5e-324, str(MAX_USD + 1), {"usd": 1}],
+    ids=lambda cost: repr(cost)[:24],
+)  # fmt: skip
+def test_nonsense_charges_are_no_charge(cost: Any) -> None:
+    assert usage_of({"x_nanogpt_pricing": {"cost": cost}}) is None
+    reader = UsageReader(top_level_cost=True)
+    reader.read({"cost": cost})
+    assert reader.usage is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"usage": {"prompt_tokens": ' + b"1" * 5000 + b"}}",
+        b'{"cost": ' + b"9" * 5000 + b', "usage": {"prompt_tokens": 2}}',
+        b'{"usage": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"x_nanogpt_pricing": {"cost": 1e400}, "usage": {"prompt_tokens": NaN}}',
+    ],
+)
+def test_pathological_json_bodies_are_read_without_raising(body: bytes) -> None:
+    for size in (len(body), JsonBody.WHOLE + 1):
+        padded = body if size == len(body) else body[:-1] + b', "pad": "' + b"x" * size + b'"}'
+        watcher = JsonBody(UsageReader(top_level_cost=True))
+        watcher.feed(padded)
+        watcher.finish()
+        assert watcher.usage is None or watcher.usage == Usage(prompt_tokens=2)
+    stream = EventStream(UsageReader())
+    assert stream.feed(b"data: " + body + b"\n\n") == b"data: " + body + b"\n\n"
+    assert stream.usage is None
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=-(10**4000), max_value=10**4000)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["1e999999999", "NaN", "-0", "0.000169", "12", "USD"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(
+            ["usage", "prompt_tokens", "completion_tokens", "input_tokens", "output_tokens",
+             "cached_tokens", "prompt_tokens_details", "x_nanogpt_pricing", "cost", "costUsd",
+             "amount", "currency", "message", "response", "cache_read_input_tokens"]
+        ),
+        children,
+        max_size=5,
+    ),
+    max_leaves=25,
+)  # fmt: skip
+
+
+def plausible(usage: Usage | None) -> bool:
+    if usage is None:
+        return True
+    counts = (usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens)
+    charged = usage.charged_usd
+    return all(0 <= n <= 3 * MAX_TOKENS for n in counts) and (
+        charged is None or 0 <= charged <= MAX_USD
+    )
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(payloads=st.lists(JSON_VALUES, max_size=4), dialect=st.sampled_from(["openai", "anthropic"]))
+def test_the_usage_reader_never_raises_and_reads_only_plausible_figures(
+    payloads: list[Any], dialect: Literal["openai", "anthropic"]
+) -> None:
+    reader = UsageReader(dialect, top_level_cost=True)
+    for payload in payloads:
+        reader.read(payload)
+    assert plausible(reader.usage)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(payload=JSON_VALUES)
+def test_bodies_of_arbitrary_json_are_read_without_raising(payload: Any) -> None:
+    try:
+        body = json.dumps({"usage": payload, "cost": payload}).encode()
+    except ValueError:  # an integer too long for str(): the upstream could not send it either
+        return
+    watcher = JsonBody(UsageReader(top_level_cost=True))
+    watcher.feed(body)
+    watcher.finish()
+    assert plausible(watcher.usage)
+    stream = EventStream(UsageReader(), hide_usage=True)
+    stream.feed(b"data: " + body + b"\n\n")
+    stream.finish()
+    assert plausible(stream.usage)
