@@ -48,21 +48,24 @@ class EventStream:
         # The usual case, lines ending in LF alone, done a chunk at a time rather than an event
         # at a time: every complete event at once, `"usage": null` cut from all of them with
         # one replace, and only the events that still name usage looked at one by one.
+        parts = self._parts
         last_end = chunk.rfind(b"\n\n")
         if last_end >= 0:
             cut = last_end + 2
-        elif chunk[:1] == b"\n" and self._parts and self._parts[-1][-1:] == b"\n":
+        elif chunk[:1] == b"\n" and parts and parts[-1][-1:] == b"\n":
             cut = 1  # the blank line began in the previous chunk
         else:
             if chunk:
-                self._parts.append(chunk)
+                parts.append(chunk)
             return b""
-        if self._parts:
-            self._parts.append(chunk[:cut])
-            complete = b"".join(self._parts)
+        if parts:
+            parts.append(chunk[:cut])
+            complete = b"".join(parts)
+            parts.clear()
         else:
             complete = chunk[:cut]
-        self._parts = [chunk[cut:]] if cut < len(chunk) else []
+        if cut < len(chunk):
+            parts.append(chunk[cut:])
         if self._hide_usage:
             for null_usage_end in _NULL_USAGE_ENDS:
                 complete = complete.replace(null_usage_end, b"}\n\n")
