@@ -93,6 +93,7 @@ def returned_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes
 
 ACCEPT_ENCODING = "gzip, deflate"
 """What the gateway asks NanoGPT for, and decodes itself (`Decoder`)."""
+_ENCODINGS = {"accept-encoding": ACCEPT_ENCODING}
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 DECODED_PIECE_BYTES = 256 * 1024
 """A few KB of gzip can hold gigabytes: a body is decoded at most this much at a time."""
@@ -206,14 +207,16 @@ class ReadDeadline:
     task whose read began more than `seconds` ago, and a read costs a clock reading.
     """
 
-    __slots__ = ("_handle", "_loop", "_seconds", "_task", "expired", "since")
+    __slots__ = ("_handle", "_limit", "_loop", "_seconds", "_task", "expired", "since")
 
     def __init__(self, seconds: float, *, grace: float = 0.0) -> None:
         self._loop = asyncio.get_running_loop()
         self._seconds = seconds
+        self._limit = seconds + grace
+        """How long the pending wait may take: the head's wait has the connect's grace too."""
         self._task = asyncio.current_task()
-        self.since: float | None = self._loop.time() + grace
-        """When the pending read began; `None` between reads (the relay is sending)."""
+        self.since: float | None = self._loop.time()
+        """When the pending wait began; `None` between reads (the relay is sending)."""
         self.expired = False
         self._handle = self._loop.call_at(self.since + seconds, self._check)
 
@@ -222,10 +225,13 @@ class ReadDeadline:
         self.since = self._loop.time()
 
     def headed(self) -> None:
-        """The head is in: from now on, each read has `seconds`, without the connect's grace."""
+        """The head is in: from now on, each read has `seconds`."""
         self.since = None
-        self._handle.cancel()
-        self._handle = self._loop.call_at(self._loop.time() + self._seconds, self._check)
+        self._limit = due = self._seconds
+        due += self._loop.time()
+        if self._handle.when() > due:  # re-armed for a slow head's grace: too late now
+            self._handle.cancel()
+            self._handle = self._loop.call_at(due, self._check)
 
     def timed_out(self) -> bool:
         """Whether the `CancelledError` being handled was this deadline's (taken back, then),
@@ -239,12 +245,13 @@ class ReadDeadline:
         self._handle.cancel()
 
     def _check(self) -> None:
+        # Fires `seconds` after the last check, or when the pending wait reaches its limit.
         since, now = self.since, self._loop.time()
-        if since is not None and now - since >= self._seconds and self._task is not None:
+        if since is not None and now - since >= self._limit and self._task is not None:
             self.expired = True
             self._task.cancel()
             return
-        due = now + self._seconds if since is None else since + self._seconds
+        due = now + self._seconds if since is None else since + self._limit
         self._handle = self._loop.call_at(due, self._check)
 
 
@@ -430,8 +437,7 @@ class Upstream:
             trust_env=False,
             # NanoGPT sees the member's client's User-Agent (forwarded), never aiohttp's.
             skip_auto_headers=("User-Agent",),
-            # Bodies are decoded here (`Decoder`), of what `ACCEPT_ENCODING` asked for.
-            headers={"accept-encoding": ACCEPT_ENCODING},
+            # Bodies are decoded here (`Decoder`), of what `ACCEPT_ENCODING` asks for.
             auto_decompress=False,
         )
 
@@ -457,6 +463,7 @@ class Upstream:
         base = self.root_url if at_root else self.base_url
         url = base + path + (f"?{query.decode('latin-1')}" if query else "")
         sent = forwarded_headers(headers, self._team_key)
+        sent.append(("accept-encoding", ACCEPT_ENCODING))
         data: bytes | AsyncIterator[memoryview] | None = body or None
         if len(body) > LARGE_BODY_BYTES:
             # aiohttp warns that one large write may hold up the loop; in slices, with the
@@ -493,13 +500,14 @@ class Upstream:
 
     async def get_json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         """GET a NanoGPT metadata endpoint (the catalog) with a short read timeout."""
-        key = {"authorization": f"Bearer {self._team_key.reveal()}"}
+        key = {"authorization": f"Bearer {self._team_key.reveal()}", **_ENCODINGS}
         return await self._metadata("GET", path, params=params, headers=key)
 
     async def post_json(self, path: str) -> Any:
         """POST to a NanoGPT account endpoint (`/check-balance`), which takes the key in
         `x-api-key` as NanoGPT documents it."""
-        return await self._metadata("POST", path, headers={"x-api-key": self._team_key.reveal()})
+        key = {"x-api-key": self._team_key.reveal(), **_ENCODINGS}
+        return await self._metadata("POST", path, headers=key)
 
     async def _metadata(
         self,

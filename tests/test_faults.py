@@ -271,6 +271,7 @@ async def test_a_body_the_gateway_decodes_loses_its_content_encoding(
             response = await client.post(
                 "/v1/chat/completions", json=CHAT, headers={**auth(), "accept-encoding": "identity"}
             )
+    assert fault.requests[0].headers["accept-encoding"] == "gzip, deflate"  # what it decodes
     assert "content-encoding" not in response.headers
     assert response.json() == {**COMPLETION, "echo": "[redacted]"}
     (row,) = ledger_rows()
