@@ -2,8 +2,11 @@
 
 It owns the pooled client session, filters headers both ways, swaps the member's key for the
 team key (and cuts that key out of whatever comes back: headers, error bodies, streamed
-bodies), and translates every client-library failure into `UpstreamError` /
-`UpstreamTimeout`, so the rest of the gateway can change client library without noticing.
+bodies), decodes gzip and deflate bodies, bounds every wait for NanoGPT (`ReadDeadline`),
+reads at most 64 KB of an error body, and translates every client-library failure into
+`UpstreamError` / `UpstreamTimeout`, so the rest of the gateway can change client library
+without noticing. A body that did not arrive whole (cut off, reset, its encoding unfinished)
+always ends in one of those errors, never in a clean end.
 aiohttp was chosen on bench/run's numbers (bench/README.md): with httpx the connection pool's
 bookkeeping alone cost more per request than everything else the gateway does.
 """
