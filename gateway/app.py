@@ -80,6 +80,7 @@ def create_app(
                 settings.team_key,
                 connect_timeout=settings.upstream.connect_timeout_seconds,
                 read_timeout=settings.upstream.read_timeout_seconds,
+                client_headers=settings.upstream.forward_client_headers,
             )
         )
         sink = ledger if ledger is not None else open_ledger(metering.ledger_path)

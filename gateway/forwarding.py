@@ -37,8 +37,8 @@ async def send(
     also says whether the relay must hide that usage from the client."""
     tally.forwarded = True
     if not _asks_stream_usage(gateway, call, tally):
-        return await _checked(await _open(request, gateway, target, body), gateway), False
-    upstream = await _open(request, gateway, target, protocol.with_stream_usage(call, body))
+        return await _checked(await _open(request, gateway, target, body, tally), gateway), False
+    upstream = await _open(request, gateway, target, protocol.with_stream_usage(call, body), tally)
     if not await _refuses_stream_options(upstream):
         return await _checked(upstream, gateway), True
     gateway.no_stream_usage.add(str(call.model))
@@ -46,7 +46,7 @@ async def send(
     logger.warning(
         "NanoGPT refused stream_options for %s; its streams go unmetered from now on", call.model
     )
-    return await _checked(await _open(request, gateway, target, body), gateway), False
+    return await _checked(await _open(request, gateway, target, body, tally), gateway), False
 
 
 DAILY_LIMIT_CODES = frozenset({"daily_rpd_limit_exceeded", "daily_usd_limit_exceeded"})
@@ -117,8 +117,10 @@ def _asks_stream_usage(gateway: Gateway, call: protocol.Call, tally: Tally) -> b
 
 
 async def _open(
-    request: Request, gateway: Gateway, target: Target, body: bytes
+    request: Request, gateway: Gateway, target: Target, body: bytes, tally: Tally
 ) -> UpstreamResponse:
+    member = tally.member
+    header = member.end_user_header if member is not None else None
     return await gateway.upstream.open(
         request.method,
         "/v1/" + target.path,
@@ -126,6 +128,7 @@ async def _open(
         request.headers.items(),
         body,
         at_root=target.endpoint.base == "root",
+        drop_headers=frozenset((header,)) if header else frozenset(),
     )
 
 

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from typing import TextIO
 
 REDACTED = "[redacted]"
+QUERY_CREDENTIAL = re.compile(
+    r"([?&](?:key|api_key|api-key|apikey|x-api-key|access_token|token|auth)=)[^&\s\"']*",
+    re.IGNORECASE,
+)
+"""A key sent in the query string (`?key=...`), as an access log line would show it."""
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 """The `x-gateway-request-id` of the request being handled, for every log line about it."""
@@ -36,6 +42,8 @@ class RedactSecrets(logging.Filter):
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if "=" in message:
+            message = QUERY_CREDENTIAL.sub(rf"\1{REDACTED}", message)
         for secret in self._secrets:
             message = message.replace(secret, REDACTED)
             if record.exc_text:

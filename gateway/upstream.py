@@ -16,49 +16,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
+from gateway.codings import DecodeError, Decoder
+from gateway.deadline import ReadDeadline
 from gateway.errors import UpstreamError, UpstreamTimeout, error_body
+from gateway.headers import forwarded_headers, forwarded_query, returned_headers
+from gateway.redaction import REDACTED, Redactor
 from gateway.types import Secret
 
 logger = logging.getLogger("gateway.upstream")
-
-# RFC 9110 section 7.6.1, plus the names every proxy treats the same way.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-# The member's credentials and cookies stay here; length, encoding and `Expect` (answered by
-# our own server already) are the client library's business.
-NOT_FORWARDED = HOP_BY_HOP | {
-    "expect",
-    "host",
-    "cookie",
-    "authorization",
-    "x-api-key",
-    "content-length",
-    "accept-encoding",
-}
-# The body may be relayed decoded or redacted, so its length no longer holds (and its
-# Content-Encoding goes only when it was decoded: `Decoder`); a cookie set for the team's
-# account must never reach a member; the gateway's own server dates its answer, and a second
-# Date header is not HTTP (RFC 9110 section 5.3).
-NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "date"}
 
 METADATA_READ_TIMEOUT_SECONDS = 30.0
 LARGE_BODY_BYTES = 1024 * 1024
@@ -76,186 +47,9 @@ async def _in_slices(body: bytes) -> AsyncIterator[memoryview]:
         yield view[start : start + SLICE_BYTES]
 
 
-def forwarded_headers(
-    headers: Iterable[tuple[str, str]], team_key: Secret
-) -> list[tuple[str, str]]:
-    """The client's end-to-end headers, minus its credentials, plus the team key."""
-    pairs = [(k.lower(), v) for k, v in headers]
-    named_in_connection = {
-        token.strip().lower() for k, v in pairs if k == "connection" for token in v.split(",")
-    }
-    kept = [(k, v) for k, v in pairs if k not in NOT_FORWARDED and k not in named_in_connection]
-    kept.append(("authorization", f"Bearer {team_key.reveal()}"))
-    return kept
-
-
-def returned_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """The upstream's end-to-end headers, as the raw bytes the relay sends on."""
-    return [(k, v) for k, v in headers if k.decode("latin-1").lower() not in NOT_RETURNED]
-
-
 ACCEPT_ENCODING = "gzip, deflate"
 """What the gateway asks NanoGPT for, and decodes itself (`Decoder`)."""
 _ENCODINGS = {"accept-encoding": ACCEPT_ENCODING}
-_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
-DECODED_PIECE_BYTES = 256 * 1024
-"""A few KB of gzip can hold gigabytes: a body is decoded at most this much at a time."""
-
-
-class DecodeError(ValueError):
-    pass
-
-
-class Decoder:
-    """A gzip or deflate body (RFC 9110 section 8.4.1), decoded as it passes.
-
-    The gateway decodes rather than aiohttp, because aiohttp takes a gzip body that stops
-    short of its end for a whole one, and passes an encoding it does not know through still
-    encoded; here either the body is decoded whole and its Content-Encoding dropped, or both
-    go to the client as they came.
-    """
-
-    __slots__ = ("_encoding", "_zlib")
-
-    def __init__(self, encoding: str) -> None:
-        self._encoding = encoding
-        self._zlib: Any = None
-
-    @staticmethod
-    def decodes(encoding: str) -> bool:
-        return encoding in _WBITS
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        """The decoded bytes of `data`, in pieces of at most `DECODED_PIECE_BYTES`."""
-        try:
-            while True:
-                if data and (self._zlib is None or self._zlib.eof):
-                    data = self._start(data)
-                if self._zlib is None:
-                    return
-                piece = self._zlib.decompress(data, DECODED_PIECE_BYTES)
-                if piece:
-                    yield piece
-                data = self._zlib.unconsumed_tail or self._zlib.unused_data
-                if not data and len(piece) < DECODED_PIECE_BYTES:
-                    return
-        except zlib.error as exc:
-            raise DecodeError(f"a body that is not valid {self._encoding} ({exc})") from None
-
-    def end(self) -> None:
-        """The body has ended: raise `DecodeError` if its encoding had not."""
-        if self._zlib is not None and not self._zlib.eof:
-            raise DecodeError(f"a {self._encoding} body that stops short of its end")
-
-    def _start(self, data: bytes) -> bytes:
-        """A decompressor for the next member; what is left of `data` for it."""
-        if self._zlib is not None and self._encoding != "gzip" and self._encoding != "x-gzip":
-            raise DecodeError(f"bytes after the end of a {self._encoding} body")
-        wbits = _WBITS[self._encoding]
-        # Servers send raw deflate as "deflate" (RFC 1951 for 1950), as aiohttp tolerates.
-        if self._encoding == "deflate" and data[0] & 0x0F != 8:
-            wbits = -zlib.MAX_WBITS
-        self._zlib = zlib.decompressobj(wbits)
-        return data
-
-
-REDACTED = b"[redacted]"
-
-
-class Redactor:
-    """The team key cut out of a body that passes in chunks, wherever the chunks are cut.
-
-    A chunk whose end could be the start of the key keeps that end back until the next chunk
-    tells (only a proper prefix of the key is kept, so an SSE event, which ends in a newline,
-    is never held); on ordinary traffic this costs one `bytes.find` per chunk.
-    """
-
-    __slots__ = ("_first", "_held", "_key")
-
-    def __init__(self, key: bytes) -> None:
-        self._key = key
-        self._first = key[:1]
-        self._held = b""
-
-    def feed(self, chunk: bytes) -> bytes:
-        """What of the body so far can go on, the key replaced."""
-        key = self._key
-        if not key:
-            return chunk
-        data = self._held + chunk if self._held else chunk
-        if key in data:
-            data = data.replace(key, REDACTED)
-        at = data.find(self._first, max(0, len(data) - len(key) + 1))
-        while at >= 0:
-            if key.startswith(data[at:]):
-                self._held = data[at:]
-                return data[:at]
-            at = data.find(self._first, at + 1)
-        self._held = b""
-        return data
-
-    def flush(self) -> bytes:
-        """The end of the body: what was kept back was not the key after all."""
-        held, self._held = self._held, b""
-        return held
-
-
-class ReadDeadline:
-    """A bound on every wait for one upstream response: for its head, then for each read.
-
-    aiohttp's `sock_read` measures only silence, and stops for good on a 1xx head, so an
-    upstream that drips framing bytes, or sends `103 Early Hints` and goes quiet, could hold
-    a request forever. `asyncio.timeout` around each read costs about 8 us, as much as the
-    rest of relaying a chunk; here one timer per response, re-armed when it fires, cancels the
-    task whose read began more than `seconds` ago, and a read costs a clock reading.
-    """
-
-    __slots__ = ("_handle", "_limit", "_loop", "_seconds", "_task", "expired", "since")
-
-    def __init__(self, seconds: float, *, grace: float = 0.0) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._seconds = seconds
-        self._limit = seconds + grace
-        """How long the pending wait may take: the head's wait has the connect's grace too."""
-        self._task = asyncio.current_task()
-        self.since: float | None = self._loop.time()
-        """When the pending wait began; `None` between reads (the relay is sending)."""
-        self.expired = False
-        self._handle = self._loop.call_at(self.since + seconds, self._check)
-
-    def begin(self) -> None:
-        self._task = asyncio.current_task()
-        self.since = self._loop.time()
-
-    def headed(self) -> None:
-        """The head is in: from now on, each read has `seconds`."""
-        self.since = None
-        self._limit = due = self._seconds
-        due += self._loop.time()
-        if self._handle.when() > due:  # re-armed for a slow head's grace: too late now
-            self._handle.cancel()
-            self._handle = self._loop.call_at(due, self._check)
-
-    def timed_out(self) -> bool:
-        """Whether the `CancelledError` being handled was this deadline's (taken back, then),
-        rather than the client's or the server's."""
-        if not self.expired or self._task is None:
-            return False
-        self.expired = False
-        return self._task.uncancel() == 0
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-    def _check(self) -> None:
-        # Fires `seconds` after the last check, or when the pending wait reaches its limit.
-        since, now = self.since, self._loop.time()
-        if since is not None and now - since >= self._limit and self._task is not None:
-            self.expired = True
-            self._task.cancel()
-            return
-        due = now + self._seconds if since is None else since + self._limit
-        self._handle = self._loop.call_at(due, self._check)
 
 
 class UpstreamResponse:
@@ -410,8 +204,11 @@ class Upstream:
         *,
         connect_timeout: float,
         read_timeout: float,
+        client_headers: Iterable[str] = (),
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._client_headers = frozenset(h.lower() for h in client_headers)
+        """Client identity headers forwarded all the same (`upstream.forward_client_headers`)."""
         self.root_url = self.base_url.removesuffix("/api")
         """The host root, where NanoGPT serves a few endpoints (`images/generations`)."""
         self._team_key = team_key
@@ -460,12 +257,17 @@ class Upstream:
         body: bytes,
         *,
         at_root: bool = False,
+        drop_headers: frozenset[str] = frozenset(),
     ) -> UpstreamResponse:
         """Send a request to `{base_url}{path}` (`{root_url}{path}` when `at_root`) and return
-        once the response headers are in. `path` and `query` go out exactly as given."""
+        once the response headers are in. `path` and `query` go out as given, less any
+        credential in the query; `drop_headers` are not forwarded either."""
         base = self.root_url if at_root else self.base_url
+        query = forwarded_query(query)
         url = base + path + (f"?{query.decode('latin-1')}" if query else "")
-        sent = forwarded_headers(headers, self._team_key)
+        sent = forwarded_headers(
+            headers, self._team_key, keep=self._client_headers, drop=drop_headers
+        )
         sent.append(("accept-encoding", ACCEPT_ENCODING))
         data: bytes | AsyncIterator[memoryview] | None = body or None
         if len(body) > LARGE_BODY_BYTES:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from gateway.app import create_app
+from gateway.keys import hash_key
 from tests.conftest import (
     ADMIN_KEY,
     ALICE_KEY,
@@ -217,3 +218,39 @@ async def test_encoded_path_tricks_are_refused_and_never_forwarded(
     assert status in (400, 404), answer[:200]
     assert b'"error"' in answer
     assert nanogpt.requests == []
+
+
+async def test_no_member_credential_or_identity_reaches_nanogpt(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    toml = f"""
+[[members]]
+name = "webui"
+key_sha256 = "{hash_key("sk-webui")}"
+end_user_header = "x-openwebui-user-email"
+"""
+    headers = {
+        "authorization": "Bearer sk-webui",
+        "x-openwebui-user-email": "eve@example.com",
+        "x-openwebui-user-name": "Eve",
+        "x-codex-turn-metadata": '{"cwd": "/home/eve/project"}',
+        "api-key": "sk-webui",
+        "x-goog-api-key": "sk-webui",
+    }
+    settings = make_settings(tmp_path, toml, members=False)
+    async with gateway_client(settings, nanogpt) as client:
+        response = await client.post(
+            "/v1/chat/completions?key=sk-webui&beta=true",
+            json={"model": "openai/gpt-5.2", "messages": []},
+            headers=headers,
+        )
+    assert response.status_code == 200
+    (sent,) = nanogpt.requests
+    assert sent.url.query == b"beta=true"
+    assert b"sk-webui" not in sent.url.raw_path
+    for name in headers:
+        if name != "authorization":
+            assert name not in sent.headers, name
+    assert "sk-webui" not in str(sent.headers.raw)
+    (row,) = ledger_rows()
+    assert row["end_user"] == "eve@example.com"  # read for the ledger, then kept here

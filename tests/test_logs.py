@@ -30,3 +30,27 @@ def test_redacts_messages_arguments_and_tracebacks() -> None:
     assert KEY not in output
     assert output.count("[redacted]") == 3
     assert "RuntimeError: upstream said [redacted]" in output
+
+
+def test_a_key_in_the_query_string_never_reaches_the_access_log() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets([KEY]))
+    logger = logging.getLogger("test.access")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:  # as uvicorn's access logger writes a request line
+        logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            "127.0.0.1:5000",
+            "POST",
+            "/v1/chat/completions?beta=true&api_key=sk-member-alice&KEY=sk-member-bob",
+            "1.1",
+            401,
+        )
+    finally:
+        logger.removeHandler(handler)
+    line = stream.getvalue()
+    assert "sk-member" not in line
+    assert "?beta=true&api_key=[redacted]&KEY=[redacted]" in line

@@ -11,17 +11,12 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from gateway.codings import DECODED_PIECE_BYTES, DecodeError, Decoder
 from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.headers import forwarded_headers, forwarded_query, returned_headers
+from gateway.redaction import Redactor
 from gateway.types import Secret
-from gateway.upstream import (
-    DECODED_PIECE_BYTES,
-    DecodeError,
-    Decoder,
-    Redactor,
-    Upstream,
-    forwarded_headers,
-    returned_headers,
-)
+from gateway.upstream import Upstream
 from tests.conftest import TEAM_KEY
 
 pytestmark = pytest.mark.anyio
@@ -84,6 +79,44 @@ def test_headers_are_filtered_both_ways() -> None:
         ]
     )
     assert returned == [(b"Content-Type", b"text/event-stream")]
+
+
+def test_no_credential_header_and_no_client_identity_crosses() -> None:
+    client = [
+        ("Api-Key", "sk-member"),
+        ("x-goog-api-key", "sk-member"),
+        ("Anthropic-Api-Key", "sk-member"),
+        ("Cookie", "session=1"),
+        ("X-OpenWebUI-User-Email", "eve@example.com"),
+        ("x-codex-turn-metadata", '{"cwd": "/home/eve/secret-project"}'),
+        ("session_id", "abc"),
+        ("x-team-user", "eve"),
+        ("Anthropic-Version", "2023-06-01"),
+        ("User-Agent", "codex/1.0"),
+    ]
+    sent = dict(forwarded_headers(client, Secret(TEAM_KEY), drop=frozenset({"x-team-user"})))
+    assert sent == {
+        "anthropic-version": "2023-06-01",
+        "user-agent": "codex/1.0",
+        "authorization": f"Bearer {TEAM_KEY}",
+    }
+    kept = forwarded_headers(client, Secret(TEAM_KEY), keep=frozenset({"session_id"}))
+    assert ("session_id", "abc") in kept
+
+
+@pytest.mark.parametrize(
+    ("query", "forwarded"),
+    [
+        (b"", b""),
+        (b"detailed=true", b"detailed=true"),
+        (b"key=sk-member", b""),
+        (b"detailed=true&API_KEY=sk-member&x=1", b"detailed=true&x=1"),
+        (b"ap%69_key=sk-member&beta=true", b"beta=true"),  # spelt escaped, still a key
+        (b"token=t&access_token=t&apikey=k", b""),
+    ],
+)
+def test_no_key_crosses_in_the_query(query: bytes, forwarded: bytes) -> None:
+    assert forwarded_query(query) == forwarded
 
 
 def redacted(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:

@@ -45,6 +45,9 @@ class UpstreamSettings:
     forward_unlisted: bool = False
     """Forward `/v1` paths missing from the endpoint table (to members no model rule
     restricts), instead of answering 404."""
+    forward_client_headers: tuple[str, ...] = ()
+    """Client identity headers (`x-openwebui-*`, `x-codex-*`, session ids) to forward all the
+    same; by default they stay at the gateway."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
