@@ -55,8 +55,17 @@ def test_members_keep_only_hashes(tmp_path: Path) -> None:
 
 def test_full_example_is_valid() -> None:
     example = Path(__file__).parents[1] / "config" / "gateway.example.toml"
-    settings = load_settings(example, {"NANOGPT_API_KEY": TEAM_KEY, "GATEWAY_KEY_CAROL": "sk-c"})
-    assert settings.members
+    environ = {
+        "NANOGPT_API_KEY": TEAM_KEY,
+        "GATEWAY_KEY_ALICE": "sk-a",
+        "GATEWAY_KEY_CAROL": "sk-c",
+    }
+    settings = load_settings(example, environ)
+    assert [m.name for m in settings.members] == ["alice", "bob", "carol"]
+    # No key is written in the example, not even in a comment: an admin copied from it as is
+    # would hold a key anyone can read.
+    text = example.read_text()
+    assert "sk-" not in text.replace('"sk-" + secrets', "")
 
 
 @pytest.mark.parametrize(
@@ -320,7 +329,16 @@ def test_allowed_hosts_default_to_the_loopback_names_on_a_loopback_address(
     tmp_path: Path,
 ) -> None:
     assert load(tmp_path, "").server.allowed_hosts == ("localhost", "127.0.0.1", "::1")
-    exposed = load(tmp_path, "[server]\nhost = '0.0.0.0'\n").server.allowed_hosts
-    assert exposed == ("*",)
-    named = "[server]\nhost = '0.0.0.0'\nallowed_hosts = ['gw.example.com']\n"
+    public = "[server]\nhost = '0.0.0.0'\n[metering]\nmetrics_port = 9464\n"
+    assert load(tmp_path, public).server.allowed_hosts == ("*",)
+    named = public.replace("[metering]", "allowed_hosts = ['gw.example.com']\n[metering]")
     assert load(tmp_path, named).server.allowed_hosts == ("gw.example.com",)
+
+
+def test_metrics_on_a_public_address_need_a_token_or_their_own_port(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "[server]\nhost = '0.0.0.0'\n")
+    assert "metering.metrics_token:" in message and "metrics_port" in message
+    token = "[server]\nhost = '0.0.0.0'\n[metering]\nmetrics_token = 'a-long-random-string'\n"
+    assert load(tmp_path, token).metering.metrics_token
+    port = "[server]\nhost = '0.0.0.0'\n[metering]\nmetrics_port = 9464\n"
+    assert load(tmp_path, port).metering.metrics_port == 9464

@@ -134,7 +134,7 @@ def test_the_compose_stack_files_agree() -> None:
     assert "uid: prometheus" in datasource  # the uid every panel names
     scrape = re.search(r"scrape_interval: (\w+)", prometheus_yml)
     assert scrape and f"timeInterval: {scrape[1]}" in datasource
-    assert 'targets: ["gateway:8080"]' in prometheus_yml
+    assert 'targets: ["gateway:9464"]' in prometheus_yml
     assert '"--port", "8080"' in compose and "ledger:/var/lib/nanogpt-gateway" in compose
 
     # The sample config loads with exactly the keys compose passes, and keeps its ledger on the
@@ -148,6 +148,7 @@ def test_the_compose_stack_files_agree() -> None:
         environ[name] = f"sk-{name.lower()}"
     settings = load_settings(DEPLOY / "gateway.toml", environ)
     assert settings.metering.ledger_path == "/var/lib/nanogpt-gateway/usage.db"
+    assert settings.metering.metrics_port == 9464  # what Prometheus scrapes
     assert len(settings.members) == len(key_envs)
 
 

@@ -143,6 +143,17 @@ def _build(
             f'auth.mode: "none" is only allowed on a loopback address, not server.host = '
             f'"{server.host}"; an open gateway would relay the team key to anyone who can reach it'
         )
+    if (
+        demo is None
+        and not _is_loopback(server.host)
+        and metering.metrics_token is None
+        and metering.metrics_port is None
+    ):
+        raise ConfigError(
+            "metering.metrics_token: /metrics shows member names, their spend and the "
+            f'balance; with server.host = "{server.host}" set metrics_token (Prometheus sends '
+            "it as a bearer token) or metrics_port (a port kept off the public network)"
+        )
     if auth.mode == "keys" and not members and fallback_member is not None:
         name, key = fallback_member
         members = (_member_defaults(name, hash_key(key), rules, default_limits),)
