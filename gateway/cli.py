@@ -29,7 +29,7 @@ from gateway.budgets import WINDOWS, period
 from gateway.config import ConfigError, Demo, Settings, load_metering, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
 from gateway.keys import hash_key
-from gateway.ledger import LedgerError, prepare, totals
+from gateway.ledger import LedgerError, prepare, spend, totals
 from gateway.limits.base import rfc3339
 from gateway.logs import configure_logging
 
@@ -182,21 +182,40 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _limits(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, os.environ, team_key_required=False)
+    settings = load_settings(
+        args.config, os.environ, team_key_required=False, members_required=False
+    )
     now = time.time()
     limiter = seeded_limiter(settings, now)
     zone = ZoneInfo(settings.limits.timezone)
     rows = []
-    members = settings.members or (settings.anonymous,)
-    for who, name in [*((m, m.name) for m in members), (None, "team")]:
+    configured = {m.name: m.limits for m in settings.members}
+    # Members the ledger knows but the config no longer (or never: `serve --demo`) names
+    # count under the [limits] defaults.
+    month = period("month", now, zone).start
+    try:
+        spent_by = spend(settings.metering.ledger_path, since=month)
+    except LedgerError as exc:
+        print(f"nanogpt-gateway limits: {exc}", file=sys.stderr)
+        return 1
+    seen = sorted({member for member, _, _ in spent_by})
+    members = [*configured, *(name for name in seen if name not in configured)]
+    defaults = settings.anonymous.limits
+    for name in [*members, None]:
         for window in WINDOWS:
             suffix = "daily" if window == "day" else "monthly"
-            owner = settings.limits if who is None else who.limits
-            budget = getattr(owner, f"{'team_' if who is None else ''}budget_usd_{suffix}")
-            spent, _ = limiter.spent(None if who is None else name, window, now)
+            if name is None:
+                budget = getattr(settings.limits, f"team_budget_usd_{suffix}")
+            else:
+                budget = getattr(configured.get(name, defaults), f"budget_usd_{suffix}")
+            spent, _ = limiter.spent(name, window, now)
             resets = rfc3339(period(window, now, zone).end)
             row = reports.LimitRow(
-                member=name, window=window, budget_usd=budget, spent_usd=spent, resets_at=resets
+                member=name or "team",
+                window=window,
+                budget_usd=budget,
+                spent_usd=spent,
+                resets_at=resets,
             )
             rows.append(row)
     print(reports.format_limits(rows, args.format))

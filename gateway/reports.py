@@ -205,7 +205,7 @@ def format_limits(rows: Sequence[LimitRow], fmt: str) -> str:
         [
             r.member,
             r.window,
-            "unlimited" if r.budget_usd is None else f"{r.budget_usd:.2f}",
+            "unlimited" if r.budget_usd is None else f"{r.budget_usd:f}",
             f"{_rounded(r.spent_usd)}",
             "unlimited" if r.left_usd is None else f"{_rounded(r.left_usd)}",
             r.resets_at,

@@ -245,3 +245,34 @@ def test_limits_shows_each_members_budgets_from_the_ledger(
     assert main(["limits", "--config", str(config)]) == 0
     table = capsys.readouterr().out
     assert "alice" in table and "unlimited" in table and "1.250000" in table
+
+
+def test_limits_counts_members_the_config_does_not_name_under_the_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As after `serve --demo`: no [[members]] in the file, the ledger has the demo member."""
+    ledger = tmp_path / "usage.db"
+    writer = SQLiteLedger(ledger)
+    writer.append(
+        Finished(
+            time=time.time(),
+            request_id="r",
+            member="demo",
+            endpoint="chat/completions",
+            status=200,
+            outcome="ok",
+            cost_usd=Decimal("0.0015"),
+        )
+    )
+    writer.close()
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"[metering]\nledger_path = {str(ledger)!r}\n[limits]\nbudget_usd_daily = 0.002\n"
+    )
+    monkeypatch.delenv("NANOGPT_API_KEY", raising=False)
+    assert main(["limits", "--config", str(config)]) == 0
+    demo_day = capsys.readouterr().out.splitlines()[1].split()
+    assert demo_day[:5] == ["demo", "day", "0.002", "0.001500", "0.000500"]
+    config.write_text(f"[metering]\nledger_path = {str(tmp_path / 'none.db')!r}\n")
+    assert main(["limits", "--config", str(config)]) == 1
+    assert "no usage ledger here" in capsys.readouterr().err

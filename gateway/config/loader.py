@@ -48,8 +48,10 @@ def load_settings(
     demo: Demo | None = None,
     fallback_member: tuple[str, str] | None = None,
     team_key_required: bool = True,
+    members_required: bool = True,
 ) -> Settings:
-    """Read, validate and resolve the whole configuration, or raise `ConfigError`.
+    """Read, validate and resolve the whole configuration, or raise `ConfigError`. Commands
+    that only read (`limits`) need neither the team key nor a member.
 
     `host`/`port` (command-line overrides) are applied before validation, so `--host 0.0.0.0`
     cannot sneak past the loopback rule of `auth.mode = "none"`. `fallback_member` (name, key)
@@ -66,6 +68,7 @@ def load_settings(
             demo=demo,
             fallback_member=fallback_member,
             team_key_required=team_key_required,
+            members_required=members_required,
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -93,6 +96,7 @@ def _build(
     demo: Demo | None,
     fallback_member: tuple[str, str] | None,
     team_key_required: bool = True,
+    members_required: bool = True,
 ) -> Settings:
     known = {*SECTIONS, "members", "pricing"}
     for key in data:
@@ -166,7 +170,7 @@ def _build(
                 f"upstream.api_key_env: the environment variable {upstream.api_key_env} holding "
                 "the team's NanoGPT key is not set (or run `nanogpt-gateway serve --demo`)"
             )
-    if auth.mode == "keys" and not members:
+    if auth.mode == "keys" and not members and members_required:
         raise ConfigError(
             'members: at least one [[members]] entry is needed when auth.mode = "keys"'
         )
