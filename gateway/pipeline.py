@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -80,8 +80,9 @@ def metered(route: MeteredRoute) -> Metered:
 
 class Metered:
     """A route as an ASGI app, tallied: every way it can end finishes the tally, except a
-    `Relay`, which finishes it when its body has ended (or the client has left). Every log line
-    written meanwhile names the request id."""
+    `Relay`, which finishes it when its body has ended (or the client has left). A client that
+    leaves before the answer (during its upload, or while NanoGPT thinks) gets none. Every log
+    line written meanwhile names the request id."""
 
     def __init__(self, route: MeteredRoute) -> None:
         self.route = route
@@ -95,13 +96,19 @@ class Metered:
         logged_as = logs.request_id.set(tally.request_id)
         try:
             answer = await self._answer(request, gateway, tally)
-            await answer(scope, receive, send)
+            if answer is not None:
+                await answer(scope, receive, send)
         finally:
             logs.request_id.reset(logged_as)
 
-    async def _answer(self, request: Request, gateway: Gateway, tally: Tally) -> Answer:
+    async def _answer(self, request: Request, gateway: Gateway, tally: Tally) -> Answer | None:
         try:
             answer = await self.route(request, gateway, tally)
+        except ClientDisconnect:
+            # Not an error of ours: nobody is left to answer, and the server logs nothing.
+            logger.info("client disconnected before the answer")
+            await tally.finish(CLIENT_CLOSED_REQUEST, "client_disconnected")
+            return None
         except GatewayError as exc:
             if isinstance(exc, UpstreamError):
                 tally.upstream_failure = exc.reason
