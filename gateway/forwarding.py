@@ -1,16 +1,20 @@
 """Forwarding a checked call to NanoGPT: asking a stream for its usage on the client's behalf
-(and taking that back if NanoGPT refuses it), and choosing what reads usage from the answer.
-Nothing here knows the HTTP client library.
+(and taking that back if NanoGPT refuses it), dropping the request if the client leaves before
+NanoGPT answers, and choosing what reads usage from the answer. Nothing here knows the HTTP
+client library.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from types import TracebackType
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from gateway import protocol
 from gateway.endpoints import Target
@@ -34,8 +38,21 @@ async def send(
     tally: Tally,
 ) -> tuple[UpstreamResponse, bool]:
     """Send the request upstream, asking for stream usage on the client's behalf where needed;
-    also says whether the relay must hide that usage from the client."""
+    also says whether the relay must hide that usage from the client. A client that leaves
+    before NanoGPT's headers arrive drops the upstream request (`ClientDisconnect`)."""
     tally.forwarded = True
+    async with _Hangup(request.receive):
+        return await _send(request, gateway, target, call, body, tally)
+
+
+async def _send(
+    request: Request,
+    gateway: Gateway,
+    target: Target,
+    call: protocol.Call,
+    body: bytes,
+    tally: Tally,
+) -> tuple[UpstreamResponse, bool]:
     if not _asks_stream_usage(gateway, call, tally):
         return await _checked(await _open(request, gateway, target, body, tally), gateway), False
     upstream = await _open(request, gateway, target, protocol.with_stream_usage(call, body), tally)
@@ -145,6 +162,46 @@ async def _refuses_stream_options(upstream: UpstreamResponse) -> bool:
     if refused:
         await upstream.aclose()
     return refused
+
+
+class _Hangup:
+    """Cancels the task it is entered in when the client disconnects, and turns that
+    cancellation into `ClientDisconnect` on the way out.
+
+    A model may think for minutes before NanoGPT sends its headers, and nothing is written to
+    the client meanwhile, so without this watch a client that gives up is noticed only at the
+    read timeout, with the whole answer billed. The body has been read by now, so what the
+    client sends next can only be its disconnect. A plain task, as in the relay: it runs once
+    per request."""
+
+    __slots__ = ("_client_left", "_receive", "_task", "_watch")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._client_left = False
+
+    async def __aenter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._watch = asyncio.ensure_future(self._cancel_on_disconnect())
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        watch = self._watch
+        watch.cancel()
+        if watch.done() and not watch.cancelled():
+            watch.exception()  # a receive() that failed: nothing left to tell
+        if kind is asyncio.CancelledError and self._client_left:
+            assert self._task is not None
+            if self._task.uncancel() == 0:  # nobody else asked: not a shutdown
+                raise ClientDisconnect() from None
+
+    async def _cancel_on_disconnect(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._task is not None:
+            self._client_left = True
+            self._task.cancel()
 
 
 def watcher_for(

@@ -1,5 +1,7 @@
-"""Clients that leave before their answer, through a real uvicorn server and a raw socket: a
-client disconnect (499), with no error and no traceback."""
+"""Clients that leave before their answer, through a real uvicorn server and a raw socket: during
+their upload, or while NanoGPT has not answered yet. Either is a client disconnect (499): no
+error, no traceback, and the upstream request is dropped at once rather than left to run (and
+be billed) until the read timeout."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import json
 import logging
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 
 from gateway.app import create_app
@@ -17,6 +21,7 @@ from tests.conftest import (
     ledger_rows,
     live_server,
     make_settings,
+    metric,
     served,
 )
 
@@ -61,3 +66,42 @@ async def test_a_client_that_leaves_during_its_upload_is_a_client_disconnect(
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     (left,) = [r for r in caplog.records if "disconnected" in r.getMessage()]
     assert (left.name, left.levelno) == ("gateway.pipeline", logging.INFO)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_client_that_leaves_before_nanogpt_answers_drops_the_upstream_request(
+    tmp_path: Path, nanogpt: FakeNanoGPT, stream: bool
+) -> None:
+    arrived, dropped = asyncio.Event(), asyncio.Event()
+
+    async def thinking(request: httpx.Request) -> httpx.Response:
+        arrived.set()
+        try:
+            await asyncio.Event().wait()  # no headers yet: a model still thinking
+        except asyncio.CancelledError:  # aiohttp cancels a handler whose client has gone
+            dropped.set()
+            raise
+        raise AssertionError("unreachable")
+
+    nanogpt.handler = thinking
+    chat = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
+    body = json.dumps({**chat, "stream": stream}).encode()
+    async with served(make_settings(tmp_path), nanogpt) as settings:
+        app = create_app(settings)
+        async with live_server(app) as url:
+            writer = await hang_up_after(url, request_head(len(body)) + body)
+            with anyio.fail_after(5):
+                await arrived.wait()
+            writer.close()
+            await writer.wait_closed()
+            with anyio.fail_after(5):  # not the 600 s read timeout
+                await dropped.wait()
+    (row,) = ledger_rows()
+    assert (row["status"], row["outcome"], row["unmetered"]) == (
+        499,
+        "client_disconnected",
+        "client_disconnected",
+    )
+    text = app.state.metrics.exposition()[0].decode()
+    assert metric(text, "nanogpt_gateway_upstream_errors_total", reason="timeout") == 0
+    assert metric(text, "nanogpt_gateway_requests_total", status="499") == 1
