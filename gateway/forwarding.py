@@ -58,11 +58,20 @@ async def _send(
     upstream = await _open(request, gateway, target, protocol.with_stream_usage(call, body), tally)
     if not await _refuses_stream_options(upstream):
         return await _checked(upstream, gateway), True
-    gateway.no_stream_usage.add(str(call.model))
     tally.stream_usage_unsupported = True
-    logger.warning(
-        "NanoGPT refused stream_options for %s; its streams go unmetered from now on", call.model
-    )
+    if "stream_options" in call.payload:
+        # The client's own stream_options may be what NanoGPT refused: one member's odd field
+        # must not switch off metering for everyone. Sent as written, it is theirs to answer.
+        logger.info(
+            "NanoGPT refused stream_options for %s; sent again as the client wrote it",
+            call.model,
+        )
+    else:
+        gateway.no_stream_usage.add(str(call.model))
+        logger.warning(
+            "NanoGPT refused stream_options for %s; its streams go unmetered from now on",
+            call.model,
+        )
     return await _checked(await _open(request, gateway, target, body, tally), gateway), False
 
 
