@@ -67,10 +67,11 @@ async def _send(
             call.model,
         )
     else:
-        gateway.no_stream_usage.add(str(call.model))
+        gateway.no_stream_usage[str(call.model)] = True
         logger.warning(
-            "NanoGPT refused stream_options for %s; its streams go unmetered from now on",
+            "NanoGPT refused stream_options for %s; its streams go unmetered for %.0f s",
             call.model,
+            gateway.no_stream_usage.ttl,
         )
     return await _checked(await _open(request, gateway, target, body, tally), gateway), False
 

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from cachetools import TTLCache
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -46,6 +47,13 @@ logger = logging.getLogger("gateway.pipeline")
 LARGE_BODY_BYTES = 256 * 1024
 """Above this, a JSON body is decoded in slices, giving the event loop a turn between them."""
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
+STREAM_OPTIONS_REFUSAL_SECONDS = 3600.0
+"""How long a model whose upstream refused `stream_options` is not asked again: NanoGPT may
+route it to another provider meanwhile, and its streams should not go unmetered for good."""
+
+
+def _refusals() -> TTLCache[str, bool]:
+    return TTLCache(maxsize=1024, ttl=STREAM_OPTIONS_REFUSAL_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +68,9 @@ class Gateway:
     limiter: Limiter
     poll_balance_now: Callable[[], None] = lambda: None
     """Ask for NanoGPT's balance at once (after it answered 402), not at the next poll."""
-    no_stream_usage: set[str] = field(default_factory=set)
-    """Models whose upstream refused `stream_options`: not asked again in this process."""
+    no_stream_usage: TTLCache[str, bool] = field(default_factory=_refusals)
+    """Models whose upstream refused the `stream_options` the gateway added: not asked again
+    for `STREAM_OPTIONS_REFUSAL_SECONDS`."""
 
 
 def gateway_of(request: Request) -> Gateway:

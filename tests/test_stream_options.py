@@ -1,9 +1,11 @@
 """What the gateway learns when NanoGPT refuses `stream_options`: only from a field the gateway
-added itself (a member's odd field must not switch off stream metering for everyone)."""
+added itself (a member's odd field must not switch off stream metering for everyone), and only
+for a while (the model may be served by another provider an hour later)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cachetools import TTLCache
 
 from gateway.app import create_app
 from tests.conftest import (
@@ -29,13 +32,26 @@ GPT = "openai/gpt-5.2"
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @contextlib.asynccontextmanager
-async def gateway(tmp_path: Path, nanogpt: FakeNanoGPT) -> AsyncIterator[httpx.AsyncClient]:
-    """The gateway in-process."""
+async def gateway(
+    tmp_path: Path, nanogpt: FakeNanoGPT, clock: Clock | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in-process; with a `clock`, its stream_options refusals are kept on it."""
     async with served(make_settings(tmp_path), nanogpt) as settings:
         app = create_app(settings)
         async with app.router.lifespan_context(app) as state:
             assert state is not None
+            if clock is not None:
+                refusals: TTLCache[str, bool] = TTLCache(maxsize=16, ttl=3600, timer=clock)
+                state["gateway"] = dataclasses.replace(state["gateway"], no_stream_usage=refusals)
             await state["gateway"].catalog.refresh()
             transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
             async with httpx.AsyncClient(
@@ -89,3 +105,22 @@ async def test_a_members_odd_stream_options_does_not_unmeter_everyone(
     alice, bob = ledger_rows()
     assert (alice["status"], alice["unmetered"]) == (400, "upstream_error")
     assert (bob["member"], bob["prompt_tokens"], bob["unmetered"]) == ("bob", 10, None)
+
+
+async def test_a_model_that_refused_stream_options_is_asked_again_an_hour_later(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    bodies = strict_upstream(nanogpt, known=set())
+    clock = Clock()
+    async with gateway(tmp_path, nanogpt, clock) as client:
+        for _ in range(2):
+            response = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+            assert response.status_code == 200
+        clock.now += 3601
+        bodies_before = len(bodies)
+        response = await client.post("/v1/chat/completions", json=chat(), headers=auth())
+        assert response.status_code == 200
+    asked = ["stream_options" in b for b in bodies]
+    assert asked[:bodies_before] == [True, False, False]  # refused once, then not asked
+    assert asked[bodies_before:] == [True, False]  # an hour later: asked again
+    assert [r["unmetered"] for r in ledger_rows()] == ["stream_usage_unsupported"] * 3
