@@ -2,9 +2,9 @@
 
 The catalog is parsed leniently, cached for a TTL and refreshed by one fetch at a time.
 Requests never wait on a refresh while a previous copy exists (stale-while-revalidate), a failed
-refresh keeps the last good copy, and with no copy at all fetches are spaced by `retry_seconds`
-so a down upstream is not stampeded. The balance is polled on an interval. Fetches are
-injected; this module knows no HTTP library.
+refresh (an empty or drastically shrunken text catalog included) keeps the last good copy, and
+with no copy at all fetches are spaced by `retry_seconds` so a down upstream is not stampeded.
+The balance is polled on an interval. Fetches are injected; this module knows no HTTP library.
 """
 
 from __future__ import annotations
@@ -247,7 +247,20 @@ class Catalog:
             *(self._media(kind) for kind in MEDIA_PATHS),
         )
         models = parse_models(text, subscription=subscription)
-        return Snapshot.of(itertools.chain(models, *media))
+        return self._plausible(Snapshot.of(itertools.chain(models, *media)))
+
+    def _plausible(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot, unless its text catalog is empty or under half the last good one: one
+        such answer from NanoGPT is a hiccup rather than news, and taken as it is, it would
+        turn every call into a 404. (A gateway with no models serves nothing, so an empty
+        first load is a failure too.)"""
+        fetched = len(snapshot.text)
+        if not fetched:
+            raise ValueError("NanoGPT sent an empty text model catalog")
+        last = len(self._last_good.text) if self._last_good is not None else 0
+        if fetched * 2 < last:
+            raise ValueError(f"NanoGPT's text model catalog shrank from {last} to {fetched} models")
+        return snapshot
 
     async def _media(self, kind: ModelKind) -> tuple[ModelInfo, ...]:
         """One optional catalog: the text catalog alone is useful, so a failure here keeps

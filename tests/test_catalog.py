@@ -52,6 +52,11 @@ class Upstream:
         return self.payload
 
 
+def with_new_model() -> dict[str, Any]:
+    """The fixture catalog with a model added in front."""
+    return {"data": [{"id": "new/model"}, *catalog_payload()["data"]]}
+
+
 def make(upstream: Upstream, clock: Clock, **options: Any) -> Catalog:
     return Catalog(upstream.fetch_json, ttl_seconds=300, retry_seconds=5, clock=clock, **options)
 
@@ -118,11 +123,11 @@ async def test_a_media_catalog_that_fails_keeps_its_last_copy() -> None:
     catalog = make(upstream, clock)
     first = await catalog.get()
     upstream.media_failures = {"image"}
-    upstream.payload = {"data": [{"id": "new/model"}]}
+    upstream.payload = with_new_model()
     clock.now += 301
     second = await catalog.refresh()
     assert second is not None and second is not first
-    assert [m.id for m in second.text] == ["new/model"]
+    assert second.text[0].id == "new/model" and len(second.text) == 8
     assert second.find("image-model-1", "image") is not None
     assert second.find("audio-model-1", "audio") is not None
 
@@ -157,13 +162,13 @@ async def test_fifty_callers_on_an_expired_catalog_share_one_fetch() -> None:
     first = await catalog.get()
     clock.now += 301
     upstream.release.clear()
-    upstream.payload = {"data": [{"id": "new/model"}]}
+    upstream.payload = with_new_model()
     results = await asyncio.gather(*(catalog.get() for _ in range(50)))
     assert all(r is first for r in results)  # nobody waits: the stale copy is served
     assert len(upstream.calls) == 2
     upstream.release.set()
     await _until(lambda: catalog.snapshot is not first)
-    assert [m.id for m in (await catalog.get()).text] == ["new/model"]
+    assert (await catalog.get()).text[0].id == "new/model"
     assert len(upstream.calls) == 2
 
 
@@ -232,3 +237,34 @@ async def _until(condition: Any) -> None:
     with anyio.fail_after(5):
         while not condition():
             await asyncio.sleep(0)
+
+
+async def test_an_empty_or_shrunken_catalog_keeps_the_last_good_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    upstream, clock = Upstream(), Clock()
+    refreshes: list[object] = []
+    catalog = make(upstream, clock, on_refresh=refreshes.append)
+    good = await catalog.get()
+    assert len(good.text) == 7
+    three = {"data": [{"id": f"m{i}"} for i in range(3)]}  # under half of 7
+    for payload, reason in [({"data": []}, "empty"), (three, "shrank from 7 to 3 models")]:
+        upstream.payload = payload
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="gateway.catalog"):
+            assert await catalog.refresh() is None
+        assert catalog.snapshot is good and await catalog.get() is good
+        (warning,) = caplog.records  # once per refresh
+        assert "catalog refresh failed" in warning.getMessage()
+        assert reason in warning.getMessage()
+    assert refreshes == [good, None, None]  # counted as failed refreshes
+    upstream.payload = {"data": [{"id": f"m{i}"} for i in range(4)]}  # half is still news
+    smaller = await catalog.refresh()
+    assert smaller is not None and [m.id for m in smaller.text] == ["m0", "m1", "m2", "m3"]
+
+
+async def test_an_empty_first_catalog_is_no_catalog() -> None:
+    upstream = Upstream()
+    upstream.payload = {"object": "list", "data": []}
+    with pytest.raises(CatalogUnavailable, match="empty text model catalog"):
+        await make(upstream, Clock()).get()
