@@ -20,7 +20,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from gateway.errors import CatalogUnavailable, GatewayError
+from gateway.errors import CatalogUnavailable, GatewayError, UpstreamTimeout
 from gateway.types import ModelInfo, ModelKind
 
 logger = logging.getLogger("gateway.catalog")
@@ -40,6 +40,9 @@ MEDIA_PATHS: dict[ModelKind, str] = {
 """Catalogs besides the text one, each optional: a failed fetch keeps that catalog's last copy."""
 
 _DETAILED = {"detailed": "true"}
+FETCH_DEADLINE_SECONDS = 30.0
+"""How long one catalog may take to arrive, however it trickles in: the read timeout bounds
+only the gap between two reads, and requests wait on the first load."""
 FetchJson = Callable[[str, Mapping[str, str]], Awaitable[Any]]
 BALANCE_PATH = "/check-balance"
 
@@ -157,10 +160,12 @@ class Catalog:
         source: str = "canonical",
         ttl_seconds: float = 300.0,
         retry_seconds: float = 5.0,
+        fetch_deadline_seconds: float = FETCH_DEADLINE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         on_refresh: Callable[[Snapshot | None], None] | None = None,
     ) -> None:
         self._fetch_json = fetch_json
+        self._deadline = fetch_deadline_seconds
         self._on_refresh = on_refresh
         self._source = source
         self._clock = clock
@@ -243,7 +248,7 @@ class Catalog:
     async def _fetch(self) -> Snapshot:
         subscription = True if self._source == "subscription" else None
         text, *media = await asyncio.gather(
-            self._fetch_json(SOURCE_PATHS[self._source], _DETAILED),
+            self._get(SOURCE_PATHS[self._source]),
             *(self._media(kind) for kind in MEDIA_PATHS),
         )
         models = parse_models(text, subscription=subscription)
@@ -262,11 +267,20 @@ class Catalog:
             raise ValueError(f"NanoGPT's text model catalog shrank from {last} to {fetched} models")
         return snapshot
 
+    async def _get(self, path: str) -> Any:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._fetch_json(path, _DETAILED)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"NanoGPT did not send {path} within {self._deadline:g}s"
+            ) from None
+
     async def _media(self, kind: ModelKind) -> tuple[ModelInfo, ...]:
         """One optional catalog: the text catalog alone is useful, so a failure here keeps
         this kind's last good copy and is logged."""
         try:
-            return parse_models(await self._fetch_json(MEDIA_PATHS[kind], _DETAILED), kind=kind)
+            return parse_models(await self._get(MEDIA_PATHS[kind]), kind=kind)
         except Exception as exc:
             logger.warning("%s models not loaded: %s", kind, exc)
             previous = self._last_good.by_kind.get(kind, {}) if self._last_good else {}

@@ -268,3 +268,39 @@ async def test_an_empty_first_catalog_is_no_catalog() -> None:
     upstream.payload = {"object": "list", "data": []}
     with pytest.raises(CatalogUnavailable, match="empty text model catalog"):
         await make(upstream, Clock()).get()
+
+
+async def test_a_catalog_that_never_finishes_arriving_is_a_failed_fetch() -> None:
+    upstream, clock = Upstream(), Clock()
+    catalog = make(upstream, clock, fetch_deadline_seconds=0.01)
+    upstream.release.clear()  # the text catalog trickles in for ever
+    with anyio.fail_after(5), pytest.raises(CatalogUnavailable, match=r"within 0\.01s"):
+        await catalog.get()
+    upstream.release.set()
+    clock.now += 5
+    good = await catalog.get()
+    upstream.release.clear()
+    clock.now += 301
+    with anyio.fail_after(5):
+        assert await catalog.get() is good  # stale while the refresh runs
+        assert await catalog.refresh() is None
+    assert catalog.snapshot is good and "within 0.01s" in (catalog.last_error or "")
+
+
+async def test_a_media_catalog_that_never_finishes_keeps_its_last_copy() -> None:
+    hanging: set[str] = set()
+    upstream = Upstream()
+
+    async def fetch_json(path: str, params: Mapping[str, str]) -> Any:
+        if path in hanging:
+            await asyncio.Event().wait()
+        return await upstream.fetch_json(path, params)
+
+    clock = Clock()
+    catalog = Catalog(fetch_json, clock=clock, fetch_deadline_seconds=0.01)
+    await catalog.get()
+    hanging.add("/v1/image-models")
+    clock.now += 301
+    with anyio.fail_after(5):
+        snapshot = await catalog.refresh()
+    assert snapshot is not None and snapshot.find("image-model-1", "image") is not None
