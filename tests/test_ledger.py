@@ -278,28 +278,92 @@ def test_a_failed_write_is_retried(path: Path) -> None:
     assert len(failures) == 1 and "writing 3 usage rows failed (attempt 1)" in failures[0]
 
 
-def test_rows_that_cannot_be_written_are_counted_as_lost(
+REFUSE = "CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+
+
+class Failures(logging.Handler):
+    """Counts the writer's failed attempts as it logs them; `seen(n)` waits for the n-th."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.count = 0
+        self.changed = threading.Condition()
+
+    def emit(self, log: logging.LogRecord) -> None:
+        if "failed (attempt" in log.getMessage():
+            with self.changed:
+                self.count += 1
+                self.changed.notify_all()
+
+    def seen(self, n: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: self.count >= n, timeout=5), "hang guard"
+
+
+@pytest.fixture
+def failures() -> Iterable[Failures]:
+    handler = Failures()
+    logging.getLogger("gateway.ledger").addHandler(handler)
+    yield handler
+    logging.getLogger("gateway.ledger").removeHandler(handler)
+
+
+def test_rows_that_cannot_be_written_wait_and_are_retried_until_they_are(
+    path: Path, failures: Failures, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(path, retry_delays=(0.001,))
+    execute(path, REFUSE)
+    with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
+        for i in range(4):
+            ledger.append(record(i))
+        with pytest.raises(LedgerError, match="still being written"):
+            ledger.flush(timeout=0.001)  # not written, and flush does not pretend otherwise
+        failures.seen(3)  # retried, again and again
+    assert not ledger.writable
+    assert (ledger.queued_rows, ledger.rows_lost) == (4, 0)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and tracebacks[0].levelno == logging.ERROR  # the first only
+
+    execute(path, "DROP TRIGGER refuse")  # space comes back
+    ledger.flush()
+    assert ledger.writable and (ledger.queued_rows, ledger.rows_lost) == (0, 0)
+    ledger.append(record(9))
+    ledger.close()
+    assert [r["request_id"] for r in rows(path)] == ["req-0", "req-1", "req-2", "req-3", "req-9"]
+
+
+def test_rows_beyond_the_queue_bound_are_lost_and_counted(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = Ledger(path, retry_delays=(0.0, 0.0))
-    execute(
-        path,
-        "CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'disk full'); END",
-    )
+    ledger = Ledger(path, retry_delays=(0.001,), max_queued_rows=3)
+    execute(path, REFUSE)  # nothing drains the queue meanwhile
+    with caplog.at_level(logging.ERROR, logger="gateway.ledger"):
+        for i in range(6):
+            ledger.append(record(i))
+    assert (ledger.queued_rows, ledger.rows_lost) == (3, 3)
+    (full,) = [r for r in caplog.records if "new rows are lost" in r.getMessage()]  # once
+    assert "request req-3 is the first" in full.getMessage()
+    execute(path, "DROP TRIGGER refuse")
+    ledger.flush()
+    ledger.close()
+    assert [r["request_id"] for r in rows(path)] == ["req-0", "req-1", "req-2"]
+    assert (ledger.queued_rows, ledger.rows_lost) == (0, 3)
+
+
+def test_close_makes_a_last_try_and_counts_what_it_could_not_write(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(path, retry_delays=(3600,))  # no retry of its own before the close
+    execute(path, REFUSE)
     with caplog.at_level(logging.ERROR, logger="gateway.ledger"):
         for i in range(4):
             ledger.append(record(i))
-        ledger.flush()  # returns: a lost batch must not hang the gateway
-    attempts = [r for r in caplog.records if "failed (attempt" in r.getMessage()]
-    assert len(attempts) == 3
+        ledger.close()  # returns: an unwritable ledger must not hang the shutdown
     [lost] = [r for r in caplog.records if "lost" in r.getMessage()]
     assert lost.levelno == logging.ERROR
     assert "4 rows lost (request ids req-0 .. req-3)" in lost.getMessage()
-
-    execute(path, "DROP TRIGGER refuse")  # the ledger keeps working once the cause is gone
-    ledger.append(record(9))
-    ledger.close()
-    assert [r["request_id"] for r in rows(path)] == ["req-9"]
+    assert (ledger.queued_rows, ledger.rows_lost) == (0, 4)
+    assert rows(path) == []
 
 
 # -- schema versions ----------------------------------------------------------------------------

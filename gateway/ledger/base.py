@@ -16,7 +16,17 @@ class LedgerError(Exception):
 class Ledger(Protocol):
     """Takes finished requests as rows. `append()` runs on the request path, so it only queues;
     `flush()` waits for what was appended before it; `close()` writes the rest and stops.
-    `append()` after `close()` raises `LedgerError`."""
+    `append()` after `close()` raises `LedgerError`. A ledger that cannot be written keeps a
+    bounded queue of rows for a retry, and says so: `writable`, `queued_rows`, `rows_lost`."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    @property
+    def queued_rows(self) -> int: ...
+
+    @property
+    def rows_lost(self) -> int: ...
 
     def append(self, record: Finished) -> None: ...
 

@@ -15,7 +15,6 @@ import os
 import sqlite3
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +91,8 @@ _GROUP_KEYS = {
     "day": "strftime('%Y-%m-%d', time, 'unixepoch')",
 }
 _BUSY_TIMEOUT_SECONDS = 5.0
+MAX_QUEUED_ROWS = 100_000
+"""Rows a ledger that cannot be written keeps for a retry (a few hundred bytes each)."""
 _EXACT = Context(prec=MAX_PREC)  # sums of decimal strings are exact at any magnitude
 
 Row = tuple[object, ...]
@@ -134,6 +135,11 @@ class SQLiteLedger:
     measured). It is a daemon thread, so a forgotten `close()` never hangs the process at exit;
     an `atexit` hook closes the ledger then, so queued rows are still written on a normal exit.
     `append()` after `close()` raises `LedgerError`.
+
+    A write that fails (a full disk, a lock another process holds) keeps its rows queued and is
+    retried after each of `retry_delays` in turn, then every last delay, until it succeeds:
+    meanwhile `writable` is false. Up to `max_queued_rows` wait; a row beyond that is lost and
+    counted in `rows_lost`, as are the rows still unwritten when `close()` makes its last try.
     """
 
     def __init__(
@@ -142,22 +148,47 @@ class SQLiteLedger:
         *,
         batch_size: int = 500,
         batch_seconds: float = 0.5,
-        retry_delays: Sequence[float] = (0.5, 2.0, 8.0),
+        retry_delays: Sequence[float] = (0.5, 2.0, 8.0, 30.0),
+        max_queued_rows: int = MAX_QUEUED_ROWS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not retry_delays:
+            raise ValueError("retry_delays must name at least one delay")
         self.path = Path(path)
         self._batch_size = batch_size
         self._batch_seconds = batch_seconds
         self._retry_delays = tuple(retry_delays)
+        self._max_queued = max_queued_rows
         self._conn = _open_for_writing(self.path)
         self._pending: deque[Finished | _Marker] = deque()
+        self._queued = 0  # appended, neither committed nor lost yet
+        self._lost = 0
+        self._overflowing = False
+        self._failures = 0  # failed attempts in a row
+        self._unwritten: list[Finished] = []  # the writer's alone, as are the next two
+        self._waiting: list[_Marker] = []
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
         self._writer = threading.Thread(target=self._run, name="gateway-ledger", daemon=True)
         self._writer.start()
         atexit.register(self.close)
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows appended and not yet committed."""
+        return self._queued
+
+    @property
+    def rows_lost(self) -> int:
+        """Rows never written: the queue was full, or the ledger closed while unwritable."""
+        return self._lost
+
+    @property
+    def writable(self) -> bool:
+        """False from a failed write until a write succeeds again."""
+        return self._failures == 0
 
     def append(self, record: Finished) -> None:
         """Queue one row; it is committed within the next batch. Never blocks on the disk."""
@@ -166,10 +197,25 @@ class SQLiteLedger:
                 raise LedgerError(
                     f"{self.path}: ledger is closed; request {record.request_id} not recorded"
                 )
-            self._pending.append(record)
+            full = self._queued >= self._max_queued
+            if full:
+                self._lost += 1
+                first_lost, self._overflowing = not self._overflowing, True
+            else:
+                self._queued += 1
+                self._pending.append(record)
+        if full and first_lost:
+            logger.error(
+                "%s: %d usage rows wait to be written; new rows are lost until the ledger "
+                "catches up (request %s is the first)",
+                self.path,
+                self._max_queued,
+                record.request_id,
+            )
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every row appended before this call is committed (or logged as lost)."""
+        """Wait until every row appended before this call is committed; `LedgerError` after
+        `timeout` (a ledger that cannot be written keeps them queued, and this waits on)."""
         marker = _Marker()
         with self._lock:
             closed = self._closed
@@ -201,44 +247,75 @@ class SQLiteLedger:
         _yield_cpu_to_requests()
         stop = False
         while not stop:
-            self._wake.wait(self._batch_seconds)
+            self._wake.wait(self._pause())
             self._wake.clear()
-            records: list[Finished] = []
-            while self._pending and not stop:
-                item = self._pending.popleft()
-                if isinstance(item, _Marker):
-                    self._write_batches(records)
-                    records = []
-                    item.done.set()
-                    stop = item.stop
-                else:
-                    records.append(item)
-            self._write_batches(records)
+            stop = self._take()
+            self._write_unwritten(last_try=stop)
 
-    def _write_batches(self, records: list[Finished]) -> None:
-        for start in range(0, len(records), self._batch_size):
-            self._write(records[start : start + self._batch_size])
+    def _pause(self) -> float:
+        if not self._failures:
+            return self._batch_seconds
+        return self._retry_delays[min(self._failures, len(self._retry_delays)) - 1]
 
-    def _write(self, records: list[Finished]) -> None:
-        for attempt in range(len(self._retry_delays) + 1):
-            try:
-                rows = [_row(r) for r in records]
-                self._conn.execute("BEGIN IMMEDIATE")
-                for start in range(0, len(rows), _ROWS_PER_INSERT):
-                    chunk = rows[start : start + _ROWS_PER_INSERT]
-                    self._conn.execute(_insert(len(chunk)), [v for row in chunk for v in row])
-                self._conn.execute("COMMIT")
-                return
-            except Exception:  # the writer must outlive any failure, or flush() would hang
-                self._rollback()
-                logger.exception(
-                    "%s: writing %d usage rows failed (attempt %d)",
-                    self.path,
-                    len(records),
-                    attempt + 1,
-                )
-            if attempt < len(self._retry_delays):
-                time.sleep(self._retry_delays[attempt])
+    def _take(self) -> bool:
+        """Move what was appended into the writer's hands; true once `close()` asked to stop."""
+        stop = False
+        while self._pending:
+            item = self._pending.popleft()
+            if isinstance(item, _Marker):
+                self._waiting.append(item)
+                stop = stop or item.stop
+            else:
+                self._unwritten.append(item)
+        return stop
+
+    def _write_unwritten(self, *, last_try: bool) -> None:
+        """Commit the unwritten rows in batches. A failure keeps them for the next try, and
+        the markers waiting behind them wait on; on the last try, it loses them."""
+        while self._unwritten:
+            batch = self._unwritten[: self._batch_size]
+            if not self._write(batch):
+                if not last_try:
+                    return
+                self._lose(self._unwritten)
+                break
+            del self._unwritten[: len(batch)]
+            with self._lock:
+                self._queued -= len(batch)
+        if self._overflowing and not self._queued:
+            self._overflowing = False
+            logger.warning("%s: the ledger has caught up; %d rows lost", self.path, self._lost)
+        for marker in self._waiting:
+            marker.done.set()
+        self._waiting.clear()
+
+    def _write(self, records: list[Finished]) -> bool:
+        try:
+            rows = [_row(r) for r in records]
+            self._conn.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                self._conn.execute(_insert(len(chunk)), [v for row in chunk for v in row])
+            self._conn.execute("COMMIT")
+        except Exception as exc:  # the writer must outlive any failure, or flush() would hang
+            self._rollback()
+            self._failures += 1
+            message = "%s: writing %d usage rows failed (attempt %d); %d rows queued"
+            args = (self.path, len(records), self._failures, self._queued)
+            if self._failures == 1:
+                logger.exception(message, *args)
+            else:  # the traceback was logged with the first attempt
+                logger.warning(message + ": %s", *args, exc)
+            return False
+        if self._failures:
+            logger.warning("%s: usage rows are written again", self.path)
+            self._failures = 0
+        return True
+
+    def _lose(self, records: list[Finished]) -> None:
+        with self._lock:
+            self._queued -= len(records)
+            self._lost += len(records)
         logger.error(
             "%s: gave up writing usage rows: %d rows lost (request ids %s .. %s)",
             self.path,
@@ -246,6 +323,7 @@ class SQLiteLedger:
             records[0].request_id,
             records[-1].request_id,
         )
+        records.clear()
 
     def _rollback(self) -> None:
         try:
