@@ -84,6 +84,7 @@ def create_app(
             )
         )
         sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
+        metrics.watch_ledger(sink)
         limits = limiter if limiter is not None else seeded_limiter(settings, clock())
         tallies = Tallies(
             metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +22,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway import pricing
 from gateway.accounting import UNMETERED_REASONS
@@ -37,6 +40,16 @@ UPSTREAM_ERROR_REASONS = ("connect", "timeout", "status_5xx", "status_4xx", "pro
 # LLM calls: a cached embedding answers in 50 ms, a reasoning model may think for minutes.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300)
+
+
+class LedgerQueue(Protocol):
+    """What the metrics read from the usage ledger at each scrape."""
+
+    @property
+    def queued_rows(self) -> int: ...
+
+    @property
+    def rows_lost(self) -> int: ...
 
 
 class Metrics:
@@ -96,6 +109,8 @@ class Metrics:
         self.balance_nano = Gauge(
             "nanogpt_balance_nano", "NanoGPT account balance in Nano.", registry=registry
         )
+        self._ledger = _LedgerCollector()
+        registry.register(self._ledger)
         # Known label values start at 0, so rates and alerts have a series before the first event.
         for reason in UPSTREAM_ERROR_REASONS:
             self.upstream_errors.labels(reason)
@@ -198,6 +213,10 @@ class Metrics:
                     model.completion_usd_per_mtok,
                 )
 
+    def watch_ledger(self, ledger: LedgerQueue) -> None:
+        """Report `ledger`'s queue depth and lost rows from now on (zeros until then)."""
+        self._ledger.ledger = ledger
+
     def balance_polled(self, usd: float, nano: float) -> None:
         self.balance_usd.set(usd)
         self.balance_nano.set(nano)
@@ -206,6 +225,28 @@ class Metrics:
         if model_id is None:
             return NO_MODEL
         return model_id if model_id in self._models else OTHER
+
+
+class _LedgerCollector(Collector):
+    """The ledger's own counts, read when scraped: its writer thread keeps them, and a failing
+    ledger is exactly when nothing else would report them."""
+
+    def __init__(self) -> None:
+        self.ledger: LedgerQueue | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        queued = self.ledger.queued_rows if self.ledger is not None else 0
+        lost = self.ledger.rows_lost if self.ledger is not None else 0
+        yield GaugeMetricFamily(
+            "nanogpt_gateway_ledger_queue_rows",
+            "Usage rows waiting to be written to the ledger.",
+            value=queued,
+        )
+        yield CounterMetricFamily(
+            "nanogpt_gateway_ledger_rows_lost",
+            "Usage rows never written: the ledger's queue was full, or it closed unwritable.",
+            value=lost,
+        )
 
 
 def _token_counts(usage: Usage) -> tuple[tuple[str, int], ...]:
