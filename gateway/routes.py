@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import policy
 from gateway.budgets import WINDOWS, period
 from gateway.endpoints import Target
-from gateway.errors import InvalidApiKey
+from gateway.errors import InvalidApiKey, error_body
 from gateway.forwarding import send, watcher_for
 from gateway.keys import presented_key
 from gateway.limits.base import budget_left, rfc3339
@@ -146,9 +146,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready once a catalog has loaded: without one, no request could be checked."""
-    catalog = gateway_of(request).catalog
+    """Ready once a catalog has loaded (without one, no request could be checked) and while
+    the usage ledger can be written (otherwise usage piles up in memory, then is lost)."""
+    gateway = gateway_of(request)
+    catalog = gateway.catalog
     snapshot = catalog.snapshot or await catalog.get()
+    if not getattr(gateway.tallies.ledger, "writable", True):  # a sink that cannot tell: ready
+        message = "The usage ledger cannot be written; its rows are queued and retried."
+        body = error_body(message, type="service_unavailable_error", code="ledger_unavailable")
+        return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready", "models": len(snapshot.text)})
 
 

@@ -7,11 +7,19 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
 from gateway.ledger.sqlite import SQLiteLedger
-from tests.conftest import FakeNanoGPT, auth, gateway_client, make_settings, metric
+from tests.conftest import (
+    FakeNanoGPT,
+    assert_openai_error,
+    auth,
+    gateway_client,
+    make_settings,
+    metric,
+)
 
 pytestmark = pytest.mark.anyio
 CHAT = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
@@ -57,3 +65,22 @@ async def test_the_ledger_queue_and_its_lost_rows_are_metrics(
         await asyncio.to_thread(ledger.flush)
         text = await scrape(client)
         assert (metric(text, QUEUE), metric(text, LOST)) == (0, 2)
+
+
+async def test_readyz_says_when_the_ledger_cannot_be_written(
+    tmp_path: Path, nanogpt: FakeNanoGPT
+) -> None:
+    path = tmp_path / "usage.db"
+    ledger = SQLiteLedger(path, batch_seconds=0.001, retry_delays=(0.001,))
+    refuse_writes(path)
+    async with gateway_client(make_settings(tmp_path), nanogpt, ledger=ledger) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        response = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        assert response.status_code == 200
+        with anyio.fail_after(5):
+            while ledger.writable:  # until the writer has tried: a readiness poll
+                await asyncio.sleep(0.001)
+        assert_openai_error(await client.get("/readyz"), 503, "ledger_unavailable")
+        execute(path, "DROP TRIGGER refuse")
+        await asyncio.to_thread(ledger.flush)
+        assert (await client.get("/readyz")).status_code == 200
