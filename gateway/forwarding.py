@@ -174,6 +174,10 @@ async def _refuses_stream_options(upstream: UpstreamResponse) -> bool:
     return refused
 
 
+WATCH_AFTER_SECONDS = 0.05
+"""How long NanoGPT may take to answer before the client's disconnect is watched for."""
+
+
 class _Hangup:
     """Cancels the task it is entered in when the client disconnects, and turns that
     cancellation into `ClientDisconnect` on the way out.
@@ -181,26 +185,34 @@ class _Hangup:
     A model may think for minutes before NanoGPT sends its headers, and nothing is written to
     the client meanwhile, so without this watch a client that gives up is noticed only at the
     read timeout, with the whole answer billed. The body has been read by now, so what the
-    client sends next can only be its disconnect. A plain task, as in the relay: it runs once
-    per request."""
+    client sends next can only be its disconnect. The watch task starts only once NanoGPT has
+    kept the request `WATCH_AFTER_SECONDS`: started at once, it cost ~10 us a request (uvloop,
+    measured), 3 % of a fast answer; behind a timer, ~3 us. A client gone meanwhile is seen as
+    soon as the watch starts."""
 
-    __slots__ = ("_client_left", "_receive", "_task", "_watch")
+    __slots__ = ("_client_left", "_receive", "_task", "_timer", "_watch")
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._client_left = False
+        self._watch: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> None:
         self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, self._start)
+
+    def _start(self) -> None:
         self._watch = asyncio.ensure_future(self._cancel_on_disconnect())
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._timer.cancel()
         watch = self._watch
-        watch.cancel()
-        if watch.done() and not watch.cancelled():
-            watch.exception()  # a receive() that failed: nothing left to tell
+        if watch is not None:
+            watch.cancel()
+            if watch.done() and not watch.cancelled():
+                watch.exception()  # a receive() that failed: nothing left to tell
         if kind is asyncio.CancelledError and self._client_left:
             assert self._task is not None
             if self._task.uncancel() == 0:  # nobody else asked: not a shutdown
