@@ -22,6 +22,10 @@ from gateway.types import Finished
 
 
 class NullLedger:
+    writable = True
+    queued_rows = 0
+    rows_lost = 0
+
     def append(self, record: Finished) -> None:
         pass
 
