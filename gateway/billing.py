@@ -17,6 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.errors import ModelNotAllowed
+from gateway.types import Member
+
 Override = Literal["paygo", "provider"]
 
 PAYGO_VALUES = frozenset({"paygo", "paid", "payg", "pay-as-you-go", "pay_as_you_go"})
@@ -80,3 +83,18 @@ DESCRIPTIONS: dict[Override, str] = {
     "provider": "provider selection (X-Provider, provider, or a provider or routing suffix "
     "such as :fast or :cheap)",
 }
+
+
+def require(needs: frozenset[Override], member: Member, what: str) -> None:
+    """403 `billing_override_not_allowed` unless `member` may use every one of `needs`."""
+    denied = refused(
+        needs, paygo=member.allow_paygo_override, provider=member.allow_provider_selection
+    )
+    if denied:
+        asks = " and ".join(DESCRIPTIONS[r] for r in denied)
+        raise ModelNotAllowed(
+            f"Member {member.name!r} may not use {asks}, which {what} asks for: it bills the "
+            "team's NanoGPT balance instead of the subscription. Ask a gateway admin "
+            "(members[].allow_paygo_override / allow_provider_selection).",
+            code="billing_override_not_allowed",
+        )

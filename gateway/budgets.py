@@ -18,7 +18,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.pricing import PER_MILLION
-from gateway.types import Price
+from gateway.types import LimitRules, Limits, Price
 
 Window = Literal["day", "month"]
 WINDOWS: tuple[Window, ...] = ("day", "month")
@@ -120,3 +120,10 @@ def estimate(
 
 def _is_count(value: Any) -> bool:
     return type(value) is int and value > 0
+
+
+def bounded(limits: Limits, rules: LimitRules) -> bool:
+    """Whether a budget bounds what a member with `limits` spends: their own, their end
+    users', the team's, or the balance floor. Such a member may not run what cannot be priced."""
+    team = (rules.team_budget_usd_daily, rules.team_budget_usd_monthly, rules.min_balance_usd)
+    return limits.budgeted or any(b is not None for b in team)

@@ -15,27 +15,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import policy
+from gateway.admission import check_billing, reserve
 from gateway.budgets import WINDOWS, period
 from gateway.endpoints import Target
 from gateway.errors import InvalidApiKey, error_body
 from gateway.forwarding import send, watcher_for
 from gateway.keys import presented_key
 from gateway.limits.base import budget_left, rfc3339
+from gateway.metered import Answer, metered
 from gateway.metrics import Metrics
 from gateway.pipeline import (
-    Answer,
     Gateway,
     allowed_model,
     authenticate,
-    check_billing,
     check_model,
     classify,
     gateway_of,
-    metered,
     parse,
     read_body,
     require_access,
-    reserve,
     translate,
 )
 from gateway.relay import Relay

@@ -65,7 +65,7 @@ async def test_a_client_that_leaves_during_its_upload_is_a_client_disconnect(
     assert nanogpt.requests == []
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     (left,) = [r for r in caplog.records if "disconnected" in r.getMessage()]
-    assert (left.name, left.levelno) == ("gateway.pipeline", logging.INFO)
+    assert (left.name, left.levelno) == ("gateway.metered", logging.INFO)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
