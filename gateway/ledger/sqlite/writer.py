@@ -1,8 +1,6 @@
-"""The SQLite usage ledger: one row per finished request, and the report queries over it.
-
-The only module that imports sqlite3. `Ledger.append()` runs on the request path, so it only
-queues; one writer thread commits rows in batches. Costs are stored as exact decimal text and
-summed with `decimal`, never as floats. The schema is versioned with `PRAGMA user_version`.
+"""The SQLite ledger's writer: `append()` runs on the request path, so it only queues; one
+writer thread commits rows in batches, keeps what it cannot write for a retry, and counts
+what it must drop. Costs are stored as exact decimal text.
 """
 
 from __future__ import annotations
@@ -16,53 +14,15 @@ import sqlite3
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import MAX_PREC, Context, Decimal
 from pathlib import Path
 
 from gateway.ledger.base import LedgerError
-from gateway.reports import GROUPINGS, NO_KEY, ReportRow
+from gateway.ledger.sqlite.schema import open_for_writing
 from gateway.types import Finished
 
 logger = logging.getLogger("gateway.ledger")
-
-MIGRATIONS: tuple[str, ...] = (
-    # 0 -> 1: the usage table
-    """
-    CREATE TABLE usage (
-        id INTEGER PRIMARY KEY,
-        time REAL NOT NULL,
-        request_id TEXT NOT NULL,
-        member TEXT NOT NULL,
-        end_user TEXT,
-        model TEXT,
-        endpoint TEXT NOT NULL,
-        status INTEGER NOT NULL,
-        outcome TEXT NOT NULL,
-        stream INTEGER NOT NULL,
-        prompt_tokens INTEGER,
-        completion_tokens INTEGER,
-        cached_prompt_tokens INTEGER,
-        reasoning_tokens INTEGER,
-        cost_usd TEXT,
-        unmetered TEXT,
-        duration_seconds REAL NOT NULL,
-        ttft_seconds REAL
-    );
-    CREATE INDEX usage_time ON usage (time);
-    """,
-    # 1 -> 2: the path forwarded, and whether the cost is what NanoGPT charged or the catalog's
-    """
-    ALTER TABLE usage ADD COLUMN path TEXT;
-    ALTER TABLE usage ADD COLUMN cost_source TEXT;
-    """,
-    # 2 -> 3: the limit that refused a request
-    """
-    ALTER TABLE usage ADD COLUMN limit_name TEXT;
-    """,
-)
-"""Migration `i` brings a ledger from schema version `i` to `i + 1`. Append only, never edit."""
 
 _INSERT = """
 INSERT INTO usage (
@@ -83,47 +43,10 @@ def _insert(rows: int) -> str:
     return _INSERT + ", ".join(["(" + ", ".join("?" * _COLUMNS) + ")"] * rows)
 
 
-_GROUP_KEYS = {
-    "member": "member",
-    "model": f"COALESCE(model, '{NO_KEY}')",
-    "endpoint": "endpoint",
-    "end_user": f"COALESCE(end_user, '{NO_KEY}')",
-    "day": "strftime('%Y-%m-%d', time, 'unixepoch')",
-}
-_BUSY_TIMEOUT_SECONDS = 5.0
 MAX_QUEUED_ROWS = 100_000
 """Rows a ledger that cannot be written keeps for a retry (a few hundred bytes each)."""
-_EXACT = Context(prec=MAX_PREC)  # sums of decimal strings are exact at any magnitude
 
 Row = tuple[object, ...]
-
-
-def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
-    """Bring the database up to `len(migrations)`, one transaction per step, and return the
-    version. A newer database than this code knows is refused rather than touched."""
-    where = _filename(conn)
-    target = len(migrations)
-    version = _user_version(conn)
-    if version > target:
-        raise LedgerError(
-            f"{where}: the ledger has schema version {version}, but this gateway knows only "
-            f"up to {target}; upgrade the gateway rather than let it rewrite newer history"
-        )
-    for step in range(version, target):
-        script = (
-            f"BEGIN IMMEDIATE;\n{migrations[step]};\nPRAGMA user_version = {step + 1};\nCOMMIT;"
-        )
-        try:
-            conn.executescript(script)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if _user_version(conn) > step:  # another process migrated it meanwhile
-                continue
-            raise LedgerError(
-                f"{where}: migration to schema version {step + 1} failed: {exc}"
-            ) from None
-    return target
 
 
 class SQLiteLedger:
@@ -160,7 +83,7 @@ class SQLiteLedger:
         self._batch_seconds = batch_seconds
         self._retry_delays = tuple(retry_delays)
         self._max_queued = max_queued_rows
-        self._conn = _open_for_writing(self.path)
+        self._conn = open_for_writing(self.path)
         self._pending: deque[Finished | _Marker] = deque()
         self._queued = 0  # appended, neither committed nor lost yet
         self._lost = 0
@@ -348,112 +271,12 @@ def _yield_cpu_to_requests() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def totals(
-    path: str | Path, *, since: float | None = None, until: float | None = None, by: str
-) -> list[ReportRow]:
-    """Per-group sums of the rows with `since <= time < until` (unix seconds, either open).
-
-    Read-only: a report never creates, migrates or locks the ledger. Rows are ordered by cost,
-    highest first (`day`: oldest day first).
-    """
-    if by not in _GROUP_KEYS:
-        raise ValueError(f"cannot group by {by!r}: expected one of {', '.join(GROUPINGS)}")
-    conditions = ["time >= :since"] if since is not None else []
-    conditions += ["time < :until"] if until is not None else []
-    query = f"""
-        SELECT {_GROUP_KEYS[by]} AS key,
-            COUNT(*),
-            COALESCE(SUM(outcome = 'refused'), 0),
-            COALESCE(SUM(unmetered IS NOT NULL), 0),
-            COALESCE(SUM(prompt_tokens), 0),
-            COALESCE(SUM(completion_tokens), 0),
-            COALESCE(SUM(cached_prompt_tokens), 0),
-            COALESCE(SUM(reasoning_tokens), 0),
-            decimal_sum(cost_usd)
-        FROM usage
-        WHERE {" AND ".join(conditions) or "1"}
-        GROUP BY key
-    """
-    with _reading(path) as conn:
-        found = conn.execute(query, {"since": since, "until": until}).fetchall()
-    rows = [
-        ReportRow(
-            key=key,
-            requests=requests,
-            refused=refused,
-            unmetered=unmetered,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached_prompt_tokens=cached,
-            reasoning_tokens=reasoning,
-            cost_usd=Decimal(cost),
-        )
-        for key, requests, refused, unmetered, prompt, completion, cached, reasoning, cost in found
-    ]
-    if by == "day":
-        return sorted(rows, key=lambda r: r.key)
-    return sorted(rows, key=lambda r: (-r.cost_usd, r.key))
-
-
-def spend(path: str | Path, *, since: float) -> list[tuple[str, str | None, Decimal]]:
-    """What each (member, end user) has spent since `since` (unix seconds), estimates included:
-    what the limiter counts against budgets, rebuilt at start-up."""
-    query = """
-        SELECT member, end_user, decimal_sum(cost_usd) FROM usage
-        WHERE time >= :since AND cost_usd IS NOT NULL
-        GROUP BY member, end_user
-    """
-    with _reading(path) as conn:
-        found = conn.execute(query, {"since": since}).fetchall()
-    return [(member, end_user, Decimal(cost)) for member, end_user, cost in found]
-
-
-@contextlib.contextmanager
-def _reading(path: str | Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to a ledger of this schema version, or `LedgerError`."""
-    file = Path(path)
-    if not file.is_file():
-        raise LedgerError(f"{path}: no usage ledger here (the gateway creates it when it starts)")
-    try:
-        conn = sqlite3.connect(file.resolve().as_uri() + "?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
-    try:
-        # typeshed types every aggregate as int -> int; ours sums TEXT into TEXT
-        conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]
-        version = _user_version(conn)
-        if version != len(MIGRATIONS):
-            raise LedgerError(
-                f"{path}: the ledger has schema version {version}, this gateway reads version "
-                f"{len(MIGRATIONS)}; start the matching gateway once to migrate it"
-            )
-        yield conn
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: cannot read the usage ledger: {exc}") from None
-    finally:
-        conn.close()
-
-
 @dataclass(frozen=True, slots=True)
 class _Marker:
     """Put through the queue behind earlier rows: set once they are committed."""
 
     stop: bool = False
     done: threading.Event = field(default_factory=threading.Event)
-
-
-class _DecimalSum:
-    """SQLite aggregate `decimal_sum(text)`: the exact sum of decimal strings, NULLs skipped."""
-
-    def __init__(self) -> None:
-        self.total = Decimal(0)
-
-    def step(self, value: str | None) -> None:
-        if value is not None:
-            self.total = _EXACT.add(self.total, Decimal(value))
-
-    def finalize(self) -> str:
-        return str(self.total)
 
 
 def _row(record: Finished) -> Row:
@@ -485,45 +308,3 @@ def _row(record: Finished) -> Row:
         record.cost_source,
         record.limit,
     )
-
-
-def prepare(path: str | Path) -> None:
-    """Create or migrate the ledger at `path` and close it again, or raise `LedgerError`: the
-    command checks the ledger before it serves, so a bad path stops start-up with one line."""
-    _open_for_writing(Path(path)).close()
-
-
-def _open_for_writing(path: Path) -> sqlite3.Connection:
-    if not path.parent.is_dir():
-        raise LedgerError(f"{path}: directory {path.parent} does not exist")
-    try:
-        # Autocommit mode: transactions are explicit BEGIN/COMMIT. Only the writer thread uses
-        # the connection after start-up, hence check_same_thread=False.
-        conn = sqlite3.connect(
-            path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-    except sqlite3.Error as exc:
-        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # durable across crashes in WAL mode
-        migrate(conn)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise LedgerError(f"{path}: not a usable usage ledger: {exc}") from None
-    except LedgerError:
-        conn.close()
-        raise
-    return conn
-
-
-def _user_version(conn: sqlite3.Connection) -> int:
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    return version
-
-
-def _filename(conn: sqlite3.Connection) -> str:
-    for _, name, filename in conn.execute("PRAGMA database_list"):
-        if name == "main":
-            return str(filename) or ":memory:"
-    return ":memory:"

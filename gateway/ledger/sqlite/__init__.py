@@ -1,0 +1,9 @@
+"""The SQLite usage ledger, the only package that imports sqlite3: `schema` (migrations,
+opening for writing), `writer` (the batched writer thread), `queries` (reports and spend).
+"""
+
+from gateway.ledger.sqlite.queries import spend, totals
+from gateway.ledger.sqlite.schema import MIGRATIONS, migrate, prepare
+from gateway.ledger.sqlite.writer import MAX_QUEUED_ROWS, SQLiteLedger
+
+__all__ = ["MAX_QUEUED_ROWS", "MIGRATIONS", "SQLiteLedger", "migrate", "prepare", "spend", "totals"]

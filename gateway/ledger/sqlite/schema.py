@@ -1,0 +1,120 @@
+"""The SQLite ledger's schema: its versioned migrations (`PRAGMA user_version`) and opening a
+file for writing, created or migrated. A newer ledger than this code knows is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.ledger.base import LedgerError
+
+MIGRATIONS: tuple[str, ...] = (
+    # 0 -> 1: the usage table
+    """
+    CREATE TABLE usage (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        request_id TEXT NOT NULL,
+        member TEXT NOT NULL,
+        end_user TEXT,
+        model TEXT,
+        endpoint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        stream INTEGER NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        cached_prompt_tokens INTEGER,
+        reasoning_tokens INTEGER,
+        cost_usd TEXT,
+        unmetered TEXT,
+        duration_seconds REAL NOT NULL,
+        ttft_seconds REAL
+    );
+    CREATE INDEX usage_time ON usage (time);
+    """,
+    # 1 -> 2: the path forwarded, and whether the cost is what NanoGPT charged or the catalog's
+    """
+    ALTER TABLE usage ADD COLUMN path TEXT;
+    ALTER TABLE usage ADD COLUMN cost_source TEXT;
+    """,
+    # 2 -> 3: the limit that refused a request
+    """
+    ALTER TABLE usage ADD COLUMN limit_name TEXT;
+    """,
+)
+"""Migration `i` brings a ledger from schema version `i` to `i + 1`. Append only, never edit."""
+
+_BUSY_TIMEOUT_SECONDS = 5.0
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[str] = MIGRATIONS) -> int:
+    """Bring the database up to `len(migrations)`, one transaction per step, and return the
+    version. A newer database than this code knows is refused rather than touched."""
+    where = _filename(conn)
+    target = len(migrations)
+    version = user_version(conn)
+    if version > target:
+        raise LedgerError(
+            f"{where}: the ledger has schema version {version}, but this gateway knows only "
+            f"up to {target}; upgrade the gateway rather than let it rewrite newer history"
+        )
+    for step in range(version, target):
+        script = (
+            f"BEGIN IMMEDIATE;\n{migrations[step]};\nPRAGMA user_version = {step + 1};\nCOMMIT;"
+        )
+        try:
+            conn.executescript(script)
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if user_version(conn) > step:  # another process migrated it meanwhile
+                continue
+            raise LedgerError(
+                f"{where}: migration to schema version {step + 1} failed: {exc}"
+            ) from None
+    return target
+
+
+def prepare(path: str | Path) -> None:
+    """Create or migrate the ledger at `path` and close it again, or raise `LedgerError`: the
+    command checks the ledger before it serves, so a bad path stops start-up with one line."""
+    open_for_writing(Path(path)).close()
+
+
+def open_for_writing(path: Path) -> sqlite3.Connection:
+    if not path.parent.is_dir():
+        raise LedgerError(f"{path}: directory {path.parent} does not exist")
+    try:
+        # Autocommit mode: transactions are explicit BEGIN/COMMIT. Only the writer thread uses
+        # the connection after start-up, hence check_same_thread=False.
+        conn = sqlite3.connect(
+            path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise LedgerError(f"{path}: cannot open the usage ledger: {exc}") from None
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # durable across crashes in WAL mode
+        migrate(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise LedgerError(f"{path}: not a usable usage ledger: {exc}") from None
+    except LedgerError:
+        conn.close()
+        raise
+    return conn
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _filename(conn: sqlite3.Connection) -> str:
+    for _, name, filename in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return str(filename) or ":memory:"
+    return ":memory:"
