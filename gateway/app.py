@@ -26,9 +26,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import endpoints, routes
+from gateway.balance import BALANCE_PATH, poll_balance
 from gateway.browsers import BrowserGuard
 from gateway.budgets import WINDOWS, Window, period
-from gateway.catalog import BALANCE_PATH, Catalog, Snapshot, poll_balance
+from gateway.catalog import Catalog, Snapshot
 from gateway.config import Settings
 from gateway.endpoints import ALL_METHODS
 from gateway.errors import GatewayError, error_body

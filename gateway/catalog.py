@@ -10,7 +10,6 @@ The balance is polled on an interval. Fetches are injected; this module knows no
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -44,7 +43,6 @@ FETCH_DEADLINE_SECONDS = 30.0
 """How long one catalog may take to arrive, however it trickles in: the read timeout bounds
 only the gap between two reads, and requests wait on the first load."""
 FetchJson = Callable[[str, Mapping[str, str]], Awaitable[Any]]
-BALANCE_PATH = "/check-balance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,33 +296,3 @@ class Catalog:
 def _consume_exception(task: asyncio.Task[Snapshot]) -> None:
     if not task.cancelled():
         task.exception()
-
-
-def parse_balance(payload: Any) -> tuple[float, float]:
-    """(USD, Nano) from `/check-balance`, which gives both as decimal strings."""
-    if not isinstance(payload, dict):
-        raise ValueError("expected a JSON object from /check-balance")
-    try:
-        return float(payload["usd_balance"]), float(payload["nano_balance"])
-    except (KeyError, TypeError, ValueError):
-        raise ValueError("expected usd_balance and nano_balance from /check-balance") from None
-
-
-async def poll_balance(
-    fetch: Callable[[], Awaitable[Any]],
-    on_balance: Callable[[float, float], None],
-    interval_seconds: float,
-    wake: asyncio.Event | None = None,
-) -> None:
-    """Poll the balance now and every `interval_seconds` (or as soon as `wake` is set), until
-    cancelled; a failed poll is logged and the last known balance stays in place."""
-    wake = wake or asyncio.Event()
-    while True:
-        try:
-            on_balance(*parse_balance(await fetch()))
-        except Exception as exc:
-            detail = exc.message if isinstance(exc, GatewayError) else str(exc)
-            logger.warning("balance check failed: %s", detail)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval_seconds)
-        wake.clear()

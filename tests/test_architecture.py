@@ -79,6 +79,7 @@ ALLOWED: dict[str, set[str]] = {
     "limits.memory": {"budgets", "limits.base", "types"},
     "reports": {"types"},
     "catalog": {"types", "errors"},
+    "balance": {"errors"},
     "upstream": {"types", "errors", "codings", "deadline", "headers", "redaction"},
     "codings": set(),
     "deadline": set(),
@@ -152,6 +153,7 @@ ALLOWED: dict[str, set[str]] = {
         "tally",
     },
     "app": {
+        "balance",
         "browsers",
         "config",
         "endpoints",
