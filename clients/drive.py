@@ -1,0 +1,671 @@
+"""Drive real clients through `nanogpt-gateway serve --demo`, record what they send, and print a
+client x check table with what the gateway's ledger metered for each.
+
+Run by `clients/run` (which installs the pinned clients first). Each client gets its own member
+key, so the ledger's `member` column tells the clients apart; a recording pass-through between
+clients and gateway keeps each request (secrets dropped) as a fixture for tests/test_clients.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from recorder import Exchange, Recorder, trim, was_trimmed
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+FIXTURES = REPO / "tests" / "fixtures" / "clients"
+CHECKS = ("chat", "stream", "tools", "responses", "messages", "embeddings")
+MODEL = "deepseek/deepseek-v3.2"
+CLAUDE = "anthropic/claude-opus-4.6"
+MODEL_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")
+
+
+@dataclass
+class Step:
+    """One non-interactive run of a client; `covers` names the checks its traffic can prove."""
+
+    name: str
+    argv: list[str]
+    covers: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: str | None = None
+
+
+@dataclass
+class Client:
+    name: str
+    version: str
+    steps: Callable[[Ctx], list[Step]]
+    na: dict[str, str] = field(default_factory=dict)
+    """Checks this client cannot do, with the reason."""
+    missing: str = ""
+    """Why the client could not be run at all (not installed, ...)."""
+
+
+@dataclass
+class Ctx:
+    """Where a client's run happens: the gateway's /v1 URL (through the recorder), the client's
+    own member key, a home directory of its own and the tools' locations."""
+
+    base: str  # http://127.0.0.1:PORT (the recorder)
+    key: str
+    home: Path
+    work: Path
+    python: str
+    node: str
+    npm_bin: Path
+    py_bin: Path
+
+    @property
+    def v1(self) -> str:
+        return f"{self.base}/v1"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "GATEWAY_BASE_URL": self.v1,
+            "GATEWAY_KEY": self.key,
+            "GATEWAY_MODEL": MODEL,
+            **extra,
+        }
+
+
+LIBRARY_CHECKS = ("chat", "stream", "tools", "responses", "embeddings")
+
+
+def _library(script: str, **env: str) -> Callable[[Ctx], list[Step]]:
+    """A library driven by one of this directory's scripts, one check per run."""
+
+    def steps(ctx: Ctx) -> list[Step]:
+        if script.endswith(".mjs"):  # run beside node_modules, where its imports resolve
+            argv = [ctx.node, str(shutil.copy(HERE / "js" / script, ctx.npm_bin.parent.parent))]
+        else:
+            argv = [ctx.python, str(HERE / "py" / script)]
+        # What each run's traffic can also prove: a tool round trip is two plain chats, the
+        # Responses run streams its first turn and calls a tool.
+        covers = {
+            "tools": ("tools", "chat"),
+            "responses": ("responses", "stream", "tools"),
+        }
+        return [
+            Step(check, [*argv, check], covers.get(check, (check,)), ctx.env(**env))
+            for check in LIBRARY_CHECKS
+        ]
+
+    return steps
+
+
+def _llm(ctx: Ctx) -> list[Step]:
+    (ctx.home / "llm").mkdir(exist_ok=True)
+    models = [
+        {
+            "model_id": "gw",
+            "model_name": MODEL,
+            "api_base": ctx.v1,
+            "api_key_name": "gateway",
+            "supports_tools": True,
+        },
+        {
+            "model_id": "gw-responses",
+            "model_name": MODEL,
+            "api_base": ctx.v1,
+            "api_key_name": "gateway",
+            "supports_tools": True,
+            "responses": True,
+        },
+    ]
+    (ctx.home / "llm" / "extra-openai-models.yaml").write_text(json.dumps(models))  # JSON is YAML
+    (ctx.home / "llm" / "keys.json").write_text(json.dumps({"gateway": ctx.key}))
+    llm = str(ctx.py_bin / "llm")
+    env = {"LLM_USER_PATH": str(ctx.home / "llm")}
+    weather = 'def lookup_weather(city: str) -> str:\n    "Current weather in a city."\n    return "Sunny"\n'
+    return [
+        Step("chat", [llm, "-m", "gw", "--no-stream", "Weather in Oslo?"], ("chat",), env),
+        Step("stream", [llm, "-m", "gw", "Weather in Oslo?"], ("stream",), env),
+        Step(
+            "tools",
+            [llm, "-m", "gw", "--functions", weather, "Weather in Oslo?"],
+            ("tools", "stream"),
+            env,
+        ),
+        Step(
+            "responses",
+            [llm, "-m", "gw-responses", "--functions", weather, "Weather in Oslo?"],
+            ("responses", "stream", "tools"),
+            env,
+        ),
+        # llm's OpenAI embedding models take no api_base; the openai SDK under them reads
+        # OPENAI_BASE_URL and OPENAI_API_KEY.
+        Step(
+            "embeddings",
+            [llm, "embed", "-m", "3-small", "-c", "hello"],
+            ("embeddings",),
+            {**env, "OPENAI_BASE_URL": ctx.v1, "OPENAI_API_KEY": ctx.key},
+        ),
+    ]
+
+
+def _codex(ctx: Ctx) -> list[Step]:
+    home = ctx.home / "codex"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(
+        f'model = "{MODEL}"\nmodel_provider = "gateway"\n\n'
+        "[model_providers.gateway]\n"
+        'name = "nanogpt-gateway"\n'
+        f'base_url = "{ctx.v1}"\n'
+        'env_key = "GATEWAY_KEY"\n'
+        'wire_api = "responses"\n'
+    )
+    argv = [
+        str(ctx.npm_bin / "codex"),
+        "exec",
+        "--skip-git-repo-check",
+        "--sandbox",
+        "read-only",
+        "List the files here",
+    ]
+    return [
+        Step(
+            "exec",
+            argv,
+            ("responses", "stream", "tools"),
+            {"CODEX_HOME": str(home), "GATEWAY_KEY": ctx.key},
+        )
+    ]
+
+
+def _claude(ctx: Ctx) -> list[Step]:
+    env = {
+        "ANTHROPIC_BASE_URL": ctx.base,
+        "ANTHROPIC_API_KEY": ctx.key,
+        "ANTHROPIC_MODEL": CLAUDE,
+        "ANTHROPIC_DEFAULT_HAIKU_MODEL": CLAUDE,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+    }
+    argv = [
+        str(ctx.npm_bin / "claude"),
+        "-p",
+        "List the files here",
+        "--output-format",
+        "json",
+        "--tools",
+        "Bash,Read",
+    ]
+    return [Step("print", argv, ("messages", "stream", "tools"), env)]
+
+
+def _opencode(ctx: Ctx) -> list[Step]:
+    config = {
+        "$schema": "https://opencode.ai/config.json",
+        "provider": {
+            "gateway": {
+                "npm": "@ai-sdk/openai-compatible",
+                "name": "nanogpt-gateway",
+                "options": {"baseURL": ctx.v1, "apiKey": "{env:GATEWAY_KEY}"},
+                "models": {MODEL: {"name": "DeepSeek V3.2", "tool_call": True}},
+            }
+        },
+        "model": f"gateway/{MODEL}",
+        "autoupdate": False,
+        "share": "disabled",
+    }
+    path = ctx.home / "opencode.json"
+    path.write_text(json.dumps(config, indent=2))
+    env = {
+        "OPENCODE_CONFIG": str(path),
+        "GATEWAY_KEY": ctx.key,
+        "OPENCODE_DISABLE_MODELS_FETCH": "1",
+        "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    }
+    argv = [str(ctx.npm_bin / "opencode"), "run", "-m", f"gateway/{MODEL}", "List the files here"]
+    return [Step("run", argv, ("chat", "stream", "tools"), env)]
+
+
+def _cline(ctx: Ctx) -> list[Step]:
+    config = str(ctx.home / "cline")
+    cline = str(ctx.npm_bin / "cline")
+    auth = [
+        cline,
+        "auth",
+        "-p",
+        "openai",
+        "-k",
+        ctx.key,
+        "-b",
+        ctx.v1,
+        "-m",
+        MODEL,
+        "--config",
+        config,
+    ]
+    run = [cline, "--config", config, "--json", "-t", "60", "List the files here"]
+    return [Step("auth", auth, ()), Step("task", run, ("chat", "stream", "tools"))]
+
+
+def _continue(ctx: Ctx) -> list[Step]:
+    path = ctx.home / "continue.yaml"
+    model = {
+        "name": "gateway",
+        "provider": "openai",
+        "model": MODEL,
+        "apiBase": ctx.v1,
+        "apiKey": ctx.key,
+        "roles": ["chat"],
+        "capabilities": ["tool_use"],
+    }
+    path.write_text(
+        json.dumps(
+            {"name": "nanogpt-gateway", "version": "1.0.0", "schema": "v1", "models": [model]}
+        )
+    )
+    argv = [str(ctx.npm_bin / "cn"), "-p", "--config", str(path), "List the files here"]
+    return [
+        Step(
+            "print",
+            argv,
+            ("chat", "stream", "tools"),
+            {"CONTINUE_GLOBAL_DIR": str(ctx.home / "continue")},
+        )
+    ]
+
+
+def clients(versions: dict[str, str]) -> list[Client]:
+    agent_na = {"embeddings": "an agent CLI: no embeddings call"}
+    return [
+        Client(
+            "openai-py",
+            versions.get("openai", "?"),
+            _library("openai_sdk.py"),
+            {"messages": "speaks OpenAI only"},
+        ),
+        Client(
+            "langchain-openai",
+            versions.get("langchain-openai", "?"),
+            _library("langchain_openai_checks.py"),
+            {"messages": "speaks OpenAI only"},
+        ),
+        Client(
+            "litellm",
+            versions.get("litellm", "?"),
+            _library("litellm_checks.py", LITELLM_LOCAL_MODEL_COST_MAP="True"),
+            {"messages": "used through its openai/ provider"},
+        ),
+        Client("llm", versions.get("llm", "?"), _llm, {"messages": "speaks OpenAI only"}),
+        Client(
+            "openai-js",
+            versions.get("npm:openai", "?"),
+            _library("openai_sdk.mjs"),
+            {"messages": "speaks OpenAI only"},
+        ),
+        Client(
+            "ai-sdk",
+            versions.get("npm:ai", "?"),
+            _library("ai_sdk.mjs"),
+            {"messages": "@ai-sdk/anthropic not driven"},
+        ),
+        Client(
+            "codex",
+            versions.get("npm:@openai/codex", "?"),
+            _codex,
+            {
+                "chat": 'wire_api = "responses": streams only',
+                "messages": "speaks Responses",
+                **agent_na,
+            },
+        ),
+        Client(
+            "claude-code",
+            versions.get("npm:@anthropic-ai/claude-code", "?"),
+            _claude,
+            {
+                "chat": "speaks Anthropic Messages",
+                "responses": "speaks Anthropic Messages",
+                **agent_na,
+            },
+        ),
+        Client(
+            "opencode",
+            versions.get("npm:opencode-ai", "?"),
+            _opencode,
+            {
+                "responses": "@ai-sdk/openai-compatible speaks chat",
+                "messages": "configured as OpenAI-compatible",
+                **agent_na,
+            },
+        ),
+        Client(
+            "cline",
+            versions.get("npm:cline", "?"),
+            _cline,
+            {
+                "responses": "its OpenAI Compatible provider speaks chat",
+                "messages": "configured as OpenAI-compatible",
+                **agent_na,
+            },
+        ),
+        Client(
+            "continue",
+            versions.get("npm:@continuedev/cli", "?"),
+            _continue,
+            {
+                "responses": "provider openai with apiBase speaks chat",
+                "messages": "configured as OpenAI-compatible",
+                **agent_na,
+            },
+        ),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def member_key(client: str) -> str:
+    return f"sk-client-{client}-{hashlib.sha256(client.encode()).hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def gateway(python: str, tmp: Path, names: list[str]) -> Iterator[tuple[str, Path]]:
+    """`serve --demo` on a free port, its ledger in `tmp`, one member per client."""
+    ledger = tmp / "ledger.db"
+    members = "".join(
+        f'\n[[members]]\nname = "{n}"\nkey_sha256 = "{hashlib.sha256(member_key(n).encode()).hexdigest()}"\n'
+        for n in names
+    )
+    config = tmp / "gateway.toml"
+    config.write_text(f'[metering]\nledger_path = "{ledger}"\n{members}')
+    port = free_port()
+    log = (tmp / "gateway.log").open("w")
+    env = {k: v for k, v in os.environ.items() if k not in ("NANOGPT_API_KEY", "GATEWAY_CONFIG")}
+    process = subprocess.Popen(
+        [python, "-m", "gateway", "serve", "--demo", "--config", str(config), "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # readiness poll, bounded
+            if process.poll() is not None:
+                raise SystemExit(f"gateway exited: {(tmp / 'gateway.log').read_text()}")
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(base + "/readyz", timeout=2).status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit("gateway did not become ready")
+            time.sleep(0.1)
+        yield base, ledger
+    finally:
+        process.terminate()
+        process.wait(timeout=30)  # the ledger is flushed at shutdown
+        log.close()
+
+
+async def run_step(step: Step, ctx: Ctx, timeout: float, log: Path) -> tuple[bool, str]:
+    env = {
+        **os.environ,
+        "HOME": str(ctx.home),
+        "XDG_CONFIG_HOME": str(ctx.home / ".config"),
+        "XDG_DATA_HOME": str(ctx.home / ".local/share"),
+        "XDG_CACHE_HOME": str(ctx.home / ".cache"),
+        "NO_COLOR": "1",
+        "CI": "1",
+        **step.env,
+    }
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        if name not in step.env:
+            env.pop(name, None)
+    env["PATH"] = f"{Path(ctx.node).parent}:{env.get('PATH', '')}"
+    process = await asyncio.create_subprocess_exec(
+        *step.argv,
+        cwd=ctx.work,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
+        await process.wait()
+        return False, f"timed out after {timeout:.0f}s"
+    text = out.decode("utf-8", "replace")
+    with log.open("a") as f:
+        f.write(f"$ {' '.join(step.argv)[:300]}\n{text}\n[exit {process.returncode}]\n\n")
+    if process.returncode != 0:
+        tail = " ".join(text.strip().splitlines()[-2:])[-160:]
+        return False, f"exit {process.returncode}: {tail}"
+    return True, ""
+
+
+def proves(check: str, exchanges: list[Exchange]) -> bool:
+    """Whether the recorded traffic shows `check` working end to end."""
+    ok = [e for e in exchanges if 200 <= e.status < 300]
+    model_calls = [e for e in ok if e.path in MODEL_PATHS]
+    if check == "chat":
+        return any(e.path == "/v1/chat/completions" for e in model_calls)
+    if check == "stream":
+        return any(
+            e.ends_with in ("[DONE]", "response.completed", "message_stop") for e in model_calls
+        )
+    if check == "tools":
+        called = [i for i, e in enumerate(exchanges) if e.tool_calls and e in model_calls]
+        return bool(called) and any(e in model_calls for e in exchanges[called[0] + 1 :])
+    if check in ("responses", "messages", "embeddings"):
+        return any(e.path == f"/v1/{check}" for e in ok)
+    return False
+
+
+def write_fixture(client: Client, step: Step, exchanges: list[Exchange]) -> None:
+    bodies = [e.body for e in exchanges]
+    source = (
+        f"Recorded by clients/run: {client.name} {client.version} through serve --demo, step "
+        f"'{step.name}' ({', '.join(step.covers) or 'setup'}). Secrets dropped from headers."
+    )
+    if any(was_trimmed(b) for b in bodies):
+        source += " Strings over 1500 characters (system prompts, tool manuals) trimmed to 300."
+    document = {
+        "_source": source,
+        "client": client.name,
+        "version": client.version,
+        "requests": [e.fixture() for e in exchanges],
+    }
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    path = FIXTURES / f"{client.name.replace('-', '_')}_{step.name}.json"
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    assert trim(document) == document
+
+
+def metered(ledger: Path) -> dict[str, tuple[int, int, int, Decimal]]:
+    """Per member: rows, prompt tokens, completion tokens, cost."""
+    totals: dict[str, tuple[int, int, int, Decimal]] = {}
+    with contextlib.closing(sqlite3.connect(ledger)) as db:
+        for member, prompt, completion, cost in db.execute(
+            "SELECT member, prompt_tokens, completion_tokens, cost_usd FROM usage"
+        ):
+            rows, p, c, usd = totals.get(member, (0, 0, 0, Decimal(0)))
+            totals[member] = (
+                rows + 1,
+                p + (prompt or 0),
+                c + (completion or 0),
+                usd + Decimal(cost or 0),
+            )
+    return totals
+
+
+def pinned() -> dict[str, str]:
+    """The versions clients/run installs: package.json (npm) and requirements.txt (PyPI)."""
+    found = {
+        f"npm:{k}": v
+        for k, v in json.loads((HERE / "package.json").read_text())["dependencies"].items()
+    }
+    for line in (HERE / "requirements.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        found[name.strip()] = version.strip()
+    return found
+
+
+async def drive(args: argparse.Namespace) -> int:
+    cache = Path(args.cache).resolve()
+    roster = clients(pinned())
+    if args.only:
+        roster = [c for c in roster if c.name in args.only.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-clients-"))
+    log = tmp / "clients.log"
+    python = str(cache / "py" / "bin" / "python")
+    node = (
+        shutil.which("node", path=f"{cache / 'node' / 'bin'}:{os.environ.get('PATH', '')}")
+        or "node"
+    )
+    results: dict[str, dict[str, str]] = {}
+    with gateway(sys.executable, tmp, [c.name for c in roster]) as (gateway_url, ledger):
+        recorder = Recorder(gateway_url)
+        await recorder.start()
+        try:
+            for client in roster:
+                results[client.name] = await drive_one(
+                    client, recorder, cache, tmp, python, node, log, args
+                )
+        finally:
+            await recorder.stop()
+    totals = metered(ledger)
+    print_table(roster, results, totals)
+    print(f"\nlogs: {log}  gateway: {tmp / 'gateway.log'}  ledger: {ledger}")
+    return 0
+
+
+async def drive_one(
+    client: Client,
+    recorder: Recorder,
+    cache: Path,
+    tmp: Path,
+    python: str,
+    node: str,
+    log: Path,
+    args: argparse.Namespace,
+) -> dict[str, str]:
+    home = tmp / client.name
+    work = home / "work"
+    work.mkdir(parents=True)
+    (work / "README.txt").write_text("A scratch directory for a client run.\n")
+    npm_bin, py_bin = cache / "npm" / "node_modules" / ".bin", cache / "py" / "bin"
+    ctx = Ctx(recorder.url, member_key(client.name), home, work, python, node, npm_bin, py_bin)
+    cells: dict[str, str] = {}
+    evidence: dict[str, list[Exchange]] = {}
+    failures: dict[str, str] = {}
+    started = time.monotonic()
+    with log.open("a") as f:
+        f.write(f"===== {client.name} {client.version}\n")
+    steps = client.steps(ctx)
+    absent = [
+        s.argv[0] for s in steps if s.argv[0].startswith("/") and not Path(s.argv[0]).exists()
+    ]
+    if absent:
+        return {c: client.na.get(c, f"not installed ({absent[0]})") for c in CHECKS}
+    for step in steps:
+        left = args.client_timeout - (time.monotonic() - started)
+        if left <= 5:
+            failures.update({c: "client time box spent" for c in step.covers})
+            continue
+        recorder.label = (client.name, step.name)
+        ok, why = await run_step(step, ctx, min(args.step_timeout, left), log)
+        exchanges = recorder.exchanges.get((client.name, step.name), [])
+        if exchanges and args.record:
+            write_fixture(client, step, exchanges)
+        for check in step.covers:
+            evidence.setdefault(check, []).extend(exchanges)
+            if not ok:
+                failures.setdefault(check, why)
+            elif not proves(check, exchanges):
+                failures.setdefault(check, f"step {step.name}: traffic shows no {check}")
+        if not ok and not step.covers:
+            failures["_setup"] = f"{step.name}: {why}"
+    for check in CHECKS:
+        if check in client.na:
+            cells[check] = "n/a: " + client.na[check]
+        elif check in failures and not proves(check, evidence.get(check, [])):
+            cells[check] = "FAIL: " + failures[check]
+        elif check in evidence and proves(check, evidence[check]):
+            cells[check] = "pass"
+        elif "_setup" in failures:
+            cells[check] = "FAIL: " + failures["_setup"]
+        else:
+            cells[check] = "n/a: not exercised"
+    return cells
+
+
+def print_table(
+    roster: list[Client],
+    results: dict[str, dict[str, str]],
+    totals: dict[str, tuple[int, int, int, Decimal]],
+) -> None:
+    def mark(cell: str) -> str:
+        return "pass" if cell == "pass" else ("FAIL" if cell.startswith("FAIL") else "n/a")
+
+    header = ["client", "version", *CHECKS, "rows", "prompt", "completion", "cost_usd"]
+    lines = [header]
+    for client in roster:
+        rows, p, c, usd = totals.get(client.name, (0, 0, 0, Decimal(0)))
+        cells = results.get(client.name, {})
+        lines.append(
+            [
+                client.name,
+                client.version,
+                *(mark(cells.get(k, "n/a")) for k in CHECKS),
+                str(rows),
+                str(p),
+                str(c),
+                f"{usd:.6f}",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for i, line in enumerate(lines):
+        print("| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print()
+    for client in roster:
+        for check, cell in results.get(client.name, {}).items():
+            if cell != "pass":
+                print(f"{client.name} / {check}: {cell}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", default=os.environ.get("CLIENTS_CACHE", str(HERE / ".cache")))
+    parser.add_argument("--only", help="comma-separated client names")
+    parser.add_argument("--client-timeout", type=float, default=120.0)
+    parser.add_argument("--step-timeout", type=float, default=90.0)
+    parser.add_argument(
+        "--no-record", dest="record", action="store_false", help="write no fixtures"
+    )
+    return asyncio.run(drive(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
