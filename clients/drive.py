@@ -32,7 +32,7 @@ from recorder import Exchange, Recorder, trim, was_trimmed
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FIXTURES = REPO / "tests" / "fixtures" / "clients"
-CHECKS = ("chat", "stream", "tools", "responses", "messages", "embeddings")
+CHECKS = ("chat", "stream", "tools", "responses", "messages", "structured", "embeddings")
 MODEL = "deepseek/deepseek-v3.2"
 CLAUDE = "anthropic/claude-opus-4.6"
 MODEL_PATHS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")
@@ -87,7 +87,7 @@ class Ctx:
         }
 
 
-LIBRARY_CHECKS = ("chat", "stream", "tools", "responses", "embeddings")
+LIBRARY_CHECKS = ("chat", "stream", "tools", "responses", "structured", "embeddings")
 
 
 def _library(script: str, **env: str) -> Callable[[Ctx], list[Step]]:
@@ -121,6 +121,7 @@ def _llm(ctx: Ctx) -> list[Step]:
             "api_base": ctx.v1,
             "api_key_name": "gateway",
             "supports_tools": True,
+            "supports_schema": True,
         },
         {
             "model_id": "gw-responses",
@@ -128,6 +129,7 @@ def _llm(ctx: Ctx) -> list[Step]:
             "api_base": ctx.v1,
             "api_key_name": "gateway",
             "supports_tools": True,
+            "supports_schema": True,
             "responses": True,
         },
     ]
@@ -149,6 +151,12 @@ def _llm(ctx: Ctx) -> list[Step]:
             "responses",
             [llm, "-m", "gw-responses", "--functions", weather, "Weather in Oslo?"],
             ("responses", "stream", "tools"),
+            env,
+        ),
+        Step(
+            "structured",
+            [llm, "-m", "gw", "--schema", "city, sunny bool", "Weather in Oslo?"],
+            ("structured",),
             env,
         ),
         # llm's OpenAI embedding models take no api_base; the openai SDK under them reads
@@ -288,7 +296,10 @@ def _continue(ctx: Ctx) -> list[Step]:
 
 
 def clients(versions: dict[str, str]) -> list[Client]:
-    agent_na = {"embeddings": "an agent CLI: no embeddings call"}
+    agent_na = {
+        "embeddings": "an agent CLI: no embeddings call",
+        "structured": "an agent CLI: no structured-output mode driven",
+    }
     return [
         Client(
             "openai-py",
@@ -476,9 +487,22 @@ def proves(check: str, exchanges: list[Exchange]) -> bool:
     if check == "tools":
         called = [i for i, e in enumerate(exchanges) if e.tool_calls and e in model_calls]
         return bool(called) and any(e in model_calls for e in exchanges[called[0] + 1 :])
+    if check == "structured":
+        return any(_asks_for_json(e.body) for e in model_calls)
     if check in ("responses", "messages", "embeddings"):
         return any(e.path == f"/v1/{check}" for e in ok)
     return False
+
+
+def _asks_for_json(body: object) -> bool:
+    """A chat `response_format` or a Responses `text.format` naming a JSON schema or object."""
+    if not isinstance(body, dict):
+        return False
+    text = body.get("text")
+    format_ = body.get("response_format") or (
+        text.get("format") if isinstance(text, dict) else None
+    )
+    return isinstance(format_, dict) and format_.get("type") in ("json_schema", "json_object")
 
 
 def write_fixture(client: Client, step: Step, exchanges: list[Exchange]) -> None:

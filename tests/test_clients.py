@@ -133,6 +133,35 @@ def assert_shape(endpoint: str, request: dict[str, Any], response: httpx.Respons
         assert body["data"] and body["data"][0]["embedding"]
 
 
+def asks_for_json(body: dict[str, Any]) -> bool:
+    text = body.get("text")
+    format_ = body.get("response_format") or (
+        text.get("format") if isinstance(text, dict) else None
+    )
+    return isinstance(format_, dict) and format_.get("type") in ("json_schema", "json_object")
+
+
+def answer_text(endpoint: str, response: httpx.Response) -> str:
+    """The text a client assembles from a chat or Responses answer, streamed or not."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        found = events(response.text)
+        if endpoint == "responses":
+            return "".join(d["delta"] for n, d in found if n == "response.output_text.delta")
+        return "".join(
+            (choice.get("delta") or {}).get("content") or ""
+            for _, d in found
+            if d is not None
+            for choice in d.get("choices") or []
+        )
+    body = response.json()
+    if endpoint == "responses":
+        parts = [i["content"] for i in body["output"] if i["type"] == "message"]
+        return "".join(
+            p["text"] for content in parts for p in content if p["type"] == "output_text"
+        )
+    return str(body["choices"][0]["message"]["content"])
+
+
 def test_every_client_was_recorded_without_its_secrets() -> None:
     clients = {path.name.split("_")[0] for path in RECORDED}
     assert {"openai", "langchain", "litellm", "llm", "ai", "codex", "claude", "opencode"} <= clients
@@ -155,6 +184,8 @@ async def test_a_recorded_client_gets_what_it_got_and_is_metered(
             response = await replay(client, request)
             assert_shape(endpoint, request, response)
             assert tools_called(endpoint, response) == request["seen"]["tool_calls"]
+            if asks_for_json(request["body"] or {}):  # structured output parses as asked
+                assert isinstance(json.loads(answer_text(endpoint, response)), dict)
     rows = ledger_rows(tmp_path / "gateway-usage.db")
     assert [row["endpoint"] for row in rows] == [r["path"].removeprefix("/v1/") for r in requests]
     for row in rows:

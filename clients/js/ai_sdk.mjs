@@ -2,7 +2,7 @@
 // tools and embeddings, `@ai-sdk/openai` for the Responses API. One check per run (argv[2]).
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { createOpenAI } from "@ai-sdk/openai";
-import { embed, generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
+import { embed, generateObject, generateText, jsonSchema, stepCountIs, streamText, tool } from "ai";
 
 const settings = { baseURL: process.env.GATEWAY_BASE_URL, apiKey: process.env.GATEWAY_KEY };
 const compatible = createOpenAICompatible({ name: "gateway", includeUsage: true, ...settings });
@@ -42,6 +42,12 @@ const checks = {
   },
   tools: () => loop(compatible(modelId)),
   responses: () => loop(openai.responses(modelId)),
+  async structured() {
+    const schema = jsonSchema({ type: "object", properties: { city: { type: "string" }, sunny: { type: "boolean" } }, required: ["city", "sunny"], additionalProperties: false });
+    const { object } = await generateObject({ model: openai.responses(modelId), schema, prompt, maxRetries: 0 });
+    check(typeof object.sunny === "boolean", "answer not in the schema");
+    return JSON.stringify(object);
+  },
   async embeddings() {
     const { embedding } = await embed({ model: compatible.embeddingModel("text-embedding-3-small"), value: "hello", maxRetries: 0 });
     check(embedding.length > 0, "no vector");

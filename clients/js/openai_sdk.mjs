@@ -47,6 +47,15 @@ const checks = {
     check(second.output_text.includes("Sunny"), "function output not answered");
     return second.output_text;
   },
+  async structured() {
+    const format = { name: "weather", strict: true, schema: { type: "object", properties: { city: { type: "string" }, sunny: { type: "boolean" } }, required: ["city", "sunny"], additionalProperties: false } };
+    const chat = await client.chat.completions.create({ model, messages: ask, response_format: { type: "json_schema", json_schema: format } });
+    check(typeof JSON.parse(chat.choices[0].message.content).sunny === "boolean", "chat answer not in the schema");
+    const answer = await client.responses.create({ model, input: "Weather in Oslo?", text: { format: { type: "json_schema", ...format } } });
+    const parsed = JSON.parse(answer.output_text);
+    check(typeof parsed.sunny === "boolean", "Responses answer not in the schema");
+    return JSON.stringify(parsed);
+  },
   async embeddings() {
     const answer = await client.embeddings.create({ model: "text-embedding-3-small", input: "hello" });
     check(answer.data[0].embedding.length > 0, "no vector");

@@ -9,6 +9,7 @@ import sys
 from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+from pydantic import BaseModel
 
 SETTINGS = {
     "base_url": os.environ["GATEWAY_BASE_URL"],
@@ -50,6 +51,18 @@ def tools() -> str:
 
 def responses() -> str:
     return _loop(ChatOpenAI(model=MODEL, use_responses_api=True, streaming=True, **SETTINGS))
+
+
+class Weather(BaseModel):
+    city: str
+    sunny: bool
+
+
+def structured() -> str:
+    llm = ChatOpenAI(model=MODEL, **SETTINGS).with_structured_output(Weather)
+    answer = llm.invoke("Weather in Oslo?")
+    assert isinstance(answer, Weather), answer
+    return answer.model_dump_json()
 
 
 def embeddings() -> str:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import litellm
+from pydantic import BaseModel
 
 SETTINGS: dict[str, Any] = {
     "api_base": os.environ["GATEWAY_BASE_URL"],
@@ -82,6 +83,16 @@ def responses() -> str:
     )
     assert "Sunny" in text, text
     return text
+
+
+class Weather(BaseModel):
+    city: str
+    sunny: bool
+
+
+def structured() -> str:
+    answer = litellm.completion(model=MODEL, messages=ASK, response_format=Weather, **SETTINGS)
+    return Weather.model_validate_json(answer.choices[0].message.content).model_dump_json()
 
 
 def embeddings() -> str:

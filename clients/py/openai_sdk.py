@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from openai import OpenAI
+from pydantic import BaseModel
 
 client = OpenAI(
     base_url=os.environ["GATEWAY_BASE_URL"], api_key=os.environ["GATEWAY_KEY"], max_retries=0
@@ -65,6 +66,20 @@ def responses() -> str:
     text = client.responses.create(model=MODEL, input=follow_up, tools=offered).output_text
     assert "Sunny" in text, text
     return text
+
+
+class Weather(BaseModel):
+    city: str
+    sunny: bool
+
+
+def structured() -> str:
+    # The SDK's parse helpers: a strict json_schema response_format, the answer validated.
+    chat = client.chat.completions.parse(model=MODEL, messages=ASK, response_format=Weather)
+    assert isinstance(chat.choices[0].message.parsed, Weather)
+    answer = client.responses.parse(model=MODEL, input="Weather in Oslo?", text_format=Weather)
+    assert isinstance(answer.output_parsed, Weather)
+    return answer.output_parsed.model_dump_json()
 
 
 def embeddings() -> str:
