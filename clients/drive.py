@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -474,6 +475,15 @@ async def run_step(step: Step, ctx: Ctx, timeout: float, log: Path) -> tuple[boo
     return True, ""
 
 
+def reap(tmp: Path) -> None:
+    """End what the clients left running from this run's directory (Cline starts a hub daemon
+    in a session of its own): found by the run's unique path in their command lines."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(tmp).encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGTERM)
+
+
 def proves(check: str, exchanges: list[Exchange]) -> bool:
     """Whether the recorded traffic shows `check` working end to end."""
     ok = [e for e in exchanges if 200 <= e.status < 300]
@@ -577,6 +587,7 @@ async def drive(args: argparse.Namespace) -> int:
                 )
         finally:
             await recorder.stop()
+    reap(tmp)
     totals = metered(ledger)
     print_table(roster, results, totals)
     print(f"\nlogs: {log}  gateway: {tmp / 'gateway.log'}  ledger: {ledger}")
