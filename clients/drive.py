@@ -2,9 +2,9 @@
 client x check table with what the gateway's ledger metered for each.
 
 Run by `clients/run` (which installs the pinned clients first); the clients and their settings
-are in `roster.py`. Each client gets its own member
-key, so the ledger's `member` column tells the clients apart; a recording pass-through between
-clients and gateway keeps each request (secrets dropped) as a fixture for tests/test_clients.py.
+are in `roster.py`. Each client gets its own member key, so the ledger's `member` column tells
+the clients apart; a recording pass-through between clients and gateway keeps each request
+(secrets dropped) as a fixture for tests/test_clients.py.
 """
 
 from __future__ import annotations
