@@ -51,7 +51,9 @@ async def gateway(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         async with app.router.lifespan_context(app) as started:
             state = dict(started or {})
             transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://localhost"
+            ) as client:
                 await state["gateway"].catalog.refresh()
                 yield client
 
