@@ -151,7 +151,9 @@ def test_a_budget_counts_reservations_in_flight_and_names_itself(make) -> None: 
     error = refused(limiter, ask(limits, cost="0.02"))
     assert isinstance(error, QuotaExceeded) and error.type == "insufficient_quota"
     assert (error.code, error.limit) == ("member_budget_exceeded", "budget_usd_daily")
-    assert "Member 'alice' has reached its daily budget of $0.05" in error.message
+    assert "more than the $0.0100 left of the daily budget of $0.05 of member 'alice'" in (
+        error.message
+    )
     assert "$0.0400 reserved by requests in flight" in error.message
     assert "resets at 2026-12-06T23:00:00Z" in error.message  # midnight in Berlin
     assert error.headers["x-gateway-budget-reset"] == "2026-12-06T23:00:00Z"
@@ -199,7 +201,7 @@ def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(make) 
     limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
     first = limiter.admit_now(ask(limits, cost="0.02", end_user="eve"))
     error = refused(limiter, ask(limits, cost="0.02", end_user="eve"))
-    assert error.code == "end_user_budget_exceeded" and "End user 'eve'" in error.message
+    assert error.code == "end_user_budget_exceeded" and "end user 'eve'" in error.message
     other = limiter.admit_now(ask(limits, cost="0.02", end_user="mallory"))
     for admission in (first, other):
         limiter.release(admission)
@@ -285,3 +287,16 @@ def test_the_ledger_seeds_what_was_spent_before_a_restart(make) -> None:  # type
 )
 def test_durations_are_written_as_openai_writes_them(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+def test_a_request_too_big_for_what_is_left_says_so(make) -> None:  # type: ignore[no-untyped-def]
+    """As Claude Code's 64,000-token asks meet a fresh budget: nothing is spent, the request's
+    worst case alone is more than the budget."""
+    limiter = make()
+    error = refused(limiter, ask(Limits(budget_usd_daily=Decimal(3)), cost="4.8511"))
+    assert error.code == "member_budget_exceeded"
+    assert error.message.startswith("This request may cost up to $4.8511 (its max_tokens")
+    assert "more than the $3.0000 left of the daily budget of $3.00 of member 'alice'" in (
+        error.message
+    )
+    assert "fewer tokens (max_tokens)" in error.message

@@ -127,7 +127,8 @@ async def test_a_budget_refusal_names_the_budget_and_says_do_not_retry(
         over = await client.post("/v1/chat/completions", json=chat(max_tokens=500), headers=auth())
         error = assert_openai_error(over, 429, "member_budget_exceeded")
         assert error["type"] == "insufficient_quota"
-        assert "daily budget of $0.00" in error["message"] and "resets at" in error["message"]
+        assert "daily budget of $0.001 of member 'alice'" in error["message"]
+        assert "resets at" in error["message"]
         assert over.headers["x-should-retry"] == "false"
         assert over.headers["x-gateway-budget-reset"].endswith("Z")
         assert int(over.headers["retry-after"]) > 0

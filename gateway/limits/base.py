@@ -179,17 +179,32 @@ def over_budget(
     """A budget's refusal: which budget, how much, what was spent, when it resets."""
     window = "daily" if limit.endswith("daily") else "monthly"
     in_flight = f" (and ${reserved:.4f} reserved by requests in flight)" if reserved else ""
-    message = (
-        f"{whose} has reached its {window} budget of ${budget:.2f} ({limit}): "
-        f"${spent:.4f} spent{in_flight}, and this request may cost up to ${cost:.4f}. "
-        f"The budget resets at {rfc3339(resets)}."
-    )
+    left = budget - spent - reserved
+    if left > 0:  # the budget has room, but not for this request's worst case
+        message = (
+            f"This request may cost up to ${cost:.4f} (its max_tokens at the model's price), "
+            f"more than the ${left:.4f} left of the {window} budget of ${_money(budget)} of "
+            f"{whose[0].lower()}{whose[1:]} ({limit}): ${spent:.4f} spent{in_flight}. Ask for "
+            f"fewer tokens (max_tokens), or wait: the budget resets at {rfc3339(resets)}."
+        )
+    else:
+        message = (
+            f"{whose} has reached its {window} budget of ${_money(budget)} ({limit}): "
+            f"${spent:.4f} spent{in_flight}, and this request may cost up to ${cost:.4f}. "
+            f"The budget resets at {rfc3339(resets)}."
+        )
     headers = {
         "retry-after": str(max(math.ceil(resets - now), 1)),
         "x-should-retry": "false",
         "x-gateway-budget-reset": rfc3339(resets),
     }
     return QuotaExceeded(message, limit=limit, code=code, headers=headers)
+
+
+def _money(amount: Decimal) -> str:
+    """Cents where they say it all (`5.00`), every digit otherwise (`0.002`)."""
+    cents = f"{amount:.2f}"
+    return cents if Decimal(cents) == amount else f"{amount.normalize():f}"
 
 
 def below_floor(
