@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, UpstreamError
 
 logger = logging.getLogger("gateway.balance")
 
@@ -40,8 +40,14 @@ async def poll_balance(
         try:
             on_balance(*parse_balance(await fetch()))
         except Exception as exc:
-            detail = exc.message if isinstance(exc, GatewayError) else str(exc)
+            detail = _detail(exc)
             logger.warning("balance check failed: %s", detail)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), interval_seconds)
         wake.clear()
+
+
+def _detail(exc: Exception) -> str:
+    if isinstance(exc, UpstreamError):
+        return exc.detail
+    return exc.message if isinstance(exc, GatewayError) else str(exc)

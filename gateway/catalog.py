@@ -19,7 +19,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from gateway.errors import CatalogUnavailable, GatewayError, UpstreamTimeout
+from gateway.errors import CatalogUnavailable, GatewayError, UpstreamError, UpstreamTimeout
 from gateway.types import ModelInfo, ModelKind
 
 logger = logging.getLogger("gateway.catalog")
@@ -223,6 +223,8 @@ class Catalog:
         except Exception as exc:
             self._failed_at = self._clock()
             self.last_error = exc.message if isinstance(exc, GatewayError) else str(exc)
+            if isinstance(exc, UpstreamError):
+                logger.info("catalog fetch: %s", exc.detail)
             if self._last_good is not None:
                 age = time.time() - self._last_good.fetched_at
                 logger.warning(

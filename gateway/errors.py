@@ -135,6 +135,12 @@ class UpstreamError(GatewayError):
     reason = "protocol"
     """How NanoGPT failed, for metrics: `connect`, `timeout` or `protocol` (broke off mid-way)."""
 
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+        """What failed in the gateway's terms (the upstream URL, the client library's words):
+        for the log, under the request id, never for the client."""
+
 
 class UpstreamTimeout(UpstreamError):
     status_code = 504

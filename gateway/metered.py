@@ -68,6 +68,7 @@ class Metered:
             if isinstance(exc, UpstreamError):
                 tally.upstream_failure = exc.reason
                 tally.forwarded = exc.reason != "connect"
+                logger.warning("upstream failed: %s", exc.detail)  # the client gets less
             if isinstance(exc, Refusal):
                 tally.limit = exc.limit
             await tally.finish(exc.status_code, _outcome_of(exc))

@@ -81,7 +81,7 @@ class Relay:
                     await self._send(send, self.watcher.feed(chunk))
                 await self._send(send, self.watcher.finish())
             except UpstreamError as exc:
-                logger.warning("upstream failed mid-response: %s", exc.message)
+                logger.warning("upstream failed mid-response: %s", exc.detail)
                 outcome, self.tally.upstream_failure = "upstream_failed", exc.reason
                 return await self._fail(send, exc, outcome)
             except Exception:

@@ -353,28 +353,32 @@ class Upstream:
             ) from None
 
     def translate(self, exc: BaseException, doing: str) -> UpstreamError:
-        """The gateway's error for a client-library failure; names the problem, never the key."""
+        """The gateway's error for a client-library failure: what failed in the user's terms,
+        the URL and the library's words kept for the log (`detail`); never the key."""
         detail = self.redact(str(exc).encode()).decode() or type(exc).__name__
+        detail = f"NanoGPT at {self.base_url} {doing}: {type(exc).__name__}: {detail}"
         if isinstance(exc, TimeoutError):
-            return UpstreamTimeout(
-                f"NanoGPT at {self.base_url} did not answer in time {doing} "
-                f"({type(exc).__name__}: {detail})"
-            )
-        error = UpstreamError(
-            f"Could not reach NanoGPT at {self.base_url} {doing} ({type(exc).__name__}: {detail})"
-        )
+            return UpstreamTimeout(f"NanoGPT did not answer in time {doing}.", detail=detail)
         if isinstance(exc, aiohttp.ClientConnectorError):
+            error = UpstreamError(
+                f"The gateway could not connect to NanoGPT {doing}.", detail=detail
+            )
             error.reason = "connect"
-        return error
+            return error
+        return UpstreamError(f"NanoGPT broke off the connection {doing}.", detail=detail)
 
     def undecodable(self, exc: DecodeError, doing: str) -> UpstreamError:
-        return UpstreamError(f"NanoGPT at {self.base_url} sent {exc} {doing}")
+        return UpstreamError(
+            f"NanoGPT sent a response the gateway could not read {doing}.",
+            detail=f"NanoGPT at {self.base_url} sent {exc} {doing}",
+        )
 
     def stalled(self, doing: str) -> UpstreamTimeout:
         """The gateway's error for a wait that outlasted `read_timeout`."""
         return UpstreamTimeout(
-            f"NanoGPT at {self.base_url} did not answer in time {doing} "
-            f"(nothing to read for {self._read_timeout:g} s)"
+            f"NanoGPT did not answer in time {doing} (nothing for {self._read_timeout:g} s, "
+            "upstream.read_timeout_seconds).",
+            detail=f"NanoGPT at {self.base_url} sent nothing for {self._read_timeout:g} s {doing}",
         )
 
     def redact(self, data: bytes) -> bytes:

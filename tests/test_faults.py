@@ -193,7 +193,7 @@ async def test_a_1xx_head_then_silence_times_out(
         with anyio.fail_after(5):
             await fault.hung_up.wait()
     error = assert_openai_error(response, 504, "upstream_timeout")
-    assert "nothing to read for 0.5 s" in error["message"]
+    assert "nothing for 0.5 s" in error["message"]
     assert outcomes() == [(504, "upstream_failed")]
 
 
@@ -334,7 +334,7 @@ async def test_a_gzip_stream_cut_off_inside_its_encoding_ends_with_an_error_even
     events = response.content.split(b"\n\n")
     error = json.loads(events[-2].removeprefix(b"data: "))["error"]
     assert error["code"] == "upstream_unreachable"
-    assert "gzip body that stops short of its end" in error["message"]
+    assert "could not read" in error["message"]  # the gzip detail is for the log
     assert outcomes() == [(200, "upstream_failed")]
 
 

@@ -58,10 +58,11 @@ async def test_failures_are_translated_and_scrubbed(
     error = upstream.translate(failure, "on POST /v1/chat/completions")
     assert type(error) is kind
     assert (error.status_code, error.reason) == (status, reason)
-    assert TEAM_KEY not in error.message and "[redacted]" in error.message
-    assert "NanoGPT at https://nano-gpt.com/api" in error.message
-    assert "on POST /v1/chat/completions" in error.message
-    assert type(failure).__name__ in error.message
+    assert TEAM_KEY not in error.detail and "[redacted]" in error.detail
+    assert "NanoGPT at https://nano-gpt.com/api" in error.detail  # for the log
+    assert type(failure).__name__ in error.detail
+    assert "on POST /v1/chat/completions" in error.message  # for the client
+    assert "nano-gpt.com" not in error.message and type(failure).__name__ not in error.message
 
 
 def test_headers_are_filtered_both_ways() -> None:
