@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk
 
+from gateway.app import create_app
+from gateway.cli import DEMO_MEMBER_KEY
+from gateway.config import Demo, load_settings
+from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
 from tests.conftest import (
     BOB_KEY,
     FakeNanoGPT,
@@ -17,6 +23,7 @@ from tests.conftest import (
     auth,
     gateway_client,
     ledger_rows,
+    live_server,
     make_settings,
 )
 
@@ -80,3 +87,35 @@ async def test_an_untranslatable_input_is_a_400_naming_the_item(
     error = assert_openai_error(response, 400)
     assert error["param"].startswith("input[0]")
     assert nanogpt.requests == []
+
+
+async def test_cursor_bodies_through_the_openai_sdk_read_as_chat_chunks(tmp_path: Path) -> None:
+    """The SDK's raw request API, as Cursor's backend posts: a Responses-shaped body to
+    /chat/completions, read back with the SDK's own Chat Completions stream parser."""
+    config = tmp_path / "gateway.toml"
+    config.write_text("")
+    async with live_server(create_demo_upstream()) as upstream_url:
+        demo = Demo(base_url=f"{upstream_url}/api", team_key=DEMO_TEAM_KEY)
+        settings = load_settings(config, {}, demo=demo, fallback_member=("demo", DEMO_MEMBER_KEY))
+        async with live_server(create_app(settings)) as gateway_url:
+            client = openai.AsyncOpenAI(base_url=f"{gateway_url}/v1", api_key=DEMO_MEMBER_KEY)
+            async with client:
+                for name in ("cursor_first_turn", "cursor_follow_up"):
+                    body = cursor_body(name, model="deepseek/deepseek-v3.2")
+                    stream = await client.post(
+                        "/chat/completions",
+                        body=body,
+                        cast_to=ChatCompletionChunk,
+                        stream=True,
+                        stream_cls=openai.AsyncStream[ChatCompletionChunk],
+                    )
+                    chunks = [chunk async for chunk in stream]
+                    assert chunks and all(c.object == "chat.completion.chunk" for c in chunks)
+                    deltas = [c.choices[0].delta for c in chunks if c.choices]
+                    said = "".join(d.content or "" for d in deltas)
+                    called = [t for d in deltas for t in d.tool_calls or []]
+                    assert said or called  # text, or a call of one of Cursor's tools
+                    assert chunks[-1].usage is not None  # Cursor asked for usage
+    rows = ledger_rows()
+    assert [r["endpoint"] for r in rows] == ["chat/completions"] * 2
+    assert all(r["prompt_tokens"] and r["cost_source"] for r in rows)
