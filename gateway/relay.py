@@ -43,9 +43,11 @@ class Relay:
             (REQUEST_ID_HEADER.encode(), tally.request_id.encode()),
         ]
         if tally.admission is not None and tally.admission.headers:
-            ours = tally.admission.headers
-            self.headers = [(k, v) for k, v in self.headers if k.decode().lower() not in ours]
-            self.headers += [(k.encode(), v.encode()) for k, v in ours.items()]
+            # The limits' headers are the gateway's, in place of any the upstream sent.
+            ours = [(k.encode(), v.encode()) for k, v in tally.admission.headers.items()]
+            names = {k for k, _ in ours}
+            self.headers = [(k, v) for k, v in self.headers if k.lower() not in names]
+            self.headers += ours
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Until the relay says otherwise, the client left: a cancelled relay never returns.
