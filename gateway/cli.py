@@ -32,6 +32,7 @@ from gateway.keys import hash_key
 from gateway.ledger import LedgerError, prepare, spend, totals
 from gateway.limits.base import rfc3339
 from gateway.logs import configure_logging
+from gateway.server import guarded
 
 DEMO_MEMBER_KEY = "sk-gateway-demo"
 STARTUP_FAILURE = 3  # as uvicorn exits when the application fails to start
@@ -264,17 +265,18 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
     )
     app = create_app(settings)
     host = settings.server.host
-    gateway = _Gateway(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=settings.server.port,
-            log_config=None,
-            access_log=settings.server.access_log,
-            server_header=False,
-            timeout_graceful_shutdown=30,
-        )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=settings.server.port,
+        http=guarded(settings),
+        ws="none",
+        log_config=None,
+        access_log=settings.server.access_log,
+        server_header=False,
+        timeout_graceful_shutdown=30,
     )
+    gateway = _Gateway(config)
     # Not access_log=False on companions: uvicorn applies it to the process-wide
     # "uvicorn.access" logger, which would silence the gateway's access log too.
     companions: list[tuple[uvicorn.Server, list[socket.socket] | None]] = []

@@ -170,9 +170,11 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "tally",
     },
+    "server": {"config", "errors"},
     "cli": {
         "__init__",
         "app",
+        "server",
         "budgets",
         "config",
         "demo_upstream",

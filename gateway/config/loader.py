@@ -207,6 +207,10 @@ def _check_server(server: ServerSettings) -> ServerSettings:
     for i, name in enumerate(server.allowed_hosts):
         if name != "*" and not re.fullmatch(r"[A-Za-z0-9.:\[\]-]+", name):
             raise ConfigError(f"server.allowed_hosts[{i}]: not a host name: {name!r}")
+    positive = ("max_header_bytes", "max_headers", "header_timeout_seconds", "body_timeout_seconds")
+    for key in positive:
+        if getattr(server, key) <= 0:
+            raise ConfigError(f"server.{key}: must be greater than 0")
     hosts = server.allowed_hosts
     if not hosts:
         hosts = ("localhost", "127.0.0.1", "::1") if _is_loopback(server.host) else ("*",)

@@ -33,6 +33,13 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     """Names the gateway answers to in `Host`; empty: the loopback names when `host` is a
     loopback address, else any."""
+    max_header_bytes: int = 64 * 1024
+    """The request line and headers together; more is answered 431, before authentication."""
+    max_headers: int = 100
+    header_timeout_seconds: float = 10.0
+    """For a request's head to arrive, from the connection or the previous answer (408)."""
+    body_timeout_seconds: float = 60.0
+    """For a request's body to arrive, from its head (408); answers are never timed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
