@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import secrets
 import signal
@@ -32,10 +33,12 @@ from gateway.keys import hash_key
 from gateway.ledger import LedgerError, prepare, spend, totals
 from gateway.limits.base import rfc3339
 from gateway.logs import configure_logging
-from gateway.server import guarded
+from gateway.server import Drain, guarded
 
 DEMO_MEMBER_KEY = "sk-gateway-demo"
 STARTUP_FAILURE = 3  # as uvicorn exits when the application fails to start
+CUT_SECONDS = 5.0
+"""After the grace, how long cut requests have to say so before uvicorn cancels what is left."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -234,11 +237,15 @@ class _Companion(uvicorn.Server):
 
 class _Gateway(uvicorn.Server):
     """uvicorn re-raises the signal that stopped it as soon as it has shut down, which would
-    kill the process before its companions stop; this one leaves that to `_run`."""
+    kill the process before its companions stop; this one leaves that to `_run`. From the
+    signal on, new requests are refused (503); at the end of the grace, what still runs is
+    cut (`Drain`), while uvicorn waits for it to end before the ledger is flushed."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Drain, grace: float) -> None:
         super().__init__(config)
         self.caught: list[int] = []
+        self.drain = drain
+        self.grace = grace
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -252,7 +259,17 @@ class _Gateway(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.caught.append(sig)
+        self.drain.begin()
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.drain.begin()
+        tasks = self.server_state.tasks
+        cut = asyncio.get_running_loop().call_later(self.grace, self.drain.cut, tasks)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            cut.cancel()
 
 
 def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | None = None) -> int:
@@ -265,8 +282,10 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
     )
     app = create_app(settings)
     host = settings.server.host
+    drain = Drain(app)
+    grace = settings.server.shutdown_grace_seconds
     config = uvicorn.Config(
-        app,
+        drain,
         host=host,
         port=settings.server.port,
         http=guarded(settings),
@@ -274,9 +293,9 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
         log_config=None,
         access_log=settings.server.access_log,
         server_header=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=math.ceil(grace + CUT_SECONDS),
     )
-    gateway = _Gateway(config)
+    gateway = _Gateway(config, drain, grace)
     # Not access_log=False on companions: uvicorn applies it to the process-wide
     # "uvicorn.access" logger, which would silence the gateway's access log too.
     companions: list[tuple[uvicorn.Server, list[socket.socket] | None]] = []

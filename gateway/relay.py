@@ -30,6 +30,15 @@ logger = logging.getLogger("gateway.relay")
 INTERNAL_ERROR = GatewayError("The gateway failed while relaying this response.")
 
 
+class ShuttingDown(GatewayError):
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "shutting_down"
+
+
+SHUTTING_DOWN = ShuttingDown("The gateway is shutting down; retry the request.")
+
+
 class Relay:
     """The upstream response, relayed: an ASGI app for one request."""
 
@@ -60,9 +69,14 @@ class Relay:
             outcome = await self._relay(send)
         except asyncio.CancelledError:
             if not relaying.client_left or relaying.uncancel():
-                outcome = "shutdown"  # cancelled by someone else: the server is stopping
-                logger.warning("relay cancelled while the server shuts down")
-                raise
+                # Cancelled by someone else: the server, at the end of its grace period. The
+                # stream says so and ends; the task has nothing left to do but finish.
+                outcome = "shutdown"
+                logger.warning("relay cut short: the server is shutting down")
+                if relaying.task is not None and relaying.task.uncancel() == 0:
+                    await self._fail(send, SHUTTING_DOWN, outcome)
+                else:
+                    raise
         finally:
             relaying.task = None
             watch.cancel()

@@ -1,10 +1,10 @@
-"""The HTTP server's own protections, before a request reaches the app.
+"""The HTTP server's own protections, before a request reaches the app and as the server stops.
 
 `guarded(settings)` is uvicorn's httptools protocol with bounds it lacks: a request head over
 `max_header_bytes` or `max_headers` is answered 431, a head not in within
 `header_timeout_seconds` (of the connection, or of the previous answer) or a body not in within
 `body_timeout_seconds` of its head 408; the timers cover receiving a request only, never an
-answer. Imports no more of the gateway than its settings and error shape.
+answer. `Drain` wraps the app for shutdown: 503 `shutting_down` once it drains, and `cut()`.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import json
 import logging
 from collections.abc import Callable
 
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.config import Settings
 from gateway.errors import error_body
+from gateway.relay import SHUTTING_DOWN
 
 logger = logging.getLogger("gateway.server")
 
@@ -159,3 +161,48 @@ class GuardedProtocol(HttpToolsProtocol):
 
 class _Refused(Exception):
     """Raised from a parser callback to stop parsing; `_refusal` says how to answer."""
+
+
+class Drain:
+    """The app, as the server stops: from `begin()` every new request is answered 503
+    `shutting_down` (with `Retry-After`); `cut()` (the end of the grace) cancels what still
+    runs, and a request cancelled before its answer began gets that 503 too. A relayed
+    stream ends itself with an error event (`relay.py`)."""
+
+    def __init__(self, app: ASGIApp, *, retry_after_seconds: int = 5) -> None:
+        self.app = app
+        self.draining = False
+        self.cutting = False
+        self._headers = [
+            (b"content-type", b"application/json"),
+            (b"retry-after", str(retry_after_seconds).encode()),
+            (b"connection", b"close"),
+        ]
+
+    def begin(self) -> None:
+        self.draining = True
+
+    def cut(self, tasks: set[asyncio.Task[None]]) -> None:
+        self.cutting = True
+        if tasks:
+            logger.warning("the grace period is over: cutting %d request(s)", len(tasks))
+        for task in tasks:
+            task.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining and scope["type"] == "http":
+            await self._refuse(send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.cutting or task is None:
+                raise
+            task.uncancel()
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(SHUTTING_DOWN.body()).encode()
+        await send({"type": "http.response.start", "status": 503, "headers": self._headers})
+        await send({"type": "http.response.body", "body": body})

@@ -170,7 +170,7 @@ ALLOWED: dict[str, set[str]] = {
         "metrics",
         "tally",
     },
-    "server": {"config", "errors"},
+    "server": {"config", "errors", "relay"},
     "cli": {
         "__init__",
         "app",

@@ -211,6 +211,8 @@ def _check_server(server: ServerSettings) -> ServerSettings:
     for key in positive:
         if getattr(server, key) <= 0:
             raise ConfigError(f"server.{key}: must be greater than 0")
+    if server.shutdown_grace_seconds < 0:
+        raise ConfigError("server.shutdown_grace_seconds: must be 0 or more")
     hosts = server.allowed_hosts
     if not hosts:
         hosts = ("localhost", "127.0.0.1", "::1") if _is_loopback(server.host) else ("*",)

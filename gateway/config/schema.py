@@ -40,6 +40,9 @@ class ServerSettings:
     """For a request's head to arrive, from the connection or the previous answer (408)."""
     body_timeout_seconds: float = 60.0
     """For a request's body to arrive, from its head (408); answers are never timed."""
+    shutdown_grace_seconds: float = 30.0
+    """On SIGTERM, how long requests in flight may still finish; then streams end with an
+    error event `shutting_down`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
