@@ -10,6 +10,7 @@ answer. `Drain` wraps the app for shutdown: 503 `shutting_down` once it drains, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -79,14 +80,14 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
-        self._head, self._body_due = False, True
         if len(self.headers) > self.max_headers:
             message = f"A request may carry at most {self.max_headers} header fields."
             self._refusal = (431, "request_header_fields_too_large", message)
             raise _Refused  # httptools turns it into a parser error; see send_400_response
-        if self._seen > self.max_header_bytes and self._head_bytes() > (self.max_header_bytes):
+        if self._seen > self.max_header_bytes and self._head_bytes() > self.max_header_bytes:
             self._refusal = (431, "request_header_fields_too_large", self._too_large())
             raise _Refused
+        self._head, self._body_due = False, True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -118,16 +119,21 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._timer = None
-        if self.cycle.response_started:  # already answered: nothing more to say
-            self.transport.close()
-            return
         seconds = self.body_timeout
         self._refuse(408, "request_timeout", f"The request body took longer than {seconds} s.")
 
     def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer in the OpenAI error shape, stop parsing, and close after a linger."""
+        """Answer in the OpenAI error shape, stop parsing, and close after a linger; or just
+        close, when an answer on this connection has begun (this request's, or a previous
+        one's still going out to a pipelining client) and the refusal would garble it."""
         logger.info("refused a request from %s: %s %s", self.client, status, code)
+        cycle, in_head = self.cycle, self._head
         self._head, self._refused, self._body_due = True, True, False
+        if cycle is not None and (
+            not cycle.response_complete if in_head else cycle.response_started
+        ):
+            self.transport.close()
+            return
         body = json.dumps(error_body(message, type="invalid_request_error", code=code)).encode()
         head = [STATUS_LINE[status]]
         head += [
@@ -200,7 +206,9 @@ class Drain:
             if not self.cutting or task is None:
                 raise
             task.uncancel()
-            await self._refuse(send)
+            # uvicorn raises if the answer had already begun: then there is nothing to add.
+            with contextlib.suppress(RuntimeError):
+                await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(SHUTTING_DOWN.body()).encode()

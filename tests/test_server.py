@@ -176,6 +176,21 @@ async def test_timers_never_cut_an_answer_however_long_it_streams() -> None:
         assert (await http.get("/")).status_code == 200  # the same connection, kept alive
 
 
+async def test_a_refusal_never_garbles_an_answer_still_going_out_on_the_connection() -> None:
+    app = App()
+    async with guarded_server(app) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /stream HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}")
+        with anyio.fail_after(5):
+            assert b"data: 1" in await reader.readuntil(b"data: 1\n\n")
+            writer.write(head("X-Big: " + "a" * 100_000))  # pipelined, mid-stream
+            rest = await reader.read()
+        writer.close()
+        app.release.set()
+        assert rest in (b"", b"\r\n")  # the stream is cut at a chunk's end, nothing added
+        assert app.calls == 1
+
+
 async def test_an_unparsable_request_gets_the_one_error_shape() -> None:
     async with guarded_server(App()) as port:
         assert refusal(await exchange(port, b"NOT HTTP\r\n\r\n"), 400)["code"]
