@@ -23,6 +23,7 @@ from gateway.types import Outcome
 logger = logging.getLogger("gateway.metered")
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
+SERVICE_UNAVAILABLE = 503  # what the server answers a request it cuts at shutdown
 
 Answer = Response | Relay
 MeteredRoute = Callable[[Request, Gateway, Tally], Awaitable[Answer]]
@@ -74,7 +75,12 @@ class Metered:
             await tally.finish(exc.status_code, _outcome_of(exc))
             raise
         except asyncio.CancelledError:
-            await tally.finish(CLIENT_CLOSED_REQUEST, "client_disconnected")
+            # The server's cut at the end of its shutdown grace (`server.Drain`), or the
+            # client leaving: the ledger must tell them apart.
+            if getattr(request.scope.get("nanogpt_gateway.drain"), "cutting", False):
+                await tally.finish(SERVICE_UNAVAILABLE, "shutdown")
+            else:
+                await tally.finish(CLIENT_CLOSED_REQUEST, "client_disconnected")
             raise
         except BaseException:
             await tally.finish(500, "error")

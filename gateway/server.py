@@ -169,6 +169,10 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing; `_refusal` says how to answer."""
 
 
+DRAIN_SCOPE_KEY = "nanogpt_gateway.drain"
+"""Where `Drain` puts itself in each request's scope (`metered` reads `.cutting` there)."""
+
+
 class Drain:
     """The app, as the server stops: from `begin()` every new request is answered 503
     `shutting_down` (with `Retry-After`); `cut()` (the end of the grace) cancels what still
@@ -200,7 +204,8 @@ class Drain:
             await self._refuse(send)
             return
         try:
-            await self.app(scope, receive, send)
+            # The routes learn from the scope that a cancellation is the server's cut.
+            await self.app({**scope, DRAIN_SCOPE_KEY: self}, receive, send)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self.cutting or task is None:

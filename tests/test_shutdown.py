@@ -109,8 +109,11 @@ def test_sigterm_ends_streams_after_the_grace_with_an_error_event(tmp_path: Path
     assert event == {"error": SHUTTING_DOWN}
     assert assert_openai_error(answer, 503, "shutting_down")["type"] == SHUTTING_DOWN["type"]
     assert answer.headers["retry-after"] == "5"
-    (row,) = [r for r in ledger_rows(tmp_path / "gateway-usage.db") if r["stream"]]
-    assert row["outcome"] == "shutdown"
+    rows = ledger_rows(tmp_path / "gateway-usage.db")
+    (streamed,) = [r for r in rows if r["stream"]]
+    (cut,) = [r for r in rows if not r["stream"]]
+    assert streamed["outcome"] == "shutdown"
+    assert (cut["status"], cut["outcome"]) == (503, "shutdown")  # not a client that left
 
 
 class Answers:
