@@ -191,11 +191,12 @@ def test_a_ledger_that_cannot_be_opened_stops_start_up_with_one_line(
 SERVE_AND_REPORT_THE_LOOP = """
 import asyncio, sys
 from gateway import cli
+from gateway.cli import serving
 
 async def serve(self, sockets=None):
     print(type(asyncio.get_running_loop()).__module__, flush=True)
 
-cli._Gateway.serve = serve
+serving._Gateway.serve = serve
 cli.main(["serve", "--demo", "--port", "0"])
 """
 

@@ -1,8 +1,5 @@
-"""The `nanogpt-gateway` command: serve, quickstart, check-config, usage, limits, hash-key,
-demo-upstream.
-
-Configuration errors end the process with one line naming the key, and exit status 2.
-Nothing imports this module.
+"""Serving: the gateway's uvicorn server (with the demo upstream and the metrics port as
+companions when configured), its drain at shutdown, and the commands that start it.
 """
 
 from __future__ import annotations
@@ -16,22 +13,15 @@ import secrets
 import signal
 import socket
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from types import FrameType
-from zoneinfo import ZoneInfo
 
 import uvicorn
 
-from gateway import __version__, reports
-from gateway.app import create_app, create_metrics_app, seeded_limiter
-from gateway.budgets import WINDOWS, period
-from gateway.config import ConfigError, Demo, Settings, load_metering, load_settings
+from gateway.app import create_app, create_metrics_app
+from gateway.config import ConfigError, Demo, Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
-from gateway.keys import hash_key
-from gateway.ledger import LedgerError, prepare, spend, totals
-from gateway.limits.base import rfc3339
+from gateway.ledger import LedgerError, prepare
 from gateway.logs import configure_logging
 from gateway.server import Drain, guarded
 
@@ -41,86 +31,7 @@ CUT_SECONDS = 5.0
 """After the grace, how long cut requests have to say so before uvicorn cancels what is left."""
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        return int(args.run(args) or 0)
-    except ConfigError as exc:
-        print(f"nanogpt-gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nanogpt-gateway",
-        description="An OpenAI-compatible gateway for a team sharing one NanoGPT account.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    serve = commands.add_parser("serve", help="run the gateway")
-    _config_arguments(serve)
-    serve.add_argument("--host", help="listen address (overrides server.host)")
-    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
-    serve.add_argument(
-        "--demo",
-        action="store_true",
-        help="run on the built-in offline stand-in of NanoGPT instead of the real API",
-    )
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.set_defaults(run=_serve)
-
-    quickstart = commands.add_parser(
-        "quickstart",
-        help="zero-config local start: real NanoGPT if NANOGPT_API_KEY is set, else the demo",
-    )
-    quickstart.add_argument("--port", type=int, default=8080)
-    quickstart.set_defaults(run=_quickstart)
-
-    check = commands.add_parser("check-config", help="validate a configuration file and exit")
-    _config_arguments(check)
-    check.set_defaults(run=_check_config)
-
-    usage = commands.add_parser(
-        "usage", help="print requests, tokens and cost from the usage ledger"
-    )
-    _config_arguments(usage)
-    usage.add_argument("--ledger", help="the ledger file (default: metering.ledger_path)")
-    usage.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (UTC)")
-    usage.add_argument("--until", help="same forms as --since (default: now)")
-    usage.add_argument("--by", choices=reports.GROUPINGS, default="member")
-    usage.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    usage.set_defaults(run=_usage)
-
-    limits = commands.add_parser(
-        "limits", help="each member's budgets: spent, left and when they reset (from the ledger)"
-    )
-    _config_arguments(limits)
-    limits.add_argument("--format", choices=["table", "json"], default="table")
-    limits.set_defaults(run=_limits)
-
-    hash_cmd = commands.add_parser("hash-key", help="print the key_sha256 of a member key")
-    hash_cmd.add_argument("key")
-    hash_cmd.set_defaults(run=lambda args: print(hash_key(args.key)))
-
-    demo = commands.add_parser(
-        "demo-upstream", help="run only the offline NanoGPT stand-in (not the product)"
-    )
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8181)
-    demo.set_defaults(run=_demo_upstream)
-    return parser
-
-
-def _config_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        default=os.environ.get("GATEWAY_CONFIG"),
-        help="TOML configuration file (default: $GATEWAY_CONFIG)",
-    )
-
-
-def _serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> int:
     _one_process_only()
     if args.demo:
         return _serve_demo(args.config, args.host, args.port, args.log_level)
@@ -144,7 +55,7 @@ def _serve_demo(config: str | None, host: str | None, port: int | None, log_leve
         return _run(settings, log_level, demo_socket=sock)
 
 
-def _quickstart(args: argparse.Namespace) -> int:
+def quickstart(args: argparse.Namespace) -> int:
     _one_process_only()
     if os.environ.get("NANOGPT_API_KEY", "").strip():
         key = "sk-gateway-" + secrets.token_urlsafe(24)
@@ -153,77 +64,6 @@ def _quickstart(args: argparse.Namespace) -> int:
         return _run(settings, "info")
     print("NANOGPT_API_KEY is not set: starting on the offline demo upstream.", file=sys.stderr)
     return _serve_demo(None, None, args.port, "info")
-
-
-def _check_config(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, os.environ)
-    names = ", ".join(m.name for m in settings.members) or "none (auth.mode = none)"
-    print(f"{args.config or '(defaults)'}: OK; members: {names}")
-    return 0
-
-
-def _usage(args: argparse.Namespace) -> int:
-    ledger = args.ledger or load_metering(args.config).ledger_path
-    now = datetime.now(UTC)
-    try:
-        since = reports.parse_when(args.since, now=now) if args.since else None
-        until = reports.parse_when(args.until, now=now) if args.until else None
-    except ValueError as exc:
-        print(f"nanogpt-gateway usage: {exc}", file=sys.stderr)
-        return 2
-    try:
-        rows = totals(ledger, since=since, until=until, by=args.by)
-    except LedgerError as exc:
-        print(f"nanogpt-gateway usage: {exc}", file=sys.stderr)
-        return 1
-    formats = {
-        "table": reports.format_table,
-        "csv": reports.format_csv,
-        "json": reports.format_json,
-    }
-    print(formats[args.format](rows, args.by))
-    return 0
-
-
-def _limits(args: argparse.Namespace) -> int:
-    settings = load_settings(
-        args.config, os.environ, team_key_required=False, members_required=False
-    )
-    now = time.time()
-    limiter = seeded_limiter(settings, now)
-    zone = ZoneInfo(settings.limits.timezone)
-    rows = []
-    configured = {m.name: m.limits for m in settings.members}
-    # Members the ledger knows but the config no longer (or never: `serve --demo`) names
-    # count under the [limits] defaults.
-    month = period("month", now, zone).start
-    try:
-        spent_by = spend(settings.metering.ledger_path, since=month)
-    except LedgerError as exc:
-        print(f"nanogpt-gateway limits: {exc}", file=sys.stderr)
-        return 1
-    seen = sorted({member for member, _, _ in spent_by})
-    members = [*configured, *(name for name in seen if name not in configured)]
-    defaults = settings.anonymous.limits
-    for name in [*members, None]:
-        for window in WINDOWS:
-            suffix = "daily" if window == "day" else "monthly"
-            if name is None:
-                budget = getattr(settings.limits, f"team_budget_usd_{suffix}")
-            else:
-                budget = getattr(configured.get(name, defaults), f"budget_usd_{suffix}")
-            spent, _ = limiter.spent(name, window, now)
-            resets = rfc3339(period(window, now, zone).end)
-            row = reports.LimitRow(
-                member=name or "team",
-                window=window,
-                budget_usd=budget,
-                spent_usd=spent,
-                resets_at=resets,
-            )
-            rows.append(row)
-    print(reports.format_limits(rows, args.format))
-    return 0
 
 
 class _Companion(uvicorn.Server):
@@ -347,7 +187,7 @@ def _one_process_only() -> None:
         )
 
 
-def _demo_upstream(args: argparse.Namespace) -> int:
+def demo_upstream(args: argparse.Namespace) -> int:
     print(f"NanoGPT stand-in (not the real API) with team key {DEMO_TEAM_KEY!r}", file=sys.stderr)
     uvicorn.run(create_demo_upstream(chunk_delay_seconds=0.05), host=args.host, port=args.port)
     return 0
