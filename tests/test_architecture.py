@@ -33,6 +33,7 @@ PURE = {
     "config.schema",
     "config.toml",
     "config.loader",
+    "config.members",
     "keys",
     "policy",
     "protocol",
@@ -53,7 +54,7 @@ PURE = {
     "limits.base",
     "limits.memory",
 }
-CONFIG = {"config", "config.schema", "config.toml", "config.loader"}
+CONFIG = {"config", "config.schema", "config.toml", "config.loader", "config.members"}
 # module -> the gateway modules it may import
 ALLOWED: dict[str, set[str]] = {
     "types": set(),
@@ -61,7 +62,8 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"config.schema", "config.loader"},
     "config.schema": {"types"},
     "config.toml": {"config.schema"},
-    "config.loader": {"config.schema", "config.toml", "keys", "types", "pricing"},
+    "config.loader": {"config.members", "config.schema", "config.toml", "keys", "types", "pricing"},
+    "config.members": {"config.schema", "config.toml", "keys", "types", "pricing"},
     "keys": {"types", "errors"},
     "policy": {"types"},
     "protocol": {"bodies", "endpoints", "errors"},

@@ -10,22 +10,21 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.config.members import limits as resolve_limits
+from gateway.config.members import member_defaults, patterns
+from gateway.config.members import members as resolve_members
 from gateway.config.schema import (
     DEFAULT_BASE_URL,
-    MEMBER_LIMITS,
     SECTIONS,
     AuthSettings,
     CatalogSettings,
     ConfigError,
     Demo,
     LimitSettings,
-    MemberSettings,
     MeteringSettings,
     PolicySettings,
     PriceSettings,
@@ -36,7 +35,7 @@ from gateway.config.schema import (
 from gateway.config.toml import read_toml, section
 from gateway.keys import hash_key
 from gateway.pricing import exact
-from gateway.types import ANONYMOUS, LimitRules, Limits, Member, PolicyRules, Price, Secret
+from gateway.types import ANONYMOUS, PolicyRules, Price, Secret
 
 
 def load_settings(
@@ -125,8 +124,8 @@ def _build(
     _check_metering(metering, server)
 
     rules = PolicyRules(
-        allow=_patterns(policy.allow, "policy.allow"),
-        deny=_patterns(policy.deny, "policy.deny"),
+        allow=patterns(policy.allow, "policy.allow"),
+        deny=patterns(policy.deny, "policy.deny"),
         distillation=policy.distillation,
         max_prompt_usd_per_mtok=_non_negative(
             policy.max_prompt_usd_per_mtok, "policy.max_prompt_usd_per_mtok"
@@ -139,8 +138,8 @@ def _build(
         allow_paygo_override=policy.allow_paygo_override,
         allow_provider_selection=policy.allow_provider_selection,
     )
-    limit_rules, default_limits = _limits(limit_settings)
-    members = _members(data.get("members", []), env, rules, default_limits)
+    limit_rules, default_limits = resolve_limits(limit_settings)
+    members = resolve_members(data.get("members", []), env, rules, default_limits)
 
     if auth.mode == "none" and not _is_loopback(server.host):
         raise ConfigError(
@@ -160,7 +159,7 @@ def _build(
         )
     if auth.mode == "keys" and not members and fallback_member is not None:
         name, key = fallback_member
-        members = (_member_defaults(name, hash_key(key), rules, default_limits),)
+        members = (member_defaults(name, hash_key(key), rules, default_limits),)
     if demo is not None:
         team_key = Secret(demo.team_key)
     else:
@@ -185,7 +184,7 @@ def _build(
         limits=limit_rules,
         pricing=_pricing(data.get("pricing", {})),
         members=members,
-        anonymous=_member_defaults(ANONYMOUS.name, "", rules, default_limits),
+        anonymous=member_defaults(ANONYMOUS.name, "", rules, default_limits),
         team_key=team_key,
         demo=demo is not None,
     )
@@ -239,22 +238,6 @@ def _check_upstream(upstream: UpstreamSettings) -> None:
         )
 
 
-_PATTERN_CHARS = re.compile(r"[\x21-\x7e]+")
-
-
-def _patterns(patterns: tuple[str, ...], where: str) -> tuple[str, ...]:
-    """Glob patterns on model ids: printable, no spaces, brackets closed."""
-    for i, pattern in enumerate(patterns):
-        problem = None
-        if not _PATTERN_CHARS.fullmatch(pattern):
-            problem = "must be non-empty printable text without spaces"
-        elif pattern.count("[") != pattern.count("]"):
-            problem = "has an unclosed [...] group"
-        if problem:
-            raise ConfigError(f"{where}[{i}]: bad pattern {pattern!r}: {problem}")
-    return patterns
-
-
 def _check_metering(metering: MeteringSettings, server: ServerSettings) -> None:
     if not metering.ledger_path.strip():
         raise ConfigError("metering.ledger_path: must not be empty")
@@ -287,127 +270,6 @@ def _non_negative(value: float | None, where: str) -> float | None:
     if value is not None and value < 0:
         raise ConfigError(f"{where}: must not be negative, got {value}")
     return value
-
-
-def _limits(spec: LimitSettings) -> tuple[LimitRules, Limits]:
-    """The team's rules and every member's default limits from `[limits]`."""
-    try:
-        ZoneInfo(spec.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(
-            f'limits.timezone: not an IANA time zone name like "Europe/Berlin": {spec.timezone!r}'
-        ) from None
-    if spec.default_max_tokens < 1:
-        raise ConfigError("limits.default_max_tokens: must be at least 1")
-    rules = LimitRules(
-        timezone=spec.timezone,
-        team_budget_usd_daily=_usd(spec.team_budget_usd_daily, "limits.team_budget_usd_daily"),
-        team_budget_usd_monthly=_usd(
-            spec.team_budget_usd_monthly, "limits.team_budget_usd_monthly"
-        ),
-        min_balance_usd=_usd(spec.min_balance_usd, "limits.min_balance_usd"),
-        default_max_tokens=spec.default_max_tokens,
-    )
-    values: dict[str, Any] = {
-        key: _limit(getattr(spec, key), f"limits.{key}") for key in MEMBER_LIMITS
-    }
-    return rules, Limits(**values)
-
-
-def _limit(value: float | str | None, where: str) -> Decimal | int | None:
-    """A limit's value as the limiter counts it: USD exactly, counts as integers."""
-    if value is None or isinstance(value, str):
-        return None
-    if value < 0:
-        raise ConfigError(f"{where}: must not be negative, got {value} (0 allows nothing)")
-    return exact(value) if isinstance(value, float) else value
-
-
-def _usd(value: float | None, where: str) -> Decimal | None:
-    limit = _limit(value, where)
-    assert not isinstance(limit, int)
-    return limit
-
-
-def _member_limits(spec: MemberSettings, defaults: Limits, where: str) -> Limits:
-    """The `[limits]` defaults with the member's own values: a number replaces the default,
-    `"unlimited"` lifts it."""
-    overrides: dict[str, Any] = {}
-    for key in MEMBER_LIMITS:
-        value = getattr(spec, key)
-        if value is not None:
-            overrides[key] = _limit(value, f"{where}.{key}")
-    return dataclasses.replace(defaults, **overrides)
-
-
-def _member_defaults(name: str, digest: str, rules: PolicyRules, limits: Limits) -> Member:
-    return Member(
-        name=name,
-        key_sha256=digest,
-        limits=limits,
-        allow_paygo_override=rules.allow_paygo_override,
-        allow_provider_selection=rules.allow_provider_selection,
-    )
-
-
-def _members(
-    tables: Any, env: Mapping[str, str], rules: PolicyRules, default_limits: Limits
-) -> tuple[Member, ...]:
-    if not isinstance(tables, list):
-        raise ConfigError("members: expected an array of tables ([[members]])")
-    members: list[Member] = []
-    seen_names: set[str] = set()
-    seen_keys: dict[str, str] = {}
-    for i, table in enumerate(tables):
-        where = f"members[{i}]"
-        spec: MemberSettings = section(MemberSettings, table, where)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", spec.name):
-            raise ConfigError(f"{where}.name: use 1-64 letters, digits, '_', '.', '@' or '-'")
-        if spec.name in seen_names or spec.name == ANONYMOUS.name:
-            raise ConfigError(f"{where}.name: {spec.name!r} is already taken")
-        if (spec.key_sha256 is None) == (spec.key_env is None):
-            raise ConfigError(f"{where}: set exactly one of key_sha256 or key_env")
-        if spec.key_sha256 is not None:
-            digest = spec.key_sha256.lower()
-            if not re.fullmatch(r"[0-9a-f]{64}", digest):
-                raise ConfigError(
-                    f"{where}.key_sha256: expected 64 hex digits "
-                    "(make one with `nanogpt-gateway hash-key KEY`)"
-                )
-        else:
-            key = env.get(spec.key_env or "", "").strip()
-            if not key:
-                raise ConfigError(
-                    f"{where}.key_env: environment variable {spec.key_env} is not set"
-                )
-            digest = hash_key(key)
-        if digest in seen_keys:
-            raise ConfigError(f"{where}: same key as member {seen_keys[digest]!r}")
-        seen_names.add(spec.name)
-        seen_keys[digest] = spec.name
-        header = spec.end_user_header
-        if header is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header):
-            raise ConfigError(f"{where}.end_user_header: not an HTTP header name: {header!r}")
-        members.append(
-            Member(
-                name=spec.name,
-                key_sha256=digest,
-                admin=spec.admin,
-                allow=_patterns(spec.allow, f"{where}.allow") if spec.allow is not None else None,
-                deny=_patterns(spec.deny, f"{where}.deny"),
-                end_user_header=header.lower() if header is not None else None,
-                limits=_member_limits(spec, default_limits, where),
-                allow_paygo_override=_either(spec.allow_paygo_override, rules.allow_paygo_override),
-                allow_provider_selection=_either(
-                    spec.allow_provider_selection, rules.allow_provider_selection
-                ),
-            )
-        )
-    return tuple(members)
-
-
-def _either(value: bool | None, default: bool) -> bool:
-    return default if value is None else value
 
 
 def _is_loopback(host: str) -> bool:
