@@ -15,19 +15,20 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import openai
 import pytest
 import uvicorn
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
@@ -217,7 +218,7 @@ def nanogpt() -> FakeNanoGPT:
     return FakeNanoGPT()
 
 
-def with_lifespan_state(app: Starlette, state: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+def with_lifespan_state(app: Starlette, state: Mapping[str, Any]) -> ASGIApp:
     """What an ASGI server does with lifespan state: a copy in every request's scope."""
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -236,7 +237,8 @@ async def gateway_client(
     async with served(settings, nanogpt) as settings:
         app = create_app(settings, **app_options)
         async with app.router.lifespan_context(app) as state:
-            asgi = with_lifespan_state(app, state or {})
+            assert state is not None, "the gateway's lifespan yields its state"
+            asgi = with_lifespan_state(app, state)
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=asgi), base_url="http://localhost"
             ) as client:
@@ -309,6 +311,20 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def sdk_over(
+    http: httpx.AsyncClient, base_url: str, api_key: str, *, max_retries: int = 0
+) -> openai.AsyncOpenAI:
+    """The openai SDK sending through `http` (an in-process transport). The SDK takes an
+    `httpx.AsyncClient` as well as its own `httpx2` one (it checks for either at run time), but
+    its annotation names only `httpx2.AsyncClient`."""
+    return openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        http_client=http,  # type: ignore[arg-type]
+        max_retries=max_retries,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -331,7 +347,7 @@ def running(
         stderr=subprocess.PIPE,
         text=True,
     )
-    base, stderr = f"http://127.0.0.1:{port}", []
+    base, stderr = f"http://127.0.0.1:{port}", list[str]()
     try:
         deadline = time.monotonic() + 30
         while True:  # readiness poll, bounded

@@ -29,13 +29,14 @@ def translate(**body: Any) -> Json:
 
 
 def messages(input: Any, **body: Any) -> list[Json]:
-    return translate(input=input, **body)["messages"]  # type: ignore[no-any-return]
+    said: list[Json] = translate(input=input, **body)["messages"]
+    return said
 
 
 def client_body(name: str) -> Json:
-    body = json.loads((CLIENTS / f"{name}.json").read_text())
+    body: Json = json.loads((CLIENTS / f"{name}.json").read_text())
     assert body.pop("_source")
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 def refusal(body: Json) -> InvalidRequest:

@@ -11,6 +11,7 @@ from gateway.config import (
     ConfigError,
     Demo,
     MeteringSettings,
+    Settings,
     load_metering,
     load_settings,
 )
@@ -19,7 +20,7 @@ from gateway.types import Price
 from tests.conftest import ALICE_KEY, BOB_KEY, MEMBERS_TOML, TEAM_KEY, make_settings
 
 
-def load(tmp_path: Path, toml: str, members: bool = True, **env: str):  # type: ignore[no-untyped-def]
+def load(tmp_path: Path, toml: str, members: bool = True, **env: str) -> Settings:
     return make_settings(tmp_path, toml, members=members, **env)
 
 

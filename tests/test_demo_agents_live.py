@@ -63,7 +63,8 @@ async def test_a_responses_function_call_streams_through_the_gateway(tmp_path: P
             final = await stream.get_final_response()
         [called] = final.output
         assert called.type == "function_call" and json.loads(called.arguments) == {"city": "demo"}
-        follow_up = [
+        # an agent sends the call back as the SDK dumps it: a plain dict, not one of its TypedDicts
+        follow_up: list[Any] = [
             {"role": "user", "content": "Weather?"},
             called.model_dump(exclude_none=True),
             {"type": "function_call_output", "call_id": called.call_id, "output": "Sunny"},

@@ -8,10 +8,10 @@ import json
 from typing import Any
 
 import httpx
-import openai
 import pytest
 
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from tests.conftest import sdk_over
 from tests.test_demo_upstream import AUTH, BASIC_KEYS, HELLO, anyio_backend, client
 
 __all__ = ["anyio_backend", "client"]  # fixtures, used by name
@@ -343,9 +343,7 @@ async def test_moderations(client: httpx.AsyncClient) -> None:
 @pytest.mark.anyio
 async def test_the_openai_sdk_reads_every_new_shape(anyio_backend: str) -> None:
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_demo_upstream()))
-    async with openai.AsyncOpenAI(
-        base_url="http://demo/api/v1", api_key=DEMO_TEAM_KEY, http_client=http, max_retries=0
-    ) as sdk:
+    async with sdk_over(http, "http://demo/api/v1", DEMO_TEAM_KEY) as sdk:
         answer = await sdk.responses.create(model="openai/gpt-5.2", input="Hi there")
         assert answer.output_text.endswith("You said: Hi there") and answer.usage
         stream = await sdk.responses.create(model="openai/gpt-5.2", input="Hi", stream=True)

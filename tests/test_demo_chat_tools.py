@@ -12,9 +12,15 @@ import httpx
 import openai
 import pydantic
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import (
+    ChatCompletion,
+    ChatCompletionFunctionToolParam,
+    ChatCompletionMessageFunctionToolCall,
+    ChatCompletionMessageParam,
+)
 
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from tests.conftest import sdk_over
 from tests.test_demo_upstream import AUTH, anyio_backend, chunks, client
 
 __all__ = ["anyio_backend", "client"]  # fixtures, used by name
@@ -22,7 +28,7 @@ __all__ = ["anyio_backend", "client"]  # fixtures, used by name
 pytestmark = pytest.mark.anyio
 MODEL = "deepseek/deepseek-v3.2"
 ASK: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Weather in Oslo?"}]
-WEATHER = {
+WEATHER: ChatCompletionFunctionToolParam = {
     "type": "function",
     "function": {
         "name": "lookup_weather",
@@ -38,20 +44,30 @@ WEATHER = {
         },
     },
 }
-CLOCK = {"type": "function", "function": {"name": "read_clock"}}
+CLOCK: ChatCompletionFunctionToolParam = {"type": "function", "function": {"name": "read_clock"}}
 
 
 @pytest.fixture
 async def sdk(anyio_backend: str) -> AsyncIterator[openai.AsyncOpenAI]:
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_demo_upstream()))
-    async with openai.AsyncOpenAI(
-        base_url="http://demo/api/v1", api_key=DEMO_TEAM_KEY, http_client=http, max_retries=0
-    ) as sdk:
+    async with sdk_over(http, "http://demo/api/v1", DEMO_TEAM_KEY) as sdk:
         yield sdk
 
 
 async def ask(sdk: openai.AsyncOpenAI, **request: Any) -> ChatCompletion:
-    return await sdk.chat.completions.create(**{"model": MODEL, "messages": ASK, **request})
+    answer: ChatCompletion = await sdk.chat.completions.create(
+        **{"model": MODEL, "messages": ASK, **request}
+    )
+    return answer
+
+
+def function_calls(answer: ChatCompletion) -> list[ChatCompletionMessageFunctionToolCall]:
+    """The answer's tool calls, each of which must be a function call (the demo makes no
+    custom tool calls)."""
+    calls = answer.choices[0].message.tool_calls or []
+    found = [c for c in calls if isinstance(c, ChatCompletionMessageFunctionToolCall)]
+    assert len(found) == len(calls), calls
+    return found
 
 
 async def test_a_tool_call_then_an_answer_from_its_result(sdk: openai.AsyncOpenAI) -> None:
@@ -68,7 +84,7 @@ async def test_a_tool_call_then_an_answer_from_its_result(sdk: openai.AsyncOpenA
 
     said = [
         *ASK,
-        choice.message.model_dump(exclude_none=True),  # type: ignore[list-item]
+        choice.message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": called.id, "content": "Sunny, 21 C"},
     ]
     second = await ask(sdk, tools=[WEATHER, CLOCK], messages=said)
@@ -87,8 +103,7 @@ async def test_a_streamed_tool_call_assembles_to_the_same_call(sdk: openai.Async
     assert streamed.choices[0].finish_reason == "tool_calls"
 
     def calls(answer: ChatCompletion) -> list[tuple[str, str, str]]:
-        found = answer.choices[0].message.tool_calls or []
-        return [(c.id, c.function.name, c.function.arguments) for c in found]
+        return [(c.id, c.function.name, c.function.arguments) for c in function_calls(answer)]
 
     assert calls(streamed) == calls(plain) and calls(plain)
     assert streamed.usage == plain.usage
@@ -139,7 +154,7 @@ async def test_tool_choice(
     sdk: openai.AsyncOpenAI, tool_choice: Any, messages: list[Any], called: str | None
 ) -> None:
     answer = await ask(sdk, tools=[WEATHER, CLOCK], tool_choice=tool_choice, messages=messages)
-    calls = answer.choices[0].message.tool_calls or []
+    calls = function_calls(answer)
     assert [c.function.name for c in calls] == ([called] if called else [])
     assert answer.choices[0].finish_reason == ("tool_calls" if called else "stop")
     assert (answer.choices[0].message.content is None) == bool(called)

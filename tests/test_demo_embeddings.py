@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from tests.conftest import sdk_over
 from tests.test_demo_upstream import anyio_backend, client
 
 __all__ = ["anyio_backend", "client"]  # fixtures, used by name
@@ -62,9 +63,7 @@ async def sdk(anyio_backend: str) -> AsyncIterator[tuple[openai.AsyncOpenAI, lis
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_demo_upstream()), event_hooks={"request": [keep]}
     )
-    async with openai.AsyncOpenAI(
-        base_url="http://demo/api/v1", api_key=DEMO_TEAM_KEY, http_client=http, max_retries=0
-    ) as sdk:
+    async with sdk_over(http, "http://demo/api/v1", DEMO_TEAM_KEY) as sdk:
         yield sdk, sent
 
 

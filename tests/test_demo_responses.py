@@ -12,9 +12,10 @@ import httpx
 import openai
 import pydantic
 import pytest
-from openai.types.responses import Response
+from openai.types.responses import FunctionToolParam, Response
 
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from tests.conftest import sdk_over
 from tests.test_demo_apis import named_events
 from tests.test_demo_upstream import anyio_backend, client
 
@@ -23,7 +24,7 @@ __all__ = ["anyio_backend", "client"]  # fixtures, used by name
 pytestmark = pytest.mark.anyio
 MODEL = "openai/gpt-5.2"
 ASK = "What is the weather in Tokyo?"
-WEATHER = {
+WEATHER: FunctionToolParam = {
     "type": "function",
     "name": "get_weather",
     "description": "Get current weather for a location",
@@ -32,22 +33,23 @@ WEATHER = {
         "properties": {"location": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
         "required": ["location", "days"],
     },
+    "strict": None,
 }
-CLOCK = {"type": "function", "name": "read_clock"}
+# without the nullable fields NanoGPT fills in (`test_tools_are_echoed_with_nullable_fields`)
+CLOCK: dict[str, Any] = {"type": "function", "name": "read_clock"}
 SEARCH = {"type": "web_search_preview"}
 
 
 @pytest.fixture
 async def sdk(anyio_backend: str) -> AsyncIterator[openai.AsyncOpenAI]:
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_demo_upstream()))
-    async with openai.AsyncOpenAI(
-        base_url="http://demo/api/v1", api_key=DEMO_TEAM_KEY, http_client=http, max_retries=0
-    ) as sdk:
+    async with sdk_over(http, "http://demo/api/v1", DEMO_TEAM_KEY) as sdk:
         yield sdk
 
 
 async def respond(sdk: openai.AsyncOpenAI, **request: Any) -> Response:
-    return await sdk.responses.create(**{"model": MODEL, "input": ASK, **request})
+    answer: Response = await sdk.responses.create(**{"model": MODEL, "input": ASK, **request})
+    return answer
 
 
 async def test_a_function_call_then_text_from_its_output(sdk: openai.AsyncOpenAI) -> None:
@@ -192,7 +194,7 @@ async def test_text_format_json_schema_parses_into_the_model(sdk: openai.AsyncOp
     parsed = await sdk.responses.parse(model=MODEL, input=ASK, text_format=Forecast)
     # the SDK's strict schema requires every field, so `unit` comes too: its first choice
     assert parsed.output_parsed == Forecast(location="demo", highs=[0], unit="c")
-    assert parsed.text.format and parsed.text.format.type == "json_schema"
+    assert parsed.text and parsed.text.format and parsed.text.format.type == "json_schema"
 
 
 async def test_json_formats_as_nanogpt_documents_them(client: httpx.AsyncClient) -> None:

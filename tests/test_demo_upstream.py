@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from starlette.types import Message, Scope
 
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
 from gateway.demo_upstream.catalog import TEXT_MODELS
@@ -64,7 +65,8 @@ async def model_list(client: httpx.AsyncClient, path: str, **params: str) -> lis
     assert response.status_code == 200
     body = response.json()
     assert body["object"] == "list"
-    return body["data"]
+    data: list[dict[str, Any]] = body["data"]
+    return data
 
 
 # --- auth -------------------------------------------------------------------------------------
@@ -284,7 +286,8 @@ def price(model: str, usage: dict[str, Any]) -> float:
     """USD for `usage` at the catalog's per-million-token prices."""
     pricing = MODEL_PRICES[model]
     prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-    return (prompt * pricing["prompt"] + completion * pricing["completion"]) / 1e6
+    cost: float = (prompt * pricing["prompt"] + completion * pricing["completion"]) / 1e6
+    return cost
 
 
 @pytest.mark.anyio
@@ -339,9 +342,9 @@ async def test_each_sse_event_is_sent_as_its_own_body_message(anyio_backend: str
     # httpx's ASGITransport joins the body, so talk ASGI directly to see each `send`.
     payload = {"model": "openai/gpt-5.2", "messages": HELLO, "stream": True}
     requested, disconnected = False, anyio.Event()
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         nonlocal requested
         if not requested:
             requested = True
@@ -349,10 +352,10 @@ async def test_each_sse_event_is_sent_as_its_own_body_message(anyio_backend: str
         await disconnected.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
+    scope: Scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
         "scheme": "http", "path": "/api/v1/chat/completions", "raw_path": b"", "root_path": "",
         "query_string": b"", "server": ("demo", 80), "client": ("test", 1),
@@ -381,7 +384,10 @@ async def test_chunk_delay_still_streams_everything() -> None:
 
 @pytest.mark.anyio
 async def test_completions_both_modes(client: httpx.AsyncClient) -> None:
-    request = {"model": "qwen/qwen3-coder-next", "prompt": ["first one", "write a poem"]}
+    request: dict[str, Any] = {
+        "model": "qwen/qwen3-coder-next",
+        "prompt": ["first one", "write a poem"],
+    }
     plain = (await client.post("/api/v1/completions", json=request)).json()
     assert plain["object"] == "text_completion"
     assert plain["id"].startswith("cmpl-")

@@ -39,8 +39,9 @@ def test_example_sets_the_documented_defaults() -> None:
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
             if f.name in example.get(section, {}):
-                value = example[section][f.name]
-                assert value == f.default or list(f.default) == value, f"{section}.{f.name}"
+                value, default = example[section][f.name], f.default
+                assert default is not dataclasses.MISSING, f"{section}.{f.name} has no default"
+                assert value == default or list(default) == value, f"{section}.{f.name}"
 
 
 def test_ci_runs_the_readme_test_command() -> None:

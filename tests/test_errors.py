@@ -40,6 +40,7 @@ async def test_an_unexpected_failure_is_a_500_in_the_same_shape(
     async with served(make_settings(tmp_path), nanogpt) as settings:
         app = create_app(settings)
         async with app.router.lifespan_context(app) as state:
+            assert state is not None
             transport = httpx.ASGITransport(
                 app=with_lifespan_state(app, state), raise_app_exceptions=False
             )
@@ -90,6 +91,7 @@ async def test_the_upstream_client_is_closed_at_shutdown(
 ) -> None:
     app = create_app(make_settings(tmp_path))
     async with app.router.lifespan_context(app) as state:
+        assert state is not None
         upstream = state["gateway"].upstream
         assert not upstream.is_closed
     assert upstream.is_closed

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import InvalidApiKey
-from gateway.keys import ANONYMOUS, KeyRing, hash_key, presented_key
-from gateway.types import Member
+from gateway.keys import KeyRing, hash_key, presented_key
+from gateway.types import ANONYMOUS, Member
 
 ALICE = Member(name="alice", key_sha256=hash_key("sk-alice"))
 BOB = Member(name="bob", key_sha256=hash_key("sk-bob"))

@@ -4,9 +4,10 @@ settled once. Each test ends with nothing in flight and nothing reserved."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -55,10 +56,14 @@ def limiters() -> Iterator[list[MemoryLimiter]]:
         assert limiter.reserved_usd() == 0
 
 
+MakeLimiter = Callable[..., MemoryLimiter]
+"""`make(**team_rules)`: a limiter under those `LimitRules`, checked for leaks at teardown."""
+
+
 @pytest.fixture
-def make(limiters: list[MemoryLimiter]):  # type: ignore[no-untyped-def]
-    def make(**rules: object) -> MemoryLimiter:
-        limiter = MemoryLimiter(LimitRules(**rules))  # type: ignore[arg-type]
+def make(limiters: list[MemoryLimiter]) -> MakeLimiter:
+    def make(**rules: Any) -> MemoryLimiter:
+        limiter = MemoryLimiter(LimitRules(**rules))
         limiters.append(limiter)
         return limiter
 
@@ -71,7 +76,7 @@ def refused(limiter: MemoryLimiter, request: Ask) -> Refusal:
     return excinfo.value
 
 
-def test_a_refusal_by_one_limit_consumes_nothing_from_the_others(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_refusal_by_one_limit_consumes_nothing_from_the_others(make: MakeLimiter) -> None:
     limiter = make()
     limits = Limits(requests_per_minute=2, max_concurrent_requests=1)
     first = limiter.admit_now(ask(limits))
@@ -86,7 +91,7 @@ def test_a_refusal_by_one_limit_consumes_nothing_from_the_others(make) -> None: 
     assert isinstance(rpm, RateLimited) and rpm.type == "requests"
 
 
-def test_requests_per_minute_refill_continuously(make) -> None:  # type: ignore[no-untyped-def]
+def test_requests_per_minute_refill_continuously(make: MakeLimiter) -> None:
     limiter, limits = make(), Limits(requests_per_minute=60)
     for _ in range(60):
         limiter.release(limiter.admit_now(ask(limits)))
@@ -110,7 +115,7 @@ def test_requests_per_minute_refill_continuously(make) -> None:  # type: ignore[
     limiter.release(admitted)
 
 
-def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(make) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(make: MakeLimiter) -> None:
     limiter, limits = make(), Limits(tokens_per_minute=1000)
     first = limiter.admit_now(ask(limits, tokens=800))
     assert first.headers["x-ratelimit-remaining-tokens"] == "200"
@@ -123,7 +128,7 @@ def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(make) -> N
     assert refused(limiter, ask(limits, tokens=700)).type == "tokens"
 
 
-def test_a_request_larger_than_the_token_limit_can_never_pass(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_larger_than_the_token_limit_can_never_pass(make: MakeLimiter) -> None:
     error = refused(make(), ask(Limits(tokens_per_minute=1000), tokens=1001))
     assert error.code == "rate_limit_exceeded" and error.headers["x-should-retry"] == "false"
     assert "retry-after" not in error.headers
@@ -131,7 +136,7 @@ def test_a_request_larger_than_the_token_limit_can_never_pass(make) -> None:  # 
     assert "can never pass" in error.message
 
 
-def test_zero_allows_nothing(make) -> None:  # type: ignore[no-untyped-def]
+def test_zero_allows_nothing(make: MakeLimiter) -> None:
     limiter = make()
     nothing = refused(limiter, ask(Limits(requests_per_minute=0)))
     assert nothing.headers["x-should-retry"] == "false" and "retry-after" not in nothing.headers
@@ -143,7 +148,7 @@ def test_zero_allows_nothing(make) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def test_a_budget_counts_reservations_in_flight_and_names_itself(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_budget_counts_reservations_in_flight_and_names_itself(make: MakeLimiter) -> None:
     limiter = make(timezone="Europe/Berlin")
     limits = Limits(budget_usd_daily=Decimal("0.05"))
     running = [limiter.admit_now(ask(limits, cost="0.02")) for _ in range(2)]
@@ -163,11 +168,11 @@ def test_a_budget_counts_reservations_in_flight_and_names_itself(make) -> None: 
     )
     limiter.settle(running[0], Decimal("0.001"), 10)  # cheaper than reserved: room again
     limiter.settle(running[1], Decimal("0.001"), 10)
-    assert limiter.spent("alice", "day", NOW) == (Decimal("0.002"), 0)
+    assert limiter.spent("alice", "day", NOW) == (Decimal("0.002"), Decimal(0))
     limiter.release(limiter.admit_now(ask(limits, cost="0.04")))
 
 
-def test_free_requests_pass_a_spent_budget(make) -> None:  # type: ignore[no-untyped-def]
+def test_free_requests_pass_a_spent_budget(make: MakeLimiter) -> None:
     limiter = make()
     limits = Limits(budget_usd_monthly=CENT)
     limiter.settle(limiter.admit_now(ask(limits, cost="0.01")), CENT, 10)
@@ -175,7 +180,7 @@ def test_free_requests_pass_a_spent_budget(make) -> None:  # type: ignore[no-unt
     limiter.release(limiter.admit_now(ask(limits, cost="0")))
 
 
-def test_spend_of_yesterday_does_not_count_today_but_counts_this_month(make) -> None:  # type: ignore[no-untyped-def]
+def test_spend_of_yesterday_does_not_count_today_but_counts_this_month(make: MakeLimiter) -> None:
     limiter = make(timezone="Asia/Tokyo")
     daily = Limits(budget_usd_daily=CENT)
     monthly = Limits(budget_usd_monthly=Decimal("0.015"))
@@ -186,7 +191,7 @@ def test_spend_of_yesterday_does_not_count_today_but_counts_this_month(make) -> 
     assert refused(limiter, ask(monthly, now=tomorrow_in_tokyo)).limit == "budget_usd_monthly"
 
 
-def test_the_team_budget_caps_every_member_together(make) -> None:  # type: ignore[no-untyped-def]
+def test_the_team_budget_caps_every_member_together(make: MakeLimiter) -> None:
     limiter = make(team_budget_usd_daily=Decimal("0.03"))
     held = [limiter.admit_now(ask(Limits(), member=name)) for name in ("a", "b", "c")]
     error = refused(limiter, ask(Limits(), member="d"))
@@ -196,7 +201,9 @@ def test_the_team_budget_caps_every_member_together(make) -> None:  # type: igno
         limiter.release(admission)
 
 
-def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(
+    make: MakeLimiter,
+) -> None:
     limiter = make()
     limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
     first = limiter.admit_now(ask(limits, cost="0.02", end_user="eve"))
@@ -207,7 +214,9 @@ def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(make) 
         limiter.release(admission)
 
 
-def test_end_users_beyond_the_bound_share_one_budget(make, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_end_users_beyond_the_bound_share_one_budget(
+    make: MakeLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(memory_module, "MAX_END_USERS", 2)
     limiter = make()
     limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
@@ -220,7 +229,7 @@ def test_end_users_beyond_the_bound_share_one_budget(make, monkeypatch: pytest.M
     assert "(other end users)" in error.message
 
 
-def test_the_balance_floor_counts_what_is_in_flight(make) -> None:  # type: ignore[no-untyped-def]
+def test_the_balance_floor_counts_what_is_in_flight(make: MakeLimiter) -> None:
     limiter = make(min_balance_usd=Decimal(5))
     before_the_first_poll = limiter.admit_now(ask(Limits(), cost="100"))
     limiter.release(before_the_first_poll)
@@ -237,7 +246,7 @@ def test_the_balance_floor_counts_what_is_in_flight(make) -> None:  # type: igno
     limiter.release(held)
 
 
-def test_nanogpts_daily_limit_pauses_what_costs_money(make) -> None:  # type: ignore[no-untyped-def]
+def test_nanogpts_daily_limit_pauses_what_costs_money(make: MakeLimiter) -> None:
     limiter = make()
     limiter.pause_team(NOW + 90)
     error = refused(limiter, ask(Limits()))
@@ -246,17 +255,17 @@ def test_nanogpts_daily_limit_pauses_what_costs_money(make) -> None:  # type: ig
     limiter.release(limiter.admit_now(ask(Limits(), now=NOW + 90)))
 
 
-def test_settling_twice_counts_once(make) -> None:  # type: ignore[no-untyped-def]
+def test_settling_twice_counts_once(make: MakeLimiter) -> None:
     limiter = make()
     admission = limiter.admit_now(ask(Limits()))
     limiter.settle(admission, CENT, 10)
     limiter.settle(admission, CENT, 10)
     limiter.release(admission)
-    assert limiter.spent("alice", "day", NOW) == (CENT, 0)
-    assert limiter.spent(None, "month", NOW) == (CENT, 0)
+    assert limiter.spent("alice", "day", NOW) == (CENT, Decimal(0))
+    assert limiter.spent(None, "month", NOW) == (CENT, Decimal(0))
 
 
-def test_a_hundred_concurrent_reservations_never_pass_the_budget(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_hundred_concurrent_reservations_never_pass_the_budget(make: MakeLimiter) -> None:
     limiter = make()
     limits = Limits(budget_usd_daily=Decimal("1.00"))
     admitted: list[Admission] = []
@@ -269,11 +278,11 @@ def test_a_hundred_concurrent_reservations_never_pass_the_budget(make) -> None: 
     assert limiter.spent("alice", "day", NOW)[0] == Decimal("0.99")
 
 
-def test_the_ledger_seeds_what_was_spent_before_a_restart(make) -> None:  # type: ignore[no-untyped-def]
+def test_the_ledger_seeds_what_was_spent_before_a_restart(make: MakeLimiter) -> None:
     limiter = make()
     limiter.seed("day", NOW, [("alice", None, Decimal("0.6")), ("alice", "eve", Decimal("0.3"))])
     limits = Limits(budget_usd_daily=Decimal(1), end_user_budget_usd_daily=Decimal("0.35"))
-    assert limiter.spent("alice", "day", NOW) == (Decimal("0.9"), 0)
+    assert limiter.spent("alice", "day", NOW) == (Decimal("0.9"), Decimal(0))
     assert refused(limiter, ask(limits, cost="0.2")).limit == "budget_usd_daily"
     assert refused(limiter, ask(limits, cost="0.06", end_user="eve")).limit == (
         "end_user_budget_usd_daily"

@@ -14,6 +14,7 @@ import anyio
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.app import create_app
 from gateway.budgets import Estimate
@@ -28,11 +29,12 @@ from tests.conftest import (
     live_server,
     make_settings,
     running,
+    sdk_over,
 )
 
 pytestmark = pytest.mark.anyio
 GPT = "openai/gpt-5.2"
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def sdk_through(client: httpx.AsyncClient, sent: list[httpx.Request]) -> openai.AsyncOpenAI:
@@ -45,7 +47,7 @@ def sdk_through(client: httpx.AsyncClient, sent: list[httpx.Request]) -> openai.
     http = httpx.AsyncClient(
         transport=client._transport, base_url=client.base_url, event_hooks={"request": [count]}
     )
-    return openai.AsyncOpenAI(base_url="http://localhost/v1", api_key=ALICE_KEY, http_client=http)
+    return sdk_over(http, "http://localhost/v1", ALICE_KEY, max_retries=openai.DEFAULT_MAX_RETRIES)
 
 
 async def test_the_sdk_does_not_retry_a_budget_refusal(
@@ -56,7 +58,7 @@ async def test_the_sdk_does_not_retry_a_budget_refusal(
     async with gateway_client(settings, nanogpt) as client:
         sdk = sdk_through(client, sent)
         with pytest.raises(openai.RateLimitError) as excinfo:
-            await sdk.chat.completions.create(model=GPT, messages=MESSAGES)  # type: ignore[arg-type]
+            await sdk.chat.completions.create(model=GPT, messages=MESSAGES)
     assert len(sent) == 1  # x-should-retry: false, although the SDK retries 429s twice
     assert "daily budget" in excinfo.value.message
     assert excinfo.value.code == "member_budget_exceeded"
@@ -82,7 +84,7 @@ async def test_the_sdk_retries_a_rate_limit_and_gets_through(
             )
             limiter.release(limiter.admit_now(ask))
         sdk = sdk_through(client, sent)
-        answer = await sdk.chat.completions.create(model=GPT, messages=MESSAGES)  # type: ignore[arg-type]
+        answer = await sdk.chat.completions.create(model=GPT, messages=MESSAGES)
     assert answer.choices[0].message.content == "hi"
     assert len(sent) == 2  # refused once, retried after retry-after-ms, admitted
     assert len(nanogpt.requests) == 1

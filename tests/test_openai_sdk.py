@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 import pytest
-from openai.types.chat import ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from gateway.app import create_app
 from gateway.cli import DEMO_MEMBER_KEY
@@ -20,7 +20,7 @@ from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
 from tests.conftest import ledger_rows, live_server
 
 pytestmark = pytest.mark.anyio
-MESSAGES = [{"role": "user", "content": "Say hello to the team"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Say hello to the team"}]
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +84,7 @@ async def test_models_list_shows_only_allowed_models(sdk: openai.AsyncOpenAI) ->
 
 
 async def test_chat_completion_plain_and_streamed(sdk: openai.AsyncOpenAI) -> None:
-    plain = await sdk.chat.completions.create(model="deepseek/deepseek-v3.2", messages=MESSAGES)  # type: ignore[arg-type]
+    plain = await sdk.chat.completions.create(model="deepseek/deepseek-v3.2", messages=MESSAGES)
     text = plain.choices[0].message.content
     assert text and "Say hello to the team" in text
     assert (
@@ -94,7 +94,7 @@ async def test_chat_completion_plain_and_streamed(sdk: openai.AsyncOpenAI) -> No
 
     stream = await sdk.chat.completions.create(
         model="deepseek/deepseek-v3.2", messages=MESSAGES, stream=True
-    )  # type: ignore[arg-type]
+    )
     chunks = [chunk async for chunk in stream]
     assert len(chunks) > 3  # arrived as separate events
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
@@ -103,7 +103,7 @@ async def test_chat_completion_plain_and_streamed(sdk: openai.AsyncOpenAI) -> No
 async def test_streamed_usage_when_asked(sdk: openai.AsyncOpenAI) -> None:
     stream = await sdk.chat.completions.create(
         model="moonshotai/kimi-k2.5",
-        messages=MESSAGES,  # type: ignore[arg-type]
+        messages=MESSAGES,
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -125,14 +125,14 @@ async def test_completions_and_embeddings(sdk: openai.AsyncOpenAI) -> None:
 
 async def test_denied_model_raises_permission_denied(sdk: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.PermissionDeniedError) as excinfo:
-        await sdk.chat.completions.create(model="openai/gpt-5.2", messages=MESSAGES)  # type: ignore[arg-type]
+        await sdk.chat.completions.create(model="openai/gpt-5.2", messages=MESSAGES)
     assert excinfo.value.code == "model_not_allowed"
     assert "openai/gpt-5.2" in excinfo.value.message
 
 
 async def test_unknown_model_and_bad_key(sdk: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as not_found:
-        await sdk.chat.completions.create(model="nobody/nothing", messages=MESSAGES)  # type: ignore[arg-type]
+        await sdk.chat.completions.create(model="nobody/nothing", messages=MESSAGES)
     assert not_found.value.code == "model_not_found"
     with pytest.raises(openai.AuthenticationError):
         await sdk.with_options(api_key="sk-wrong").models.list()

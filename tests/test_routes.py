@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -253,11 +254,11 @@ async def test_body_over_the_limit_is_413(tmp_path: Path, nanogpt: FakeNanoGPT) 
         response = await client.post("/v1/chat/completions", json=big, headers=auth())
         assert "1000 bytes" in assert_openai_error(response, 413, "request_too_large")["message"]
 
-        async def chunked() -> object:  # no content-length: counted as it arrives
+        async def chunked() -> AsyncIterator[bytes]:  # no content-length: counted as it arrives
             for _ in range(20):
                 yield b"x" * 100
 
-        response = await client.post("/v1/audio/transcriptions", content=chunked(), headers=auth())  # type: ignore[arg-type]
+        response = await client.post("/v1/audio/transcriptions", content=chunked(), headers=auth())
         assert_openai_error(response, 413, "request_too_large")
         small = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
         assert small.status_code == 200

@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def client_for(
     toml: str,
     *,
     members: bool = False,
-):  # type: ignore[no-untyped-def]
+) -> tuple[AbstractAsyncContextManager[httpx.AsyncClient], MemoryLimiter]:
     settings = make_settings(tmp_path, toml, members=members, ALICE=ALICE_KEY)
     limiter = MemoryLimiter(settings.limits)
     held.append(limiter)
@@ -136,7 +137,7 @@ async def test_a_budget_refusal_names_the_budget_and_says_do_not_retry(
         metrics = (await client.get("/metrics")).text
     assert len(nanogpt.requests) == 1
     spent = Decimal(3 * 2.5 + 1 * 10) / 1_000_000  # the fake's usage at the catalog's prices
-    assert limiter.spent("alice", "day", limiter_now()) == (spent, 0)
+    assert limiter.spent("alice", "day", limiter_now()) == (spent, Decimal(0))
     assert key["name"] == "alice" and key["limit"] == 0.001 and key["limit_reset"] == "daily"
     assert Decimal(str(key["usage_daily"])) == spent
     assert Decimal(key["windows"][0]["budget_usd_remaining"]) == Decimal("0.001") - spent

@@ -167,10 +167,10 @@ def test_anthropic_stream_usage_is_read_however_it_is_split() -> None:
         sent = watcher.feed(ANTHROPIC_STREAM[:cut]) + watcher.feed(ANTHROPIC_STREAM[cut:])
         assert sent + watcher.finish() == ANTHROPIC_STREAM, cut
         assert watcher.usage == expected, cut
-    sent, watcher = relay_with(
+    parts, watcher = relay_with(
         EventStream(UsageReader("anthropic")), ANTHROPIC_STREAM, list(range(len(ANTHROPIC_STREAM)))
     )
-    assert b"".join(sent) == ANTHROPIC_STREAM and watcher.usage == expected
+    assert b"".join(parts) == ANTHROPIC_STREAM and watcher.usage == expected
 
 
 def test_an_unterminated_last_event_is_still_forwarded_and_read() -> None:

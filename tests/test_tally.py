@@ -51,7 +51,9 @@ async def test_a_cancelled_finisher_still_records() -> None:
     tally.member = Member(name="alice", key_sha256="")
 
     async def finish_then_die() -> None:
-        asyncio.current_task().cancel()  # type: ignore[union-attr]
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
         await tally.finish(499, "client_disconnected")
 
     with pytest.raises(asyncio.CancelledError):
