@@ -48,6 +48,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     commands = re.findall(r"```sh\n(.+?)\n```", README)
     start, test = commands[0], commands[1]
     assert "quickstart" in start and "pytest" in test
+    assert "coverage report --fail-under=95" in test, "CI keeps the coverage gate"
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test in ci
 
