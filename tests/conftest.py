@@ -117,6 +117,9 @@ class FakeNanoGPT:
         self.keep_alive = True
         """False: every answer closes its connection, so none waits in the gateway's pool (a
         test that will `stop()` this fake wants the next request to meet a refusal)."""
+        self.url_host = "127.0.0.1"
+        """The host in the API root the gateway is given: `localhost` (which resolves to this
+        loopback address) where the gateway must see a hostname, not an IP address."""
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
@@ -126,7 +129,7 @@ class FakeNanoGPT:
         self._server = server = TestServer(app, host="127.0.0.1", handler_cancellation=True)
         await server.start_server()
         try:
-            yield str(server.make_url("/api"))
+            yield str(server.make_url("/api").with_host(self.url_host))
         finally:
             await server.close()
 
