@@ -255,6 +255,15 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml", {})
 
 
+def test_a_file_in_another_encoding_is_a_config_error(tmp_path: Path) -> None:
+    # Windows PowerShell 5 writes UTF-16 with `>` and Out-File; TOML files are UTF-8.
+    path = tmp_path / "gateway.toml"
+    path.write_text("[server]\nport = 8080\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match="not valid TOML: not UTF-8") as excinfo:
+        load_settings(path, {"NANOGPT_API_KEY": TEAM_KEY})
+    assert str(path) in str(excinfo.value) and "\n" not in str(excinfo.value)
+
+
 def test_metering_and_pricing_are_read(tmp_path: Path) -> None:
     toml = (
         "[metering]\nledger_path = '/var/lib/gw/usage.db'\nbalance_poll_seconds = 0\n"

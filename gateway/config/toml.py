@@ -22,6 +22,10 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the file before parsing it
+        raise ConfigError(
+            f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def section(cls: type, table: Any, where: str) -> Any:
