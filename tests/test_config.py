@@ -255,6 +255,23 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml", {})
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    "key",
+    ["limits.budget_usd_daily", "upstream.read_timeout_seconds", "members[0].budget_usd_daily"],
+)
+def test_nan_and_infinity_are_refused_naming_the_key(tmp_path: Path, key: str, value: str) -> None:
+    # A nan budget raised decimal.InvalidOperation on every request, and an infinite one made
+    # /v1/key answer 500: neither is a number any setting can mean.
+    section, name = key.rsplit(".", 1)
+    if section.startswith("members"):
+        toml = f'[[members]]\nname = "carol"\nkey_env = "BOB_KEY"\n{name} = {value}\n'
+    else:
+        toml = f"[{section}]\n{name} = {value}\n"
+    message = error_for(tmp_path, toml, members=False)
+    assert f"{key}: expected a" in message and message.endswith(f" {value}"), message
+
+
 def test_a_file_in_another_encoding_is_a_config_error(tmp_path: Path) -> None:
     # Windows PowerShell 5 writes UTF-16 with `>` and Out-File; TOML files are UTF-8.
     path = tmp_path / "gateway.toml"

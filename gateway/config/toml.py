@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -73,6 +74,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a list of strings, got {_describe(value)}")
         return tuple(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):  # TOML has nan and inf; no setting means either
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
         return float(value)
     if hint in (str, int, bool) and type(value) is hint:
         return value
