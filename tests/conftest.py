@@ -21,6 +21,7 @@ from typing import Any
 
 import anyio
 import httpx
+import hypothesis
 import openai
 import pytest
 import uvicorn
@@ -34,6 +35,13 @@ from gateway.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY
 from gateway.keys import hash_key
+
+# Property tests draw the same examples on every run, so CI is deterministic and a failure
+# reproduces from its printed example; no example database is kept between runs.
+hypothesis.settings.register_profile(
+    "deterministic", derandomize=True, database=None, deadline=None
+)
+hypothesis.settings.load_profile("deterministic")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEAM_KEY = "sk-nano-team-0123456789abcdef"

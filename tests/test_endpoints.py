@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.endpoints import ENDPOINTS, UNLISTED, classify
-from gateway.errors import InvalidRequest, MethodNotAllowed, UnknownEndpoint
+from gateway.endpoints import ALL_METHODS, ENDPOINTS, UNLISTED, Target, classify
+from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, UnknownEndpoint
 
 
 @pytest.mark.parametrize(
@@ -87,3 +89,47 @@ def test_the_table_is_consistent() -> None:
     # no two entries answer the same path and method
     seen = {(e.path, m) for e in ENDPOINTS for m in e.methods}
     assert len(seen) == sum(len(e.methods) for e in ENDPOINTS)
+
+
+# --- properties: any path and method ------------------------------------------------------------
+
+SEGMENTS = sorted({s for e in ENDPOINTS for s in e.path.split("/") if "*" not in s})
+TRICKY = [".", "..", "..;x", ";", "%2e", "%2E%2e", "%2F", "%2f", "%252F", "%25", "%", "%zz"]
+TRICKY += ["%c3%a9", "%ff", "%00", "\\", "\x00", "\t", " ", "a;b", "é", "MODELS", "Chat"]
+RAW_PATHS = st.one_of(
+    st.lists(st.sampled_from(SEGMENTS + TRICKY) | st.text(max_size=6), max_size=5).map("/".join),
+    st.text(),
+)
+METHODS = st.sampled_from(sorted(ALL_METHODS))  # the route takes no others (app.py)
+
+
+def classified(raw: str, method: str, forward_unlisted: bool) -> Target | None:
+    """The target, or `None` for a refusal: always the gateway's own 4xx, never a crash."""
+    try:
+        return classify(raw, method, forward_unlisted=forward_unlisted)
+    except GatewayError as refusal:
+        assert isinstance(refusal, InvalidRequest) and refusal.status_code in (400, 404, 405)
+        return None
+
+
+@settings(max_examples=500)
+@given(raw=RAW_PATHS, method=METHODS, forward_unlisted=st.booleans())
+def test_any_path_is_classified_or_refused_with_a_4xx(
+    raw: str, method: str, forward_unlisted: bool
+) -> None:
+    target = classified(raw, method, forward_unlisted)
+    if target is not None:
+        # What is forwarded classifies as itself: every later check sees the same endpoint, and
+        # NanoGPT is sent a path that reads the same way again.
+        assert classify(target.path, method, forward_unlisted=forward_unlisted) == target
+        assert method in target.endpoint.methods
+
+
+@settings(max_examples=300)
+@given(raw=RAW_PATHS, method=METHODS, forward_unlisted=st.booleans())
+def test_the_case_of_a_path_does_not_change_its_endpoint(
+    raw: str, method: str, forward_unlisted: bool
+) -> None:
+    swapped = "".join(c.swapcase() if c.isascii() else c for c in raw)
+    target, other = (classified(p, method, forward_unlisted) for p in (raw, swapped))
+    assert (target and target.endpoint) == (other and other.endpoint)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.endpoints import ENDPOINTS, Endpoint
-from gateway.errors import InvalidRequest
-from gateway.protocol import Call, parse_call, with_stream_usage
+from gateway.errors import GatewayError, InvalidRequest
+from gateway.protocol import Call, parse_call, parse_call_in_slices, with_stream_usage
+from tests.test_bodies import JSON_VALUES, damaged_multipart, json_bodies, multipart_forms
 
 JSON = "application/json"
 
@@ -194,3 +198,78 @@ def test_stream_usage_is_spliced_into_the_bytes_the_client_sent(body: bytes) -> 
     assert json.loads(injected) == expected
     if body.lstrip().startswith(b"{"):  # spliced: everything the client sent is still there
         assert injected.replace(b'"stream_options":{"include_usage":true},', b"") == body
+
+
+# --- properties: any body -----------------------------------------------------------------------
+
+MODEL_ENDPOINTS = [e for e in ENDPOINTS if e.names_model]
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A content type and body: JSON whose `model` and `stream` may be anything, a form, or
+    arbitrary bytes, each under any of the content types clients send."""
+    fields = st.fixed_dictionaries(
+        {}, optional={"model": JSON_VALUES | st.text(max_size=8), "stream": JSON_VALUES}
+    )
+    body = draw(
+        fields.map(lambda d: json.dumps(d).encode())
+        | json_bodies()
+        | multipart_forms().map(lambda form: form[1])
+        | damaged_multipart()
+        | st.lists(
+            st.tuples(st.sampled_from(["model", "stream", "Model"]), st.text(max_size=6))
+        ).map(lambda pairs: "&".join(f"{k}={v}" for k, v in pairs).encode())
+        | st.binary(max_size=40)
+    )
+    content_type = draw(
+        st.sampled_from(
+            [
+                JSON,
+                "text/plain",
+                "",
+                "application/x-www-form-urlencoded",
+                "multipart/form-data; boundary=b",
+                "multipart/form-data",
+                "Multipart/Form-Data ; boundary=x",
+            ]
+        )
+        | multipart_forms().map(lambda form: form[0])
+        | st.text(max_size=30)
+    )
+    return content_type, body
+
+
+def parsed(parse: Any) -> Call | tuple[type[GatewayError], int, str]:
+    """The call, or the refusal: always the gateway's own 4xx, never another exception."""
+    try:
+        call: Call = parse()
+    except GatewayError as refusal:
+        assert 400 <= refusal.status_code < 500, refusal
+        return type(refusal), refusal.status_code, refusal.message
+    assert call.model is None or (isinstance(call.model, str) and call.model)
+    assert isinstance(call.stream, bool)
+    return call
+
+
+def in_slices(endpoint: Endpoint, content_type: str, body: bytes) -> Call:
+    slices = parse_call_in_slices(endpoint, content_type, body)
+    while True:
+        try:
+            next(slices)
+        except StopIteration as done:
+            result: Call = done.value
+            return result
+
+
+@settings(max_examples=500)
+@given(endpoint=st.sampled_from(MODEL_ENDPOINTS), request=requests())
+def test_any_body_is_a_call_or_a_4xx_and_the_same_in_slices(
+    endpoint: Endpoint, request: tuple[str, bytes]
+) -> None:
+    content_type, body = request
+    whole = parsed(lambda: parse_call(endpoint, content_type, body))
+    # a body above pipeline.LARGE_BODY_BYTES is parsed in slices: the verdict must not change
+    assert parsed(lambda: in_slices(endpoint, content_type, body)) == whole
+    if isinstance(whole, Call) and whole.model is None:
+        assert not endpoint.model_required
