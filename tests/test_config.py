@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+import types
+import typing
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, Literal
 
+import hypothesis
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.config import (
+    SECTIONS,
     ConfigError,
     Demo,
+    MemberSettings,
     MeteringSettings,
     Settings,
     load_metering,
@@ -369,3 +380,253 @@ def test_metrics_on_a_public_address_need_a_token_or_their_own_port(tmp_path: Pa
     assert load(tmp_path, token).metering.metrics_token
     port = "[server]\nhost = '0.0.0.0'\n[metering]\nmetrics_port = 9464\n"
     assert load(tmp_path, port).metering.metrics_port == 9464
+
+
+# --- properties: any file -----------------------------------------------------------------------
+
+VALID: dict[str, list[Any]] = {
+    "host": ["127.0.0.1", "localhost", "::1", "0.0.0.0"],
+    "port": [8080, 1, 65535],
+    "base_url": ["https://nano-gpt.com/api", "http://localhost:9/api"],
+    "api_key_env": ["NANOGPT_API_KEY"],
+    "timezone": ["UTC", "Europe/Berlin", "Asia/Tokyo"],
+    "cors_origins": [["https://chat.example.com"], ["*"], []],
+    "allowed_hosts": [["gw.example.com"], ["*"], []],
+    "allow": [["*"], ["openai/*", "deepseek/*"], ["[ab]*"]],
+    "deny": [["anthropic/*"], []],
+    "require_capabilities": [["tool_calling"], []],
+    "forward_client_headers": [["x-openwebui-user-email"], []],
+    "end_user_header": ["x-openwebui-user-email"],
+    "ledger_path": ["./usage.db"],
+    "metrics_token": ["x" * 16],
+    "metrics_port": [9100],
+    "max_body_bytes": [1, 1024],
+    "default_max_tokens": [1, 4096],
+}
+"""Values the loader takes (numbers are drawn by type): a document of these loads."""
+WRONG: dict[str, list[Any]] = {
+    "host": [""],
+    "port": [0, 65536],
+    "base_url": ["ftp://x", "http://u:p@h/", "https://h/api?q=1", "nano-gpt.com"],
+    "api_key_env": ["1BAD", "TEAM_KEY"],
+    "timezone": ["Nowhere/Zone", "", "../etc", "UTC\x00"],
+    "cors_origins": [["https://x.example/path"]],
+    "allowed_hosts": [["bad host"]],
+    "allow": [["[unclosed"], [""], ["a b"]],
+    "deny": [["a b"]],
+    "end_user_header": ["bad header"],
+    "ledger_path": [" "],
+    "metrics_token": ["short"],
+    "metrics_port": [8080, 0],
+    "max_body_bytes": [0],
+    "default_max_tokens": [0],
+}
+"""Values the loader must refuse, each naming its key."""
+NUMBERS: dict[Any, st.SearchStrategy[Any]] = {
+    bool: st.booleans(),
+    int: st.integers(0, 10**6),
+    float: st.floats(min_value=0.001, max_value=1e9) | st.integers(1, 1000),
+    str: st.text(max_size=12),
+}
+SCALARS = st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+ANY_VALUE = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def typed(name: str, hint: Any) -> st.SearchStrategy[Any]:
+    """Values of a setting's type the loader should take."""
+    if name in VALID:
+        return st.sampled_from(VALID[name])
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return st.one_of([typed(name, arg) for arg in args if arg is not type(None)])
+    if origin is Literal:
+        return st.sampled_from(args)
+    if origin is tuple:
+        return st.lists(st.text(alphabet="abc/-*", min_size=1, max_size=8), max_size=3)
+    return NUMBERS[hint]
+
+
+def table(
+    cls: type, mistakes: bool, leave_out: tuple[str, ...] = (), **fixed: Any
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A TOML table for a settings dataclass: any of its keys, with values of their type, and
+    with `mistakes` now and then a value of the wrong type or range, or an unknown key."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = typed(f.name, hints[f.name])
+        if mistakes:
+            wrong = st.sampled_from(WRONG[f.name]) if f.name in WRONG else ANY_VALUE
+            value = st.one_of(value, value, value, wrong, st.floats(), st.integers(max_value=-1))
+            # st.floats() brings nan, inf and negatives: the loader must refuse each
+        values[f.name] = value
+    for name in {*fixed, *leave_out}:
+        del values[name]
+    known = st.fixed_dictionaries(fixed, optional=values)
+    if not mistakes:
+        return known
+    unknown = st.dictionaries(st.sampled_from(["rpm", "Host", "unknown"]), SCALARS, max_size=1)
+    return st.one_of(known, known, st.builds(lambda a, b: {**a, **b}, known, unknown))
+
+
+KEYS = ("key_sha256", "key_env")
+
+
+@st.composite
+def members(draw: st.DrawFn, mistakes: bool) -> list[dict[str, Any]]:
+    """`[[members]]` tables: one to three, each with its own name and key unless `mistakes`."""
+    tables = []
+    for i in range(draw(st.integers(0 if mistakes else 1, 3))):
+        key = draw(st.sampled_from([{"key_sha256": hash_key(f"sk-{i}")}, {"key_env": f"KEY_{i}"}]))
+        name = st.just(f"member-{i}")
+        if mistakes:
+            name = name | st.sampled_from(["member-0", "anonymous", "bad name", "a" * 65])
+            key = draw(
+                st.sampled_from([key, {}, {**key, "key_env": "KEY_0"}, {"key_env": "UNSET"}])
+            )
+        fixed = {k: st.just(v) for k, v in key.items()}
+        tables.append(draw(table(MemberSettings, mistakes, KEYS, name=name, **fixed)))
+    return tables
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> dict[str, Any]:
+    """A settings document: every section and member key, mostly right; half of them with
+    mistakes (the other half loads, unless two right values clash)."""
+    mistakes = draw(st.booleans())
+    price: st.SearchStrategy[Any] = st.fixed_dictionaries(
+        {"prompt": NUMBERS[float], "completion": NUMBERS[float]}
+    )
+    if mistakes:
+        price = price | ANY_VALUE
+    optional: dict[str, st.SearchStrategy[Any]] = {
+        **{name: table(cls, mistakes) for name, cls in SECTIONS.items()},
+        "pricing": st.dictionaries(st.sampled_from(["openai/gpt-5.2", "x"]), price, max_size=2),
+    }
+    if mistakes:
+        optional["unknown"] = SCALARS
+    document: dict[str, Any] = draw(
+        st.fixed_dictionaries({"members": members(mistakes)}, optional=optional)
+    )
+    hypothesis.event("with mistakes" if mistakes else "right values")
+    if not mistakes and draw(st.booleans()):  # right but for one number that is none
+        section, key = draw(st.sampled_from(FLOAT_SETTINGS))
+        document[section] = {**document.get(section, {}), key: draw(NON_FINITE)}
+    return document
+
+
+FLOAT_SETTINGS = [
+    (name, f.name)
+    for name, cls in SECTIONS.items()
+    for f in dataclasses.fields(cls)
+    if float
+    in (typing.get_type_hints(cls)[f.name], *typing.get_args(typing.get_type_hints(cls)[f.name]))
+]
+NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+ENVIRONMENT = {"NANOGPT_API_KEY": "sk-team", "KEY_0": "sk-0", "KEY_1": "sk-1", "KEY_2": "sk-2"}
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return {math.inf: "inf", -math.inf: "-inf"}.get(value, repr(value))
+    if isinstance(value, str):
+        escape = r'["\\\x00-\x08\x0a-\x1f\x7f]'
+        return '"' + re.sub(escape, lambda m: f"\\u{ord(m[0]):04x}", value) + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
+
+
+def toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_value(key)
+
+
+def toml_document(document: dict[str, Any]) -> str:
+    """`document` as a TOML file is written: top-level keys, then a table per section."""
+    tables = {k: v for k, v in document.items() if isinstance(v, dict | list)}
+    lines = [f"{toml_key(k)} = {toml_value(v)}" for k, v in document.items() if k not in tables]
+    for name, value in tables.items():
+        for row in value if isinstance(value, list) else [value]:
+            lines.append(f"[[{name}]]" if isinstance(value, list) else f"[{name}]")
+            entries = row.items() if isinstance(row, dict) else [("value", row)]
+            lines += [f"{toml_key(k)} = {toml_value(v)}" for k, v in entries]
+    return "\n".join(lines) + "\n"
+
+
+def loaded(path: Path, env: dict[str, str]) -> Settings | None:
+    """The settings, or `None` for a `ConfigError` that names the file: nothing else escapes."""
+    try:
+        settings = load_settings(path, env)
+    except ConfigError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        hypothesis.event("refused: " + str(exc).split(": ")[1].split(".")[0].split("[")[0])
+        return None
+    hypothesis.event("loaded")
+    return settings
+
+
+def usable(settings: Settings) -> None:
+    """What loads can be run: every number of it a finite one, not below zero."""
+    numbers = [
+        settings.upstream.connect_timeout_seconds,
+        settings.upstream.read_timeout_seconds,
+        settings.catalog.ttl_seconds,
+        settings.metering.balance_poll_seconds,
+        settings.policy.max_prompt_usd_per_mtok,
+        settings.policy.max_completion_usd_per_mtok,
+        *dataclasses.astuple(settings.limits)[1:],
+        *(v for m in (*settings.members, settings.anonymous) for v in astuple(m.limits)),
+        *(v for p in settings.pricing.values() for v in astuple(p)),
+    ]
+    for number in numbers:
+        assert number is None or (math.isfinite(number) and number >= 0), numbers
+
+
+def astuple(value: Any) -> tuple[Any, ...]:
+    return tuple(getattr(value, f.name) for f in dataclasses.fields(value))
+
+
+@settings(max_examples=200)
+@given(document=documents())
+def test_any_settings_document_loads_usable_or_is_one_config_error(
+    tmp_path_factory: pytest.TempPathFactory, document: dict[str, Any]
+) -> None:
+    path = tmp_path_factory.mktemp("config") / "gateway.toml"
+    path.write_text(toml_document(document))
+    settings = loaded(path, ENVIRONMENT)
+    if settings is not None:
+        usable(settings)
+
+
+@settings(max_examples=150)
+@given(
+    text=st.text()
+    | documents()
+    .map(toml_document)
+    .flatmap(
+        lambda doc: st.tuples(st.integers(0, len(doc)), st.text(max_size=3)).map(
+            lambda cut: doc[: cut[0]] + cut[1] + doc[cut[0] :]
+        )
+    ),
+    encoding=st.sampled_from(["utf-8", "utf-8", "utf-16", "latin-1"]),
+)
+def test_any_file_loads_or_is_one_config_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str, encoding: str
+) -> None:
+    path = tmp_path_factory.mktemp("config") / "gateway.toml"
+    path.write_bytes(text.encode(encoding, "replace"))
+    loaded(path, ENVIRONMENT)
