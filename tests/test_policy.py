@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import policy
 from gateway.catalog import parse_models
@@ -128,3 +131,111 @@ def test_media_models_meet_the_same_rules_and_unknown_never_passes() -> None:
         PolicyRules(subscription_only=True),
     ):
         assert not policy.check(rules, ALICE, image).allowed, rules
+
+
+# --- properties: narrowing never widens ---------------------------------------------------------
+
+IDS = st.text(alphabet="ab/", min_size=1, max_size=3) | st.text(alphabet="ab/-:", min_size=1)
+PATTERNS = st.text(alphabet="ab*?", max_size=3) | st.text(alphabet="ab/-:*?[]!", max_size=5)
+PATTERN_LISTS = st.lists(PATTERNS, max_size=3).map(tuple)
+PRICES = st.none() | st.floats(0, 100)
+CAPABILITIES = st.sampled_from(["tool_calling", "vision", "reasoning"])
+
+RULES = st.builds(
+    PolicyRules,
+    # mostly the defaults, so that most models pass before the policy is narrowed
+    allow=st.just(("*",)) | PATTERN_LISTS,
+    deny=st.just(()) | PATTERN_LISTS,
+    distillation=st.sampled_from(["any", "any", "allowed"]),
+    max_prompt_usd_per_mtok=st.none() | PRICES,
+    max_completion_usd_per_mtok=st.none() | PRICES,
+    require_capabilities=st.just(()) | st.lists(CAPABILITIES, max_size=2).map(tuple),
+    subscription_only=st.sampled_from([False, False, True]),
+)
+MEMBERS = st.builds(
+    Member,
+    name=st.just("alice"),
+    key_sha256=st.just(""),
+    allow=st.none() | PATTERN_LISTS,
+    deny=PATTERN_LISTS,
+)
+MODELS_ = st.lists(
+    st.builds(
+        ModelInfo,
+        id=IDS,
+        prompt_usd_per_mtok=PRICES,
+        completion_usd_per_mtok=PRICES,
+        capabilities=st.none() | st.frozensets(CAPABILITIES),
+        distillation_status=st.sampled_from([None, "allowed", "forbidden"]),
+        subscription=st.sampled_from([None, True, False]),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+def lower(cap: float | None, to: float) -> float:
+    return to if cap is None else min(cap, to)
+
+
+def without_one(data: st.DataObject, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    if not patterns:
+        return patterns
+    index = data.draw(st.integers(0, len(patterns) - 1))
+    return patterns[:index] + patterns[index + 1 :]
+
+
+def narrowed(data: st.DataObject, rules: PolicyRules, member: Member) -> tuple[PolicyRules, Member]:
+    """The policy tightened one way: a deny pattern added or an allow pattern removed (or a
+    member given an allow list at all), globally or for the member, or a stricter rule."""
+    pattern, price = data.draw(PATTERNS), data.draw(PRICES) or 0.0
+    replace = dataclasses.replace
+    match data.draw(st.sampled_from(["deny", "allow", "member deny", "member allow", "rule"])):
+        case "deny":
+            return replace(rules, deny=(*rules.deny, pattern)), member
+        case "allow":
+            return replace(rules, allow=without_one(data, rules.allow)), member
+        case "member deny":
+            return rules, replace(member, deny=(*member.deny, pattern))
+        case "member allow":
+            allow = (pattern,) if member.allow is None else without_one(data, member.allow)
+            return rules, replace(member, allow=allow)
+    stricter: dict[str, Any] = data.draw(
+        st.sampled_from(
+            [
+                {"distillation": "allowed"},
+                {"subscription_only": True},
+                {"max_prompt_usd_per_mtok": lower(rules.max_prompt_usd_per_mtok, price)},
+                {"max_completion_usd_per_mtok": lower(rules.max_completion_usd_per_mtok, price)},
+                {"require_capabilities": (*rules.require_capabilities, data.draw(CAPABILITIES))},
+            ]
+        )
+    )
+    return replace(rules, **stricter), member
+
+
+@settings(max_examples=500)
+@given(rules=RULES, member=MEMBERS, models=MODELS_, steps=st.integers(1, 3), data=st.data())
+def test_narrowing_the_policy_never_allows_a_refused_model(
+    rules: PolicyRules, member: Member, models: list[ModelInfo], steps: int, data: st.DataObject
+) -> None:
+    narrower, narrowed_member = rules, member
+    for _ in range(steps):
+        narrower, narrowed_member = narrowed(data, narrower, narrowed_member)
+    for model in models:
+        if not policy.check(rules, member, model).allowed:
+            assert not policy.check(narrower, narrowed_member, model).allowed, model
+        if not policy.check_name(rules, member, model.id).allowed:
+            assert not policy.check_name(narrower, narrowed_member, model.id).allowed
+    seen = policy.visible(narrower, narrowed_member, models)
+    assert [m for m in seen if m in policy.visible(rules, member, models)] == seen
+
+
+@settings(max_examples=300)
+@given(rules=RULES | st.just(PolicyRules()), member=MEMBERS, models=MODELS_)
+def test_unrestricted_means_every_model_passes(
+    rules: PolicyRules, member: Member, models: list[ModelInfo]
+) -> None:
+    # only then does a request that names no model (a Responses character_id) pass unchecked
+    if policy.is_unrestricted(rules, member):
+        assert policy.visible(rules, member, models) == models
