@@ -47,8 +47,9 @@ async def gateway(
     """The gateway in-process; with a `clock`, its stream_options refusals are kept on it."""
     async with served(make_settings(tmp_path), nanogpt) as settings:
         app = create_app(settings)
-        async with app.router.lifespan_context(app) as state:
-            assert state is not None
+        async with app.router.lifespan_context(app) as lifespan_state:
+            assert lifespan_state is not None
+            state = dict(lifespan_state)
             if clock is not None:
                 refusals: TTLCache[str, bool] = TTLCache(maxsize=16, ttl=3600, timer=clock)
                 state["gateway"] = dataclasses.replace(state["gateway"], no_stream_usage=refusals)
@@ -72,7 +73,9 @@ def strict_upstream(nanogpt: FakeNanoGPT, known: set[str]) -> list[dict[str, Any
         if set(options) - known:
             message = f"Unknown parameter in stream_options: {sorted(set(options) - known)}"
             return httpx.Response(400, json={"error": {"message": message, "type": "x"}})
-        events = [{"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}]
+        events: list[dict[str, Any]] = [
+            {"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}}]}
+        ]
         if options.get("include_usage"):
             events.append({"id": "c", "choices": [], "usage": USAGE})
         content = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
