@@ -298,7 +298,7 @@ def test_durations_are_written_as_openai_writes_them(seconds: float, text: str) 
     assert go_duration(seconds) == text
 
 
-def test_a_request_too_big_for_what_is_left_says_so(make) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_too_big_for_what_is_left_says_so(make: MakeLimiter) -> None:
     """As Claude Code's 64,000-token asks meet a fresh budget: nothing is spent, the request's
     worst case alone is more than the budget."""
     limiter = make()
