@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -630,3 +631,18 @@ def test_any_file_loads_or_is_one_config_error(
     path = tmp_path_factory.mktemp("config") / "gateway.toml"
     path.write_bytes(text.encode(encoding, "replace"))
     loaded(path, ENVIRONMENT)
+
+
+def test_a_directory_or_unreadable_config_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the file: Is a directory"):
+        load_settings(tmp_path, {"NANOGPT_API_KEY": TEAM_KEY})
+    unreadable = tmp_path / "gateway.toml"
+    unreadable.write_text("")
+    unreadable.chmod(0)
+    try:
+        if os.access(unreadable, os.R_OK):  # root reads anything: nothing to refuse
+            return
+        with pytest.raises(ConfigError, match="cannot read the file: Permission denied"):
+            load_settings(unreadable, {"NANOGPT_API_KEY": TEAM_KEY})
+    finally:
+        unreadable.chmod(0o600)
