@@ -10,6 +10,7 @@ a turn at each yield. The result is exactly `json.loads`'s, errors included.
 from __future__ import annotations
 
 import email.message
+import functools
 import json
 import re
 from collections.abc import Generator
@@ -166,7 +167,7 @@ def _multipart(body: bytes, boundary: bytes, names: frozenset[str]) -> dict[str,
         if headers_end < 0 or part_end < 0 or headers_end > part_end:
             raise FormError("a multipart part is cut off (no blank line or no next boundary)")
         name = _part_name(body[at + 2 : headers_end])
-        if name is not None and name.lower() in names:
+        if name is not None and name.lower() in _lowered(names):
             _keep(found, name, _text(body[headers_end + 4 : part_end]), names)
         at = part_end + 2 + len(delimiter)
 
@@ -189,6 +190,13 @@ def _part_name(head: bytes) -> str | None:
 _PLAIN_ENCODINGS = frozenset({"binary", "8bit", "7bit"})
 
 
+@functools.cache
+def _lowered(names: frozenset[str]) -> dict[str, str]:
+    """Each wanted name by its lower case: another case of a wanted name is refused (`Model`,
+    `BillingMode`), since NanoGPT may read it either way."""
+    return {name.lower(): name for name in names}
+
+
 def _text(value: bytes) -> str:
     try:
         return value.decode("utf-8")
@@ -197,10 +205,11 @@ def _text(value: bytes) -> str:
 
 
 def _keep(found: dict[str, str], name: str, value: str, names: frozenset[str]) -> None:
-    if name.lower() not in names:
+    spelling = _lowered(names).get(name.lower())
+    if spelling is None:
         return
-    if name not in names:
-        raise FormError(f"the form field {name!r} must be spelled {name.lower()!r}")
+    if name != spelling:
+        raise FormError(f"the form field {name!r} must be spelled {spelling!r}")
     if name in found:
         raise FormError(f"the form field {name!r} is given twice")
     found[name] = value

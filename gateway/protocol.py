@@ -17,7 +17,10 @@ from gateway import bodies
 from gateway.endpoints import Endpoint
 from gateway.errors import InvalidRequest
 
-FORM_FIELDS = frozenset({"model", "stream"})
+BILLING_FIELDS = ("billing_mode", "billingMode", "provider")
+"""Form fields NanoGPT reads as billing overrides ("Body (all endpoints)"), so the billing check
+sees them in a form as in JSON."""
+FORM_FIELDS = frozenset({"model", "stream", *BILLING_FIELDS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,8 @@ def _form_call(endpoint: Endpoint, content_type: str, body: bytes) -> Call:
     stream = fields.get("stream", "false").strip().lower()
     if stream not in ("true", "false"):
         raise InvalidRequest("'stream' must be true or false.", param="stream")
-    return _checked(endpoint, fields.get("model"), stream == "true", {})
+    billing = {name: fields[name] for name in BILLING_FIELDS if name in fields}
+    return _checked(endpoint, fields.get("model"), stream == "true", billing)
 
 
 def _call(endpoint: Endpoint, payload: dict[str, Any]) -> Call:

@@ -254,3 +254,29 @@ end_user_header = "x-openwebui-user-email"
     assert "sk-webui" not in str(sent.headers.raw)
     (row,) = ledger_rows()
     assert row["end_user"] == "eve@example.com"  # read for the ledger, then kept here
+
+
+@pytest.mark.parametrize(
+    "field", [("billing_mode", "paygo"), ("billingMode", "PAID"), ("provider", "groq")]
+)
+async def test_a_form_cannot_carry_a_billing_override_past_the_check(
+    tmp_path: Path, nanogpt: FakeNanoGPT, field: tuple[str, str]
+) -> None:
+    """NanoGPT reads billing_mode and provider from the body of every endpoint, forms too."""
+    nanogpt.media["audio"] = [{**AUDIO_MODEL, "id": "groq/whisper-large-v3"}]
+    content_type, body = transcription("groq/whisper-large-v3")
+    name, value = field
+    boundary = content_type.split("boundary=")[1]
+    body = body.replace(
+        f"--{boundary}--".encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        f"--{boundary}--".encode(),
+    )
+    async with gateway_client(make_settings(tmp_path), nanogpt) as client:
+        response = await client.post(
+            "/v1/audio/transcriptions",
+            content=body,
+            headers={**auth(), "content-type": content_type},
+        )
+    assert_openai_error(response, 403, "billing_override_not_allowed")
+    assert nanogpt.requests == []
