@@ -35,6 +35,7 @@ from gateway.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY
 from gateway.keys import hash_key
+from tests import invariants
 
 # Property tests draw the same examples on every run, so CI is deterministic and a failure
 # reproduces from its printed example; no example database is kept between runs.
@@ -82,6 +83,15 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
+
+
+@pytest.fixture(autouse=True)
+def invariants_hold(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[None]:
+    """After every test: tests/invariants.py (no key let out, one error shape, ...)."""
+    with invariants.watching(request.node, monkeypatch, tmp_path):
+        yield
 
 
 @pytest.fixture

@@ -162,6 +162,10 @@ def logged() -> Iterator[io.StringIO]:
         root.removeHandler(handler)
 
 
+@pytest.mark.leaks_on_purpose(
+    "log",
+    reason="the test raises an exception holding the team key, to see it kept out of the stream",
+)
 async def test_a_gateway_failure_mid_stream_ends_with_an_error_event(
     tmp_path: Path, nanogpt: FakeNanoGPT, monkeypatch: pytest.MonkeyPatch
 ) -> None:
