@@ -369,6 +369,7 @@ def running(
         text=True,
     )
     base, stderr = f"http://127.0.0.1:{port}", list[str]()
+    invariants.serving_process(args, base, stderr)
     try:
         deadline = time.monotonic() + 30
         while True:  # readiness poll, bounded

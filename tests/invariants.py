@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
@@ -148,6 +149,35 @@ class Answer:
 
 
 @dataclass
+class Process:
+    """A gateway run as `python -m gateway` (conftest's `running`), seen from its clients."""
+
+    args: list[str]
+    base: str
+    stderr: list[str]
+    """Its stderr, once it has stopped."""
+    responses: list[httpx.Response] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        found = []
+        # Demo mode prints the demo member key for its user to paste: a banner, not a log line.
+        banner = "  member key "
+        err = "".join(
+            line for line in "".join(self.stderr).splitlines(True) if not line.startswith(banner)
+        )
+        if names := found_keys(err.encode()):
+            found.append(f"`{' '.join(self.args)}` wrote {', '.join(names)} to stderr")
+        for response in self.responses:
+            where = f"{response.request.method} {response.url.path} -> {response.status_code}"
+            text = b"\n".join(k + b": " + v for k, v in response.headers.raw)
+            with contextlib.suppress(httpx.ResponseNotRead):  # a body never read: not seen
+                text += response.content
+            if names := found_keys(text):
+                found.append(f"`{' '.join(self.args)}` answered {where} with {', '.join(names)}")
+        return found
+
+
+@dataclass
 class Life:
     """One app's lifespan: what it started with, and whether it has ended."""
 
@@ -166,6 +196,7 @@ class Watch:
     """Request ids whose answer is NanoGPT's, relayed: its error body is NanoGPT's to shape."""
     upstream_paths: list[tuple[str, str]] = field(default_factory=list)
     """(fake, raw request target) for every request a fake NanoGPT received."""
+    processes: list[Process] = field(default_factory=list)
     _root_level: int = logging.WARNING
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,6 +229,27 @@ class Watch:
             return await answer(faulty, request, *args)
 
         monkeypatch.setattr(FaultyNanoGPT, "_answer", faulty)
+
+        send, asend = httpx.Client.send, httpx.AsyncClient.send
+
+        def client_send(client: httpx.Client, request: httpx.Request, **kwargs: Any) -> Any:
+            return self._seen(send(client, request, **kwargs))
+
+        async def async_send(
+            client: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+        ) -> Any:
+            return self._seen(await asend(client, request, **kwargs))
+
+        monkeypatch.setattr(httpx.Client, "send", client_send)
+        monkeypatch.setattr(httpx.AsyncClient, "send", async_send)
+
+    def _seen(self, response: httpx.Response) -> httpx.Response:
+        """A response from a gateway process is kept, to be read at the end of the test."""
+        url = str(response.request.url)
+        for process in self.processes:
+            if url.startswith(process.base + "/"):
+                process.responses.append(response)
+        return response
 
     def _recording_dispatch(self, dispatch: Callable[..., Any]) -> Callable[..., Any]:
         async def recording(fake: Any, request: Any) -> Any:
@@ -257,6 +309,8 @@ class Watch:
         if "upstream" not in exempt:
             found += self._upstream_problems()
         found += self._life_problems()
+        if "response" not in exempt and "log" not in exempt:
+            found += [problem for process in self.processes for problem in process.problems()]
         return found
 
     def _log_problems(self) -> list[str]:
@@ -344,6 +398,17 @@ def upstream_path_allowed(target: str) -> bool:
     return (resolved + "/").startswith("/api/v1/") or resolved in UPSTREAM_ROOT_PATHS
 
 
+_watch: Watch | None = None
+"""The running test's watch, for `serving_process`."""
+
+
+def serving_process(args: list[str], base: str, stderr: list[str]) -> None:
+    """conftest's `running` started a process at `base`: watch what it answers and logs (a
+    `demo-upstream` is a NanoGPT stand-in, not a gateway: not watched)."""
+    if _watch is not None and args[:1] != ["demo-upstream"]:
+        _watch.processes.append(Process(args, base, stderr))
+
+
 @contextlib.contextmanager
 def watching(node: pytest.Item, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Check the invariants once the test (and its fixtures) are done."""
@@ -352,11 +417,13 @@ def watching(node: pytest.Item, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         assert marker.kwargs.get("reason"), "leaks_on_purpose needs a reason="
         assert set(marker.args) <= set(LEAK_KINDS), marker.args
         exempt.update(marker.args)
-    watch = Watch(tmp_path)
+    global _watch
+    watch = _watch = Watch(tmp_path)
     watch.install(monkeypatch)
     try:
         yield
     finally:
         watch.uninstall()
+        _watch = None
     problems = watch.problems(exempt)
     assert not problems, "invariants broken:\n  " + "\n  ".join(problems[:20])
