@@ -70,7 +70,7 @@ def parse_call_in_slices(
     _require_content(body)
     try:
         payload = yield from bodies.decode_in_slices(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also a 4301-digit integer
         raise _not_json(exc) from None
     return _call(endpoint, _object(payload))
 
@@ -123,7 +123,7 @@ def _json_object(body: bytes) -> dict[str, Any]:
     _require_content(body)
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # ValueError: also a 4301-digit integer
         raise _not_json(exc) from None
     return _object(payload)
 

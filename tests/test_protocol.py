@@ -131,6 +131,12 @@ def test_ambiguous_forms_are_400(content_type: str, body: bytes, message: str) -
         ("embeddings", JSON, b'["a list"]', "must be a JSON object"),
         ("responses", JSON, b"\xff\xfe\x00", "not valid JSON"),
         ("completions", JSON, b"[" * 100_000, "not valid JSON"),
+        (
+            "chat/completions",
+            JSON,
+            b'{"n": ' + b"9" * 5000 + b"}",
+            "not valid JSON",
+        ),  # > 4300 digits
         ("chat/completions", JSON, b'{"model": 5}', "'model' must be a non-empty string"),
         ("chat/completions", JSON, b'{"model": ""}', "'model' must be a non-empty string"),
         ("chat/completions", JSON, b'{"messages": []}', "You must provide a model"),
