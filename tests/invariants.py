@@ -29,6 +29,7 @@ import gateway.app
 from gateway.cli import DEMO_MEMBER_KEY
 from gateway.demo_upstream import DEMO_TEAM_KEY
 from gateway.ledger.sqlite.writer import SQLiteLedger
+from gateway.logs import QUERY_CREDENTIAL, REDACTED
 from gateway.relay import Relay
 from gateway.tally import REQUEST_ID_HEADER
 
@@ -79,6 +80,9 @@ class _LogCapture(logging.Handler):
             text = record.getMessage()
         except Exception:  # a bad format string is the logger's problem, not a leak
             text = f"{record.msg!r} {record.args!r}"
+        # A key a client sent in the query string reaches uvicorn's access record; the one
+        # handler the gateway installs scrubs it (gateway/logs.py), whoever logged it.
+        text = QUERY_CREDENTIAL.sub(rf"\1{REDACTED}", text)
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
