@@ -159,7 +159,7 @@ class FakeNanoGPT:
         received = httpx.Request(
             request.method,
             f"http://{request.host}{request.raw_path}",
-            headers=list(request.headers.items()),
+            headers=list(request.raw_headers),  # as sent: a non-ASCII value too
             content=await request.read(),
         )
         try:
