@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_to_bytes
 
 import httpx
 import pytest
@@ -99,6 +99,9 @@ class Answer:
     app: Starlette
     method: str
     path: str
+    target: bytes
+    """The URL as the client sent it: a key in it is the client's own, and the gateway's 404
+    messages and redirects echo it back to that client (to no one else)."""
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
@@ -279,7 +282,7 @@ class Watch:
             async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
                 if scope["type"] != "http":
                     return await super().__call__(scope, receive, send)
-                answer = Answer(self, scope["method"], scope["path"])
+                answer = Answer(self, scope["method"], scope["path"], _target(scope))
                 watch.answers.append(answer)
 
                 async def recording(message: Message) -> None:
@@ -342,8 +345,8 @@ class Watch:
         found = []
         for answer in self.answers:
             where = f"{answer.method} {answer.path} -> {answer.status}"
-            if answer.leaked:
-                found.append(f"the gateway answered {where} with {', '.join(answer.leaked)}")
+            if leaked := answer.leaked - set(found_keys(unquote_to_bytes(answer.target))):
+                found.append(f"the gateway answered {where} with {', '.join(sorted(leaked))}")
             if (
                 answer.status >= 400
                 and answer.method != "HEAD"
@@ -390,6 +393,12 @@ class Watch:
                 where = f"{answer.method} {answer.path} -> {answer.status}"
                 found.append(f"{where} has {rows[request_id]} ledger rows, not 1")
         return found
+
+
+def _target(scope: Scope) -> bytes:
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    query: bytes = scope.get("query_string", b"")
+    return raw + b"?" + query if query else raw
 
 
 def upstream_path_allowed(target: str) -> bool:
