@@ -7,6 +7,7 @@ Imports nothing from the gateway.
     GatewayError                      500 api_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── PayloadTooLarge           413
+    │   ├── UnsupportedMediaType      415 (a compressed request body)
     │   ├── UnknownEndpoint           404 unknown_endpoint
     │   ├── MethodNotAllowed          405 method_not_allowed
     │   └── ModelNotFound             404 model_not_found
@@ -54,6 +55,11 @@ class InvalidRequest(GatewayError):
 class PayloadTooLarge(InvalidRequest):
     status_code = 413
     code = "request_too_large"
+
+
+class UnsupportedMediaType(InvalidRequest):
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class UnknownEndpoint(InvalidRequest):

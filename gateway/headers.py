@@ -57,8 +57,9 @@ CREDENTIAL_PARAMS = frozenset(
 # The body may be relayed decoded or redacted, so its length no longer holds (and its
 # Content-Encoding goes only when it was decoded: `Decoder`); a cookie set for the team's
 # account must never reach a member; the gateway's own server dates its answer, and a second
-# Date header is not HTTP (RFC 9110 section 5.3).
-NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "date"}
+# Date header is not HTTP (RFC 9110 section 5.3); nor is NanoGPT's server software the
+# member's business.
+NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie", "date", "server"}
 
 
 def forwarded_headers(

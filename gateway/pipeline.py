@@ -27,6 +27,7 @@ from gateway.errors import (
     ModelNotFound,
     PayloadTooLarge,
     PermissionDenied,
+    UnsupportedMediaType,
 )
 from gateway.keys import KeyRing
 from gateway.limits import Limiter
@@ -108,7 +109,16 @@ def require_access(gateway: Gateway, target: Target, method: str, member: Member
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body, or 413 as soon as it is known to exceed `limit`."""
+    """The whole request body, or 413 as soon as it is known to exceed `limit`. A body sent
+    compressed is refused (415): the checks read it as it is, and NanoGPT must get what
+    they read."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(
+            f"Request bodies sent with Content-Encoding {encoding!r} are not accepted: send "
+            "the body uncompressed.",
+            code="unsupported_content_encoding",
+        )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)

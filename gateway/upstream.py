@@ -347,7 +347,7 @@ class Upstream:
                 body = b"".join(decoder.feed(body))
                 decoder.end()
             return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, DecodeError):
+        except (ValueError, DecodeError):  # JSONDecodeError, UnicodeDecodeError, a huge int
             raise UpstreamError(
                 f"NanoGPT answered {method} {path} with a body that is not JSON"
             ) from None

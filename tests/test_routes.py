@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -408,3 +409,28 @@ async def test_a_known_endpoint_without_v1_says_which_url_to_use(
 async def test_an_unknown_path_outside_v1_gets_no_hint(client: httpx.AsyncClient) -> None:
     error = assert_openai_error(await client.get("/api/nothing-here"), 404, "not_found")
     assert "base URL" not in error["message"]
+
+
+async def test_a_compressed_request_body_is_refused_not_forwarded_unread(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    """The checks read the body as sent; NanoGPT must not get something else to read."""
+    body = gzip.compress(json.dumps({"model": "openai/gpt-5.2", "messages": []}).encode())
+    headers = {**auth(), "content-type": "application/json", "content-encoding": "gzip"}
+    response = await client.post("/v1/chat/completions", content=body, headers=headers)
+    assert_openai_error(response, 415, "unsupported_content_encoding")
+    assert nanogpt.requests == []
+
+
+async def test_nanogpts_server_header_is_not_relayed(
+    client: httpx.AsyncClient, nanogpt: FakeNanoGPT
+) -> None:
+    async def answered(request: httpx.Request) -> httpx.Response:
+        response = await nanogpt.complete(request)
+        response.headers["server"] = "nanogpt-edge/1.2"
+        return response
+
+    nanogpt.handler = answered
+    chat = {"model": "openai/gpt-5.2", "messages": []}
+    response = await client.post("/v1/chat/completions", json=chat, headers=auth())
+    assert response.status_code == 200 and "nanogpt-edge" not in str(response.headers)
