@@ -28,7 +28,7 @@ from starlette.routing import Route
 from gateway import endpoints, routes
 from gateway.balance import BALANCE_PATH, poll_balance
 from gateway.browsers import BrowserGuard
-from gateway.budgets import WINDOWS, Window, period
+from gateway.budgets import WINDOWS, Window, budget_of, period
 from gateway.catalog import Catalog, Snapshot
 from gateway.config import Settings
 from gateway.endpoints import ALL_METHODS
@@ -166,12 +166,9 @@ def _watch_limits(
     budgets (never end users': unbounded)."""
     budgets: list[tuple[str, str | None, Decimal | None, Window]] = []
     for window in WINDOWS:
-        suffix = "daily" if window == "day" else "monthly"
-        team = getattr(settings.limits, f"team_budget_usd_{suffix}")
-        budgets.append(("team", None, team, window))
+        budgets.append(("team", None, budget_of(settings.limits, window, "team_"), window))
         for member in (*settings.members, settings.anonymous):
-            own = getattr(member.limits, f"budget_usd_{suffix}")
-            budgets.append((member.name, member.name, own, window))
+            budgets.append((member.name, member.name, budget_of(member.limits, window), window))
 
     def reader(who: str | None, budget: Decimal, window: Window) -> Callable[[], float]:
         return lambda: float(budget_left(limiter, who, budget, window, clock()))

@@ -22,6 +22,20 @@ from gateway.types import LimitRules, Limits, Price
 
 Window = Literal["day", "month"]
 WINDOWS: tuple[Window, ...] = ("day", "month")
+ADVERB: dict[Window, str] = {"day": "daily", "month": "monthly"}
+
+
+def budget_key(window: Window, whose: str = "") -> str:
+    """The setting that holds a budget for `window`: `budget_usd_daily`,
+    `team_budget_usd_monthly` (`whose` = `team_`), `end_user_budget_usd_daily`."""
+    return f"{whose}budget_usd_{ADVERB[window]}"
+
+
+def budget_of(owner: Limits | LimitRules, window: Window, whose: str = "") -> Decimal | None:
+    """The budget `owner` (a member's limits, or the team's rules) sets for `window`."""
+    amount: Decimal | None = getattr(owner, budget_key(window, whose))
+    return amount
+
 
 BYTES_PER_PROMPT_TOKEN = 2
 """The prompt estimate: one token per two bytes of the whole request body. Tokenizers give

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import policy
 from gateway.admission import check_billing, reserve
-from gateway.budgets import WINDOWS, period
+from gateway.budgets import ADVERB, WINDOWS, budget_of, period
 from gateway.endpoints import Target
 from gateway.errors import InvalidApiKey, error_body
 from gateway.forwarding import send, watcher_for
@@ -83,7 +83,6 @@ def _key_report(gateway: Gateway, member: Member) -> dict[str, object]:
     tightest: tuple[Decimal, Decimal, str] | None = None  # (left, budget, window)
     usage: dict[str, str] = {}
     for window in WINDOWS:
-        suffix = "daily" if window == "day" else "monthly"
         span = period(window, now, zone)
         spent, reserved = gateway.limiter.spent(member.name, window, now)
         usage[window] = str(spent)
@@ -94,15 +93,15 @@ def _key_report(gateway: Gateway, member: Member) -> dict[str, object]:
             "resets_at": rfc3339(span.end),
         }
         for whose, budget, name in (
-            (member.name, getattr(limits, f"budget_usd_{suffix}"), "budget_usd"),
-            (None, getattr(rules, f"team_budget_usd_{suffix}"), "team_budget_usd"),
+            (member.name, budget_of(limits, window), "budget_usd"),
+            (None, budget_of(rules, window, "team_"), "team_budget_usd"),
         ):
             if budget is None:
                 continue
             left = budget_left(gateway.limiter, whose, budget, window, now)
             entry[name], entry[f"{name}_remaining"] = str(budget), str(max(left, Decimal(0)))
             if tightest is None or left < tightest[0]:
-                tightest = (left, budget, suffix)
+                tightest = (left, budget, ADVERB[window])
         windows.append(entry)
     return {
         "label": member.name,

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from gateway import reports
 from gateway.app import seeded_limiter
-from gateway.budgets import WINDOWS, period
+from gateway.budgets import WINDOWS, budget_of, period
 from gateway.config import load_metering, load_settings
 from gateway.ledger import LedgerError, spend, totals
 from gateway.limits.base import rfc3339
@@ -64,11 +64,10 @@ def limits(args: argparse.Namespace) -> int:
     defaults = settings.anonymous.limits
     for name in [*members, None]:
         for window in WINDOWS:
-            suffix = "daily" if window == "day" else "monthly"
             if name is None:
-                budget = getattr(settings.limits, f"team_budget_usd_{suffix}")
+                budget = budget_of(settings.limits, window, "team_")
             else:
-                budget = getattr(configured.get(name, defaults), f"budget_usd_{suffix}")
+                budget = budget_of(configured.get(name, defaults), window)
             spent, _ = limiter.spent(name, window, now)
             resets = rfc3339(period(window, now, zone).end)
             row = reports.LimitRow(

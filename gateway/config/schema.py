@@ -5,11 +5,21 @@ Imports nothing from the gateway but the shared vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gateway.types import ANONYMOUS, Distillation, LimitRules, Member, PolicyRules, Price, Secret
+from gateway.types import (
+    ANONYMOUS,
+    Distillation,
+    LimitRules,
+    Limits,
+    Member,
+    PolicyRules,
+    Price,
+    Secret,
+)
 
 DEFAULT_BASE_URL = "https://nano-gpt.com/api"
 CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
@@ -104,15 +114,7 @@ class LimitSettings:
     default_max_tokens: int = 4096
 
 
-MEMBER_LIMITS = (
-    "budget_usd_daily",
-    "budget_usd_monthly",
-    "requests_per_minute",
-    "tokens_per_minute",
-    "max_concurrent_requests",
-    "end_user_budget_usd_daily",
-    "end_user_budget_usd_monthly",
-)
+MEMBER_LIMITS = tuple(f.name for f in dataclasses.fields(Limits))
 """The `[limits]` keys a member may override, with a value or `"unlimited"`."""
 
 

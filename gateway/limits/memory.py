@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from gateway.budgets import WINDOWS, Period, Window, period
+from gateway.budgets import WINDOWS, Period, Window, budget_key, budget_of, period
 from gateway.limits.base import (
     Admission,
     Ask,
@@ -156,15 +156,14 @@ class MemoryLimiter:
         if plan is None:
             found = []
             for window in WINDOWS:
-                suffix = "daily" if window == "day" else "monthly"
-                for kind, owner, prefix, code in (
+                for kind, owner, whose, code in (
                     ("member", limits, "", "member_budget_exceeded"),
                     ("end_user", limits, "end_user_", "end_user_budget_exceeded"),
                     ("team", self.rules, "team_", "team_budget_exceeded"),
                 ):
-                    name = f"{prefix}budget_usd_{suffix}"
-                    amount = getattr(owner, name)
+                    amount = budget_of(owner, window, whose)
                     if amount is not None:
+                        name = budget_key(window, whose)
                         found.append(_Plan(window, kind, amount, name, code))
             plan = self._plans[limits] = tuple(found)
         return plan
