@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -30,15 +31,17 @@ from gateway.balance import BALANCE_PATH, poll_balance
 from gateway.browsers import BrowserGuard
 from gateway.budgets import WINDOWS, Window, budget_of, period
 from gateway.catalog import Catalog, Snapshot
-from gateway.config import Settings
+from gateway.config import ConfigError, Settings, reloaded
 from gateway.endpoints import ALL_METHODS
 from gateway.errors import GatewayError, error_body
-from gateway.keys import KeyRing
+from gateway.keystore import KeyStore, open_keystore
+from gateway.keystore.fields import clashing_name
 from gateway.ledger import Ledger, LedgerError, open_ledger, spend
 from gateway.limits import Limiter, open_limiter
 from gateway.limits.base import budget_left
 from gateway.metrics import Metrics
-from gateway.pipeline import Gateway
+from gateway.pipeline import Current, Gateway
+from gateway.roster import Roster
 from gateway.tally import REQUEST_ID_HEADER, Tallies
 from gateway.upstream import Upstream
 
@@ -51,7 +54,7 @@ def create_app(
     settings: Settings,
     *,
     upstream: Upstream | None = None,
-    keys: KeyRing | None = None,
+    keystore: KeyStore | None = None,
     ledger: Ledger | None = None,
     metrics: Metrics | None = None,
     limiter: Limiter | None = None,
@@ -61,18 +64,21 @@ def create_app(
     """The gateway as an ASGI app, in front of NanoGPT at `settings.upstream.base_url`.
 
     The seams: `upstream` (a NanoGPT client; built in the lifespan when not given, and then
-    closed there too), `keys` (the configured members when not given), `ledger` (opened at
-    `metering.ledger_path` when not given; closed at shutdown either way), `metrics`, and
+    closed there too), `keystore` (the stored keys; opened beside the ledger when not given,
+    closed at shutdown either way), `ledger` (opened at `metering.ledger_path` when not given;
+    closed at shutdown either way), `metrics`, and
     `limiter` (the in-process one, seeded from the ledger, when not given), and `clock`
     (wall-clock seconds, for the ledger's times and the budget windows).
-    `app.state.metrics` holds the metrics, for a server that exposes them on another port.
+    `app.state.metrics` holds the metrics, for a server that exposes them on another port;
+    while the app runs, `app.state.reload(settings)` applies a reloaded config (`ConfigError`
+    if it cannot apply, and then nothing changes) and returns the settings it kept at their
+    running values.
     """
     metrics = metrics if metrics is not None else Metrics()
     metering = settings.metering
-    auth_required = settings.auth.mode == "keys"
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Gateway]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Current]]:
         client = (
             upstream
             if upstream is not None
@@ -86,6 +92,7 @@ def create_app(
         )
         sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
         metrics.watch_ledger(sink)
+        store = keystore if keystore is not None else open_keystore(metering.ledger_path)
         limits = limiter if limiter is not None else seeded_limiter(settings, clock())
         tallies = Tallies(
             metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock
@@ -103,10 +110,12 @@ def create_app(
             retry_seconds=catalog_retry_seconds,
             on_refresh=refreshed,
         )
-        ring = keys or KeyRing(
-            settings.members, required=auth_required, anonymous=settings.anonymous
-        )
-        tasks = [asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds))]
+        roster = Roster(settings, store)
+        await roster.refresh()
+        tasks = [
+            asyncio.create_task(_load_until_ready(catalog, catalog_retry_seconds)),
+            asyncio.create_task(roster.watch()),
+        ]
         balance_wanted = asyncio.Event()
         if metering.balance_poll_seconds > 0:
             fetch_balance = functools.partial(client.post_json, BALANCE_PATH)
@@ -119,17 +128,33 @@ def create_app(
                 fetch_balance, balance_polled, metering.balance_poll_seconds, balance_wanted
             )
             tasks.append(asyncio.create_task(poll))
+        gateway = Gateway(settings, roster, catalog, client, tallies, limits, balance_wanted.set)
+        current = Current(gateway)
+
+        def reload(new: Settings) -> list[str]:
+            merged, kept = reloaded(current.gateway.settings, new)
+            if clash := clashing_name(merged.members, roster.stored):
+                raise ConfigError(clash)
+            limits.reconfigure(merged.limits)
+            tallies.price_overrides = merged.pricing
+            roster.configure(merged)
+            _watch_limits(metrics, merged, limits, clock)
+            current.gateway = dataclasses.replace(current.gateway, settings=merged)
+            return kept
+
+        app.state.reload = reload
         try:
-            gateway = Gateway(settings, ring, catalog, client, tallies, limits, balance_wanted.set)
-            yield {"gateway": gateway}
+            yield {"current": current}
         finally:
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await roster.close()
             if upstream is None:
                 await client.aclose()
             await asyncio.to_thread(sink.close)
+            await asyncio.to_thread(store.close)
 
     table = [Route("/healthz", routes.healthz), Route("/readyz", routes.readyz)]
     if metering.metrics_port is None:

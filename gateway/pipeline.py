@@ -29,8 +29,8 @@ from gateway.errors import (
     PermissionDenied,
     UnsupportedMediaType,
 )
-from gateway.keys import KeyRing
 from gateway.limits import Limiter
+from gateway.roster import Roster
 from gateway.tally import Tallies, Tally
 from gateway.types import Member, ModelInfo, ModelKind
 from gateway.upstream import Upstream
@@ -53,7 +53,7 @@ class Gateway:
     """Everything a request needs, built once by the app's lifespan."""
 
     settings: Settings
-    keys: KeyRing
+    keys: Roster
     catalog: Catalog
     upstream: Upstream
     tallies: Tallies
@@ -65,14 +65,25 @@ class Gateway:
     for `STREAM_OPTIONS_REFUSAL_SECONDS`."""
 
 
+class Current:
+    """The gateway new requests start with. A config reload replaces it whole, so a request
+    sees one config from its start to its end."""
+
+    __slots__ = ("gateway",)
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+
 def gateway_of(request: Request) -> Gateway:
-    gateway: Gateway = request.state.gateway
-    return gateway
+    current: Current = request.state.current
+    return current.gateway
 
 
 def authenticate(request: Request, gateway: Gateway, tally: Tally) -> Member:
     """The member behind the request's key (401 otherwise), and the end user they name."""
-    member = tally.member = gateway.keys.authenticate(request.headers)
+    member = gateway.keys.authenticate(request.headers, gateway.tallies.clock())
+    tally.member = member
     if member.end_user_header is not None:
         tally.end_user = request.headers.get(member.end_user_header)
     return member

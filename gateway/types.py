@@ -17,6 +17,11 @@ CostSource = Literal["charged", "catalog", "estimate"]
 """Where a recorded cost comes from: what NanoGPT said it charged, the catalog's prices, or
 the request's reservation (it may have been billed, and nothing said how much)."""
 Distillation = Literal["any", "allowed"]
+Role = Literal["member", "admin"]
+"""A stored key's role: `member` keys call `/v1`; `admin` keys call only the admin API."""
+KeyStatus = Literal["active", "disabled", "expired", "revoked"]
+LimitValue = float | int | str
+"""A stored limit value as the config writes it: a number, or `"unlimited"`."""
 Outcome = Literal[
     "ok",  # the upstream answered 2xx and the body reached the client whole
     "refused",  # the gateway said no (400, 401, 403, 404, 413, 429): NanoGPT was not called
@@ -213,3 +218,36 @@ class Finished:
     upstream_failure: str | None = None
     limit: str | None = None
     """The limit that refused the request (`limits.LIMIT_NAMES`), if one did."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredKey:
+    """One key as the store holds it: never the secret, only its SHA-256. `limits` holds the
+    member's own limit values (a missing one is the `[limits]` default). After a rotation,
+    `previous_sha256` stays valid until `previous_valid_until`. Times are unix seconds."""
+
+    public_id: str
+    name: str
+    secret_sha256: str
+    created_at: float
+    role: Role = "member"
+    expires_at: float | None = None
+    disabled: bool = False
+    revoked_at: float | None = None
+    rotated_at: float | None = None
+    previous_sha256: str | None = None
+    previous_valid_until: float | None = None
+    may_change_account: bool = False
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+    limits: Mapping[str, LimitValue] = field(default_factory=dict)
+    end_user_header: str | None = None
+    note: str = ""
+    last_used_at: float | None = None
+
+    def status(self, now: float) -> KeyStatus:
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and now >= self.expires_at:
+            return "expired"
+        return "disabled" if self.disabled else "active"

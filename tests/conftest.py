@@ -263,7 +263,7 @@ async def gateway_client(
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=asgi), base_url="http://localhost"
             ) as client:
-                await state["gateway"].catalog.refresh()
+                await state["current"].gateway.catalog.refresh()
                 yield client
 
 

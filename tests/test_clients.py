@@ -54,7 +54,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://localhost"
             ) as client:
-                await state["gateway"].catalog.refresh()
+                await state["current"].gateway.catalog.refresh()
                 yield client
 
 

@@ -96,6 +96,6 @@ async def test_the_upstream_client_is_closed_at_shutdown(
     app = create_app(make_settings(tmp_path))
     async with app.router.lifespan_context(app) as state:
         assert state is not None
-        upstream = state["gateway"].upstream
+        upstream = state["current"].gateway.upstream
         assert not upstream.is_closed
     assert upstream.is_closed

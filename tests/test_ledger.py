@@ -407,7 +407,7 @@ def test_a_version_1_ledger_gains_path_and_cost_source(path: Path) -> None:
         None,
     )
     assert (new["path"], new["cost_source"]) == ("chat/completions", "charged")
-    assert pragma(path, "user_version") == len(MIGRATIONS) == 3
+    assert pragma(path, "user_version") == len(MIGRATIONS) == 4
 
 
 def test_an_empty_database_is_migrated_from_version_zero(path: Path) -> None:

@@ -52,8 +52,9 @@ async def gateway(
             state = dict(lifespan_state)
             if clock is not None:
                 refusals: TTLCache[str, bool] = TTLCache(maxsize=16, ttl=3600, timer=clock)
-                state["gateway"] = dataclasses.replace(state["gateway"], no_stream_usage=refusals)
-            await state["gateway"].catalog.refresh()
+                current = state["current"]
+                current.gateway = dataclasses.replace(current.gateway, no_stream_usage=refusals)
+            await state["current"].gateway.catalog.refresh()
             transport = httpx.ASGITransport(app=with_lifespan_state(app, state))
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://localhost"

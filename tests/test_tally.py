@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.keys import KeyRing, hash_key
+from gateway.keys import hash_key, issued_key
+from gateway.keystore import open_keystore
 from gateway.metrics import Metrics
 from gateway.tally import Tallies
-from gateway.types import Finished, Member, Usage
+from gateway.types import Finished, Member, StoredKey, Usage
 from tests.conftest import FakeNanoGPT, auth, gateway_client, make_settings, metric
 
 pytestmark = pytest.mark.anyio
@@ -77,13 +78,17 @@ async def test_the_app_uses_the_ledger_and_clock_it_is_given(
 ) -> None:
     ledger = ListLedger()
     settings = make_settings(tmp_path)
-    carol = Member(name="carol", key_sha256=hash_key("sk-carol"))
-    keys = KeyRing([carol])
-    seams = {"ledger": ledger, "clock": lambda: 42.0, "keys": keys}
+    (tmp_path / "elsewhere").mkdir()
+    keystore = open_keystore(tmp_path / "elsewhere" / "keys.db")
+    carol_key = issued_key("000000000c4f", "c" * 43)
+    carol = StoredKey(
+        public_id="000000000c4f", name="carol", secret_sha256=hash_key(carol_key), created_at=1
+    )
+    keystore.create(carol, actor="test")
+    seams = {"ledger": ledger, "clock": lambda: 42.0, "keystore": keystore}
     async with gateway_client(settings, nanogpt, **seams) as client:
-        assert (await client.get("/v1/models", headers=auth())).status_code == 401  # not alice
         chat = {"model": "openai/gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}
-        response = await client.post("/v1/chat/completions", json=chat, headers=auth("sk-carol"))
+        response = await client.post("/v1/chat/completions", json=chat, headers=auth(carol_key))
     assert response.status_code == 200
     row = ledger.rows[-1]
     assert (row.member, row.time, row.request_id) == (

@@ -3,7 +3,10 @@ file and the environment into `Settings` once, at start-up. Pure.
 """
 
 from gateway.config.loader import load_metering, load_settings
+from gateway.config.members import header_name, member_name, patterns, with_limits
+from gateway.config.reload import reloaded
 from gateway.config.schema import (
+    MEMBER_LIMITS,
     SECTIONS,
     ConfigError,
     Demo,
@@ -13,12 +16,18 @@ from gateway.config.schema import (
 )
 
 __all__ = [
+    "MEMBER_LIMITS",
     "SECTIONS",
     "ConfigError",
     "Demo",
     "MemberSettings",
     "MeteringSettings",
     "Settings",
+    "header_name",
     "load_metering",
     "load_settings",
+    "member_name",
+    "patterns",
+    "reloaded",
+    "with_limits",
 ]

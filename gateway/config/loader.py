@@ -20,6 +20,7 @@ from gateway.config.members import members as resolve_members
 from gateway.config.schema import (
     DEFAULT_BASE_URL,
     SECTIONS,
+    AdminSettings,
     AuthSettings,
     CatalogSettings,
     ConfigError,
@@ -109,6 +110,7 @@ def _build(
     policy: PolicySettings = sections["policy"]
     metering: MeteringSettings = sections["metering"]
     limit_settings: LimitSettings = sections["limits"]
+    admin: AdminSettings = sections["admin"]
 
     server = dataclasses.replace(
         server, host=host if host is not None else server.host, port=port or server.port
@@ -186,8 +188,32 @@ def _build(
         members=members,
         anonymous=member_defaults(ANONYMOUS.name, "", rules, default_limits),
         team_key=team_key,
+        admin_token_sha256=_admin_token(admin, env),
         demo=demo is not None,
     )
+
+
+def _admin_token(admin: AdminSettings, env: Mapping[str, str]) -> str | None:
+    """The digest of the admin API's token, if one is configured."""
+    if admin.token_sha256 is not None and admin.token_env is not None:
+        raise ConfigError("admin: set token_sha256 or token_env, not both")
+    if admin.token_sha256 is not None:
+        digest = admin.token_sha256.lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(
+                "admin.token_sha256: expected 64 hex digits "
+                "(make one with `nanogpt-gateway hash-key TOKEN`)"
+            )
+        return digest
+    if admin.token_env is None:
+        return None
+    token = env.get(admin.token_env, "").strip()
+    if len(token) < 16:
+        raise ConfigError(
+            f"admin.token_env: environment variable {admin.token_env} is not set "
+            "or shorter than 16 characters"
+        )
+    return hash_key(token)
 
 
 def _check_server(server: ServerSettings) -> ServerSettings:

@@ -34,6 +34,19 @@ def patterns(patterns: tuple[str, ...], where: str) -> tuple[str, ...]:
     return patterns
 
 
+def member_name(name: str, where: str) -> str:
+    """A member's name: it labels metrics and ledger rows, so it stays plain."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", name):
+        raise ConfigError(f"{where}: use 1-64 letters, digits, '_', '.', '@' or '-'")
+    return name
+
+
+def header_name(header: str, where: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header):
+        raise ConfigError(f"{where}: not an HTTP header name: {header!r}")
+    return header
+
+
 def limits(spec: LimitSettings) -> tuple[LimitRules, Limits]:
     """The team's rules and every member's default limits from `[limits]`."""
     try:
@@ -75,11 +88,15 @@ def _usd(value: float | None, where: str) -> Decimal | None:
 
 
 def _member_limits(spec: MemberSettings, defaults: Limits, where: str) -> Limits:
-    """The `[limits]` defaults with the member's own values: a number replaces the default,
-    `"unlimited"` lifts it."""
+    values = {key: getattr(spec, key) for key in MEMBER_LIMITS}
+    return with_limits(defaults, values, where)
+
+
+def with_limits(defaults: Limits, values: Mapping[str, float | str | None], where: str) -> Limits:
+    """The `[limits]` defaults with a member's own values: a number replaces the default,
+    `"unlimited"` lifts it, `None` (or no entry) keeps it."""
     overrides: dict[str, Any] = {}
-    for key in MEMBER_LIMITS:
-        value = getattr(spec, key)
+    for key, value in values.items():
         if value is not None:
             overrides[key] = _limit(value, f"{where}.{key}")
     return dataclasses.replace(defaults, **overrides)
@@ -106,8 +123,7 @@ def members(
     for i, table in enumerate(tables):
         where = f"members[{i}]"
         spec: MemberSettings = section(MemberSettings, table, where)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}", spec.name):
-            raise ConfigError(f"{where}.name: use 1-64 letters, digits, '_', '.', '@' or '-'")
+        member_name(spec.name, f"{where}.name")
         if spec.name in seen_names or spec.name == ANONYMOUS.name:
             raise ConfigError(f"{where}.name: {spec.name!r} is already taken")
         if (spec.key_sha256 is None) == (spec.key_env is None):
@@ -131,8 +147,8 @@ def members(
         seen_names.add(spec.name)
         seen_keys[digest] = spec.name
         header = spec.end_user_header
-        if header is not None and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", header):
-            raise ConfigError(f"{where}.end_user_header: not an HTTP header name: {header!r}")
+        if header is not None:
+            header_name(header, f"{where}.end_user_header")
         members.append(
             Member(
                 name=spec.name,

@@ -128,6 +128,15 @@ class MeteringSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSettings:
+    """The admin API's credential (`/admin/v1`): a token that calls nothing under `/v1`.
+    Keys made with `keys create NAME --admin` are admin credentials too."""
+
+    token_sha256: str | None = None
+    token_env: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemberSettings:
     name: str
     key_sha256: str | None = None
@@ -161,6 +170,7 @@ SECTIONS: dict[str, type] = {
     "policy": PolicySettings,
     "metering": MeteringSettings,
     "limits": LimitSettings,
+    "admin": AdminSettings,
 }
 
 
@@ -186,4 +196,7 @@ class Settings:
     anonymous: Member = ANONYMOUS
     """Who a request is under `auth.mode = "none"`, with the `[limits]` defaults."""
     team_key: Secret = field(default_factory=lambda: Secret(""))
+    admin_token_sha256: str | None = None
+    """The SHA-256 of `[admin]`'s token: with none (and no admin key stored), the admin API
+    is off."""
     demo: bool = False

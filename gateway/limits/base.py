@@ -14,7 +14,7 @@ from typing import Protocol
 
 from gateway.budgets import Estimate, Window
 from gateway.errors import QuotaExceeded, RateLimited
-from gateway.types import Limits
+from gateway.types import LimitRules, Limits
 
 LIMIT_NAMES = (
     "requests_per_minute",
@@ -83,6 +83,9 @@ class Limiter(Protocol):
         user): a restart forgets nothing."""
 
     def balance_polled(self, usd: float) -> None: ...
+
+    def reconfigure(self, rules: LimitRules) -> None:
+        """A reloaded config's team rules (its time zone stays: counters are kept by it)."""
 
     def pause_team(self, until: float) -> None:
         """NanoGPT refused the team key's daily limit: refuse what costs money until then."""

@@ -9,6 +9,7 @@ the limit per minute, so a member may burst up to the limit and then goes on at 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -97,6 +98,10 @@ class MemoryLimiter:
         self._periods: dict[Window, Period] = {}
         self._period_keys: dict[Window, str] = {}
         self._plans: dict[Limits, tuple[_Plan, ...]] = {}
+
+    def reconfigure(self, rules: LimitRules) -> None:
+        self.rules = dataclasses.replace(rules, timezone=self.rules.timezone)
+        self._plans.clear()
 
     # -- admission ---------------------------------------------------------------------------
 

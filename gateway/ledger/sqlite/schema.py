@@ -1,5 +1,6 @@
-"""The SQLite ledger's schema: its versioned migrations (`PRAGMA user_version`) and opening a
-file for writing, created or migrated. A newer ledger than this code knows is refused.
+"""The SQLite database's schema (the usage ledger, and the key store beside it): its
+versioned migrations (`PRAGMA user_version`) and opening a file for writing, created or
+migrated. A newer database than this code knows is refused.
 """
 
 from __future__ import annotations
@@ -43,6 +44,41 @@ MIGRATIONS: tuple[str, ...] = (
     # 2 -> 3: the limit that refused a request
     """
     ALTER TABLE usage ADD COLUMN limit_name TEXT;
+    """,
+    # 3 -> 4: the key store (gateway.keystore.sqlite), its audit trail and change counter
+    """
+    CREATE TABLE keys (
+        public_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        role TEXT NOT NULL,
+        expires_at REAL,
+        disabled INTEGER NOT NULL,
+        revoked_at REAL,
+        rotated_at REAL,
+        previous_sha256 TEXT,
+        previous_valid_until REAL,
+        may_change_account INTEGER NOT NULL,
+        allow TEXT,
+        deny TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        end_user_header TEXT,
+        note TEXT NOT NULL,
+        last_used_at REAL
+    );
+    CREATE UNIQUE INDEX keys_name_not_revoked ON keys (name) WHERE revoked_at IS NULL;
+    CREATE TABLE key_audit (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        public_id TEXT NOT NULL,
+        fields TEXT NOT NULL
+    );
+    CREATE TABLE key_changes (one INTEGER PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL);
+    INSERT INTO key_changes VALUES (1, 0);
     """,
 )
 """Migration `i` brings a ledger from schema version `i` to `i + 1`. Append only, never edit."""
