@@ -65,7 +65,7 @@ class Roster:
         version = await asyncio.to_thread(store.version)
         if version == self._version:
             return False
-        self._stored = tuple(await asyncio.to_thread(store.keys))
+        self._stored = tuple(await asyncio.to_thread(store.stored_keys))
         self._version = version
         self.ring = self._ring()
         return True

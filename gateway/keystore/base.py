@@ -46,7 +46,7 @@ class KeyStore(Protocol):
 
     def version(self) -> int: ...
 
-    def keys(self) -> list[StoredKey]:
+    def stored_keys(self) -> list[StoredKey]:
         """Every key, revoked and expired ones too, oldest first."""
         ...
 

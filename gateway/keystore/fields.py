@@ -200,6 +200,17 @@ def described(key: StoredKey, now: float) -> dict[str, Any]:
     }
 
 
+def settings_of(key: StoredKey) -> dict[str, Any]:
+    """What a new key was created with, under the config's field names: the fields that
+    differ from a bare key's."""
+    bare = StoredKey(public_id="", name="", secret_sha256="", created_at=0)
+    fields: dict[str, Any] = {"name": key.name, "role": key.role}
+    for field in EDITABLE:
+        if field not in MEMBER_LIMITS and getattr(key, field) != getattr(bare, field):
+            fields[field] = getattr(key, field)
+    return {**fields, **key.limits}
+
+
 def audited(changes: Mapping[str, Any]) -> dict[str, Any]:
     """What an audit entry says a change set: instants as RFC 3339, never a secret."""
     entry: dict[str, Any] = {}

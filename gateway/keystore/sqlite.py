@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.keystore.base import AuditEntry, KeyStoreError, NameTaken, UnknownKey
-from gateway.keystore.fields import applied, audited
+from gateway.keystore.fields import applied, audited, settings_of
 from gateway.ledger.base import LedgerError
 from gateway.ledger.sqlite.schema import open_for_writing
 from gateway.types import StoredKey
@@ -39,7 +39,7 @@ class SQLiteKeyStore:
             version: int = conn.execute("SELECT version FROM key_changes").fetchone()[0]
             return version
 
-    def keys(self) -> list[StoredKey]:
+    def stored_keys(self) -> list[StoredKey]:
         with self._reading() as conn:
             return [_key(row) for row in conn.execute(f"{_SELECT} ORDER BY created_at, rowid")]
 
@@ -57,8 +57,7 @@ class SQLiteKeyStore:
             conn.execute(
                 f"INSERT INTO keys ({', '.join(_FIELDS)}) VALUES ({placeholders})", _row(key)
             )
-            given = {f: v for f, v in _values(key).items() if v not in (None, False, "", (), {})}
-            _audit(conn, key.created_at, actor, "create", key, given)
+            _audit(conn, key.created_at, actor, "create", key, settings_of(key))
 
     def change(
         self, name: str, changes: Mapping[str, Any], *, action: str, actor: str, now: float

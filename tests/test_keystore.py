@@ -1,0 +1,230 @@
+"""The key store in a real SQLite file, and the actions on it: what is stored (never a key),
+what every change leaves in the audit trail, how the change counter moves, and the checks on
+what an admin asks for."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidRequest
+from gateway.keys import KeyRing, hash_key, split_key
+from gateway.keystore import KeyStoreError, NameTaken, UnknownKey, actions, open_keystore
+from gateway.keystore.fields import described, key_changes, member_of, parse_duration
+from gateway.keystore.sqlite import SQLiteKeyStore
+from gateway.types import Limits, PolicyRules
+
+NOW = 1_800_000_000.0
+DEFAULTS = Limits(requests_per_minute=60, tokens_per_minute=100_000)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteKeyStore]:
+    store = SQLiteKeyStore(tmp_path / "gateway.db")
+    yield store
+    store.close()
+
+
+def create(store: SQLiteKeyStore, **data: Any) -> tuple[Any, str]:
+    return actions.create(store, data, actor="cli:ops", now=NOW, config_names={"alice"})
+
+
+def authenticates(store: SQLiteKeyStore, key: str, now: float = NOW) -> str:
+    stored = [(k, member_of(k, DEFAULTS, PolicyRules())) for k in store.stored_keys()]
+    ring = KeyRing([], stored=stored)
+    return ring.authenticate({"authorization": f"Bearer {key}"}, now).member.name
+
+
+def test_a_created_key_is_stored_as_its_hash_only(store: SQLiteKeyStore, tmp_path: Path) -> None:
+    stored, key = create(store, name="dave", budget_usd_daily=5, note="laptop")
+    parts = split_key(key)
+    assert parts is not None and stored.public_id == parts[0]
+    assert stored.secret_sha256 == hash_key(key)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gateway"))
+    assert parts[1].encode() not in raw
+    again = open_keystore(tmp_path / "gateway.db")
+    assert again.get("dave") == stored
+    assert authenticates(again, key) == "dave"  # type: ignore[arg-type]
+    again.close()
+
+
+def test_a_stored_key_acts_as_a_member_with_its_own_limits(store: SQLiteKeyStore) -> None:
+    _stored, _ = create(
+        store,
+        name="dave",
+        budget_usd_daily=5,
+        requests_per_minute="unlimited",
+        allow=["deepseek/*"],
+        deny=["*-preview"],
+        end_user_header="X-User",
+        may_change_account=True,
+    )
+    rules = PolicyRules(allow_paygo_override=True)
+    member = member_of(store.get("dave"), DEFAULTS, rules)
+    assert member.limits.budget_usd_daily == 5
+    assert member.limits.requests_per_minute is None  # "unlimited" lifts the default
+    assert member.limits.tokens_per_minute == 100_000  # the [limits] default
+    assert (member.allow, member.deny) == (("deepseek/*",), ("*-preview",))
+    assert member.end_user_header == "x-user" and member.admin and member.allow_paygo_override
+
+
+def test_every_change_bumps_the_counter_and_is_audited_without_a_secret(
+    store: SQLiteKeyStore,
+) -> None:
+    versions = [store.version()]
+    _, key = create(store, name="dave", requests_per_minute=10)
+    versions.append(store.version())
+    actions.update(store, "dave", {"requests_per_minute": None}, actor="admin", now=NOW + 1)
+    versions.append(store.version())
+    actions.set_disabled(store, "dave", True, actor="admin", now=NOW + 2)
+    actions.set_disabled(store, "dave", False, actor="admin", now=NOW + 3)
+    _, new_key = actions.rotate(store, "dave", 3600, actor="cli:ops", now=NOW + 4)
+    actions.revoke(store, "dave", actor="cli:ops", now=NOW + 5)
+    versions.append(store.version())
+    store.touch({store.stored_keys()[0].public_id: NOW + 6})  # last used: nobody need reload
+    assert versions == sorted(set(versions)) and store.version() == versions[-1] == 6
+    audit = store.audit()
+    assert [(a.actor, a.action, a.target) for a in audit] == [
+        ("cli:ops", "create", "dave"),
+        ("admin", "update", "dave"),
+        ("admin", "disable", "dave"),
+        ("admin", "enable", "dave"),
+        ("cli:ops", "rotate", "dave"),
+        ("cli:ops", "revoke", "dave"),
+    ]
+    assert audit[0].fields["requests_per_minute"] == 10
+    assert audit[1].fields == {"requests_per_minute": None}
+    assert audit[4].fields["secret"] == "replaced"
+    assert audit[5].fields == {"revoked_at": "2027-01-15T08:00:05Z"}
+    every_word = repr(audit)
+    for secret in (key, new_key, hash_key(key), hash_key(new_key)):
+        assert secret.split("-")[-1] not in every_word
+    assert store.stored_keys()[0].last_used_at == NOW + 6
+
+
+def test_a_revoked_name_may_be_used_again_but_a_live_one_may_not(store: SQLiteKeyStore) -> None:
+    create(store, name="dave")
+    with pytest.raises(NameTaken, match="exists already"):
+        create(store, name="dave")
+    with pytest.raises(NameTaken, match="config file"):
+        create(store, name="alice")
+    actions.revoke(store, "dave", actor="cli:ops", now=NOW)
+    with pytest.raises(UnknownKey):
+        store.get("dave")
+    again, key = create(store, name="dave")
+    assert store.get("dave") == again
+    assert [k.status(NOW) for k in store.stored_keys()] == ["revoked", "active"]
+    assert authenticates(store, key) == "dave"
+
+
+def test_rotation_keeps_the_id_and_history_and_the_old_secret_for_the_grace(
+    store: SQLiteKeyStore,
+) -> None:
+    old, old_key = create(store, name="dave", budget_usd_monthly=20)
+    rotated, new_key = actions.rotate(store, "dave", 60, actor="cli:ops", now=NOW)
+    assert rotated.public_id == old.public_id and rotated.limits == old.limits
+    assert new_key != old_key and split_key(new_key)[0] == old.public_id  # type: ignore[index]
+    assert authenticates(store, old_key, NOW + 59) == "dave"
+    assert authenticates(store, new_key, NOW + 60) == "dave"
+    with pytest.raises(Exception, match="was rotated"):
+        authenticates(store, old_key, NOW + 60)
+    _, _newest = actions.rotate(store, "dave", 0, actor="cli:ops", now=NOW + 1)
+    with pytest.raises(Exception, match="not a member key"):
+        authenticates(store, new_key, NOW + 1)  # no grace: the previous secret is gone
+    with pytest.raises(InvalidRequest, match="grace_seconds"):
+        actions.rotate(store, "dave", -1, actor="cli:ops", now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "said"),
+    [
+        ({"name": "dave", "colour": "red"}, "colour", "unknown field"),
+        ({"name": "da ve"}, "name", "letters, digits"),
+        ({"name": "anonymous"}, "name", "reserved"),
+        ({}, "name", "needs a name"),
+        ({"name": "d", "role": "root"}, "role", "member"),
+        ({"name": "d", "budget_usd_daily": -1}, "budget_usd_daily", "0 or more"),
+        ({"name": "d", "budget_usd_daily": "5"}, "budget_usd_daily", "a number of USD"),
+        ({"name": "d", "budget_usd_daily": True}, "budget_usd_daily", "a number of USD"),
+        ({"name": "d", "requests_per_minute": 1.5}, "requests_per_minute", "whole number"),
+        ({"name": "d", "tokens_per_minute": float("nan")}, "tokens_per_minute", "whole"),
+        ({"name": "d", "budget_usd_monthly": float("inf")}, "budget_usd_monthly", "finite"),
+        ({"name": "d", "allow": "deepseek/*"}, "allow", "a list of model patterns"),
+        ({"name": "d", "deny": ["a b"]}, "deny", "bad pattern"),
+        ({"name": "d", "allow": ["gpt-[45"]}, "allow", "unclosed"),
+        ({"name": "d", "expires_at": "tomorrow"}, "expires_at", "RFC 3339"),
+        ({"name": "d", "expires_at": "2027-01-31"}, "expires_at", "RFC 3339"),
+        ({"name": "d", "expires_at": "2027-01-31T00:00:00"}, "expires_at", "RFC 3339"),
+        ({"name": "d", "expires_at": "2020-01-31T00:00:00Z"}, "expires_at", "not in the future"),
+        ({"name": "d", "end_user_header": "x user"}, "end_user_header", "header name"),
+        ({"name": "d", "may_change_account": "yes"}, "may_change_account", "true or false"),
+        ({"name": "d", "note": 3}, "note", "a string"),
+        ({"name": "d", "note": "x" * 501}, "note", "500"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(
+    store: SQLiteKeyStore, data: dict[str, Any], field: str, said: str
+) -> None:
+    with pytest.raises(InvalidRequest) as excinfo:
+        actions.create(store, data, actor="t", now=NOW, config_names=())
+    assert excinfo.value.param == field and said in excinfo.value.message
+    assert excinfo.value.status_code == 400
+    assert store.stored_keys() == [] and store.version() == 0  # nothing written
+
+
+def test_name_and_role_are_set_at_creation_only(store: SQLiteKeyStore) -> None:
+    create(store, name="dave")
+    for field in ("name", "role"):
+        with pytest.raises(InvalidRequest, match="set at creation only"):
+            actions.update(store, "dave", {field: "x"}, actor="t", now=NOW)
+    with pytest.raises(UnknownKey, match="no key named 'erin'"):
+        actions.update(store, "erin", {"note": "x"}, actor="t", now=NOW)
+
+
+def test_expiry_takes_a_duration_or_an_instant() -> None:
+    assert key_changes({"expires_at": "30d"}, creating=False, now=NOW) == {
+        "expires_at": NOW + 30 * 86400
+    }
+    assert key_changes({"expires_at": "2027-01-31T00:00:00Z"}, creating=False, now=NOW) == {
+        "expires_at": 1_801_353_600.0
+    }
+    assert key_changes({"expires_at": None}, creating=False, now=NOW) == {"expires_at": None}
+    assert [parse_duration(d) for d in ("45s", "5m", "1h", "2d")] == [45, 300, 3600, 172800]
+    for bad in ("1w", "h", "-1h", "1.5h", ""):
+        with pytest.raises(ValueError, match="Ns, Nm, Nh or Nd"):
+            parse_duration(bad)
+
+
+def test_a_listing_shows_no_secret(store: SQLiteKeyStore) -> None:
+    stored, key = create(store, name="dave", tokens_per_minute=1000, expires_at="1h")
+    listing = described(stored, NOW)
+    assert listing["key"] == f"ngw-{stored.public_id}-…"
+    assert listing["status"] == "active" and listing["tokens_per_minute"] == 1000
+    assert listing["budget_usd_daily"] is None  # the [limits] default
+    assert described(stored, NOW + 3600)["status"] == "expired"
+    assert split_key(key)[1] not in repr(listing) and stored.secret_sha256 not in repr(listing)  # type: ignore[index]
+
+
+def test_an_unreadable_database_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "not-a-db").write_text("hello, this is not SQLite" * 100)
+    with pytest.raises(KeyStoreError, match="not-a-db"):
+        open_keystore(tmp_path / "not-a-db")
+    with pytest.raises(KeyStoreError, match="does not exist"):
+        open_keystore(tmp_path / "missing" / "gateway.db")
+
+
+def test_a_store_write_that_fails_changes_nothing(store: SQLiteKeyStore, tmp_path: Path) -> None:
+    create(store, name="dave")
+    with sqlite3.connect(tmp_path / "gateway.db") as conn:
+        conn.execute(
+            "CREATE TRIGGER no_audit BEFORE INSERT ON key_audit "
+            "BEGIN SELECT RAISE(ABORT, 'audit is full'); END"
+        )
+    with pytest.raises(KeyStoreError, match="audit is full"):
+        actions.revoke(store, "dave", actor="t", now=NOW)
+    assert store.get("dave").revoked_at is None and store.version() == 1
