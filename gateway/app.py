@@ -70,9 +70,9 @@ def create_app(
     `limiter` (the in-process one, seeded from the ledger, when not given), and `clock`
     (wall-clock seconds, for the ledger's times and the budget windows).
     `app.state.metrics` holds the metrics, for a server that exposes them on another port;
-    while the app runs, `app.state.reload(settings)` applies a reloaded config (`ConfigError`
-    if it cannot apply, and then nothing changes) and returns the settings it kept at their
-    running values.
+    while the app runs, `await app.state.reload(settings)` applies a reloaded config
+    (`ConfigError` if it cannot apply, and then nothing changes) and returns the settings it
+    kept at their running values.
     """
     metrics = metrics if metrics is not None else Metrics()
     metering = settings.metering
@@ -131,8 +131,9 @@ def create_app(
         gateway = Gateway(settings, roster, catalog, client, tallies, limits, balance_wanted.set)
         current = Current(gateway)
 
-        def reload(new: Settings) -> list[str]:
+        async def reload(new: Settings) -> list[str]:
             merged, kept = reloaded(current.gateway.settings, new)
+            await roster.refresh()  # the names taken in the store now, not 0.5 s ago
             if clash := clashing_name(merged.members, roster.stored):
                 raise ConfigError(clash)
             limits.reconfigure(merged.limits)

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -346,6 +347,18 @@ def sdk_over(
     )
 
 
+def logged(stderr: list[str], text: str, *, after: int = 0, seconds: float = 10) -> str:
+    """The first line from `after` on of a `running` process's stderr that holds `text`,
+    waiting (bounded) for it to be written."""
+    deadline = time.monotonic() + seconds
+    while True:  # a poll of what the process wrote, bounded
+        for line in stderr[after:]:
+            if text in line:
+                return line
+        assert time.monotonic() < deadline, f"{text!r} not logged in {seconds} s: {stderr}"
+        time.sleep(0.01)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -358,7 +371,8 @@ def running(
     args: list[str], ready_path: str, **env: str
 ) -> Iterator[tuple[str, subprocess.Popen[str], list[str]]]:
     """`python -m gateway ARGS` on a free port, until its `ready_path` answers; yields the base
-    URL, the process, and a list that holds its stderr once it has been stopped by SIGTERM."""
+    URL, the process, and a list of its stderr: the lines logged so far while it runs
+    (`logged()` waits for one), its whole stderr as one string once stopped by SIGTERM."""
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if k != "NANOGPT_API_KEY"} | env
     process = subprocess.Popen(
@@ -369,11 +383,14 @@ def running(
         text=True,
     )
     base, stderr = f"http://127.0.0.1:{port}", list[str]()
+    assert process.stderr is not None
+    reader = threading.Thread(target=stderr.extend, args=(process.stderr,), daemon=True)
+    reader.start()
     invariants.serving_process(args, base, stderr)
     try:
         deadline = time.monotonic() + 30
         while True:  # readiness poll, bounded
-            assert process.poll() is None, process.communicate()[1]
+            assert process.poll() is None, "".join(stderr)
             assert time.monotonic() < deadline, f"{args} did not become ready"
             with contextlib.suppress(httpx.TransportError):
                 headers = {"x-api-key": DEMO_TEAM_KEY}
@@ -383,7 +400,12 @@ def running(
         yield base, process, stderr
     finally:
         process.send_signal(signal.SIGTERM)
-        stderr.append(process.communicate(timeout=30)[1])
+        process.wait(timeout=30)  # not communicate(): the reader thread has stderr
+        reader.join(30)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+        stderr[:] = ["".join(stderr)]
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit reports the signal.
     assert process.returncode in (0, -signal.SIGTERM), stderr[0]
     assert "Traceback" not in stderr[0]

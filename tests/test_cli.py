@@ -21,7 +21,7 @@ from gateway.demo_upstream import DEMO_TEAM_KEY
 from gateway.keys import hash_key
 from gateway.ledger.sqlite import SQLiteLedger
 from gateway.types import Finished
-from tests.conftest import MEMBERS_TOML, TEAM_KEY, free_port, ledger_rows, running
+from tests.conftest import MEMBERS_TOML, TEAM_KEY, free_port, ledger_rows, logged, running
 
 
 def test_hash_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,10 +95,9 @@ def test_access_log_when_asked_for(tmp_path: Path) -> None:
 def test_quickstart_with_a_key_uses_that_upstream_and_prints_a_member_key() -> None:
     with running(["demo-upstream"], "/api/v1/models") as (upstream, _, _):
         env = {"NANOGPT_API_KEY": DEMO_TEAM_KEY, "NANOGPT_BASE_URL": f"{upstream}/api"}
-        with running(["quickstart"], "/readyz", **env) as (base, gateway, stderr):
-            assert gateway.stderr is not None
-            first_line = gateway.stderr.readline()  # printed before the server started
-            assert "Your member key for this run: sk-gateway-" in first_line
+        with running(["quickstart"], "/readyz", **env) as (base, _, stderr):
+            first_line = logged(stderr, "Your member key for this run: sk-gateway-")
+            assert stderr[0] == first_line  # printed before the server started
             key = first_line.split()[-1]
             assert chat(base, DEMO_MEMBER_KEY).status_code == 401  # no demo member here
             assert chat(base, key).status_code == 200

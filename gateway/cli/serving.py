@@ -7,23 +7,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import secrets
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
 
 from gateway.app import create_app, create_metrics_app
 from gateway.config import ConfigError, Demo, Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY, create_demo_upstream
+from gateway.keystore import KeyStoreError, open_keystore
+from gateway.keystore.fields import clashing_name
 from gateway.ledger import LedgerError, prepare
 from gateway.logs import configure_logging
 from gateway.server import Drain, guarded
+
+logger = logging.getLogger("gateway.serving")
 
 DEMO_MEMBER_KEY = "sk-gateway-demo"
 STARTUP_FAILURE = 3  # as uvicorn exits when the application fails to start
@@ -35,8 +41,11 @@ def serve(args: argparse.Namespace) -> int:
     _one_process_only()
     if args.demo:
         return _serve_demo(args.config, args.host, args.port, args.log_level)
-    settings = load_settings(args.config, os.environ, host=args.host, port=args.port)
-    return _run(settings, args.log_level)
+
+    def load() -> Settings:
+        return load_settings(args.config, os.environ, host=args.host, port=args.port)
+
+    return _run(load, args.log_level)
 
 
 def _serve_demo(config: str | None, host: str | None, port: int | None, log_level: str) -> int:
@@ -44,24 +53,30 @@ def _serve_demo(config: str | None, host: str | None, port: int | None, log_leve
     with _loopback_socket() as sock:
         demo_host, demo_port = sock.getsockname()[:2]
         demo = Demo(base_url=f"http://{demo_host}:{demo_port}/api", team_key=DEMO_TEAM_KEY)
-        settings = load_settings(
-            config,
-            os.environ,
-            host=host,
-            port=port,
-            demo=demo,
-            fallback_member=("demo", DEMO_MEMBER_KEY),
-        )
-        return _run(settings, log_level, demo_socket=sock)
+
+        def load() -> Settings:
+            return load_settings(
+                config,
+                os.environ,
+                host=host,
+                port=port,
+                demo=demo,
+                fallback_member=("demo", DEMO_MEMBER_KEY),
+            )
+
+        return _run(load, log_level, demo_socket=sock)
 
 
 def quickstart(args: argparse.Namespace) -> int:
     _one_process_only()
     if os.environ.get("NANOGPT_API_KEY", "").strip():
         key = "sk-gateway-" + secrets.token_urlsafe(24)
-        settings = load_settings(None, os.environ, port=args.port, fallback_member=("local", key))
+
+        def load() -> Settings:
+            return load_settings(None, os.environ, port=args.port, fallback_member=("local", key))
+
         print(f"Gateway on real NanoGPT. Your member key for this run: {key}", file=sys.stderr)
-        return _run(settings, "info")
+        return _run(load, "info")
     print("NANOGPT_API_KEY is not set: starting on the offline demo upstream.", file=sys.stderr)
     return _serve_demo(None, None, args.port, "info")
 
@@ -112,11 +127,22 @@ class _Gateway(uvicorn.Server):
             cut.cancel()
 
 
-def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | None = None) -> int:
+def _run(
+    load: Callable[[], Settings], log_level: str, *, demo_socket: socket.socket | None = None
+) -> int:
+    """Serve the settings `load()` gives, and again on `SIGHUP` (see `_reload`)."""
+    settings = load()
     try:
         prepare(settings.metering.ledger_path)
-    except LedgerError as exc:
+        store = open_keystore(settings.metering.ledger_path)
+        try:
+            clash = clashing_name(settings.members, store.stored_keys())
+        finally:
+            store.close()
+    except (LedgerError, KeyStoreError) as exc:
         raise ConfigError(f"metering.ledger_path: {exc}") from None
+    if clash:
+        raise ConfigError(clash)
     configure_logging(
         log_level, [settings.team_key.reveal(), settings.metering.metrics_token or ""]
     )
@@ -154,6 +180,14 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
         companions.append((_Companion(config), None))
 
     async def serve_all() -> None:
+        reloading = asyncio.Lock()  # one reload at a time, in the order the signals came
+
+        async def reload() -> None:
+            async with reloading:
+                await _reload(app, load)
+
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
         tasks = [asyncio.create_task(server.serve(sockets=s)) for server, s in companions]
         try:
             await gateway.serve()
@@ -173,6 +207,28 @@ def _run(settings: Settings, log_level: str, *, demo_socket: socket.socket | Non
         for sig in reversed(gateway.caught):
             signal.raise_signal(sig)
     return 0
+
+
+async def _reload(app: Starlette, load: Callable[[], Settings]) -> None:
+    """`SIGHUP`: read the config again and apply it to new requests; requests in flight
+    finish under the one they started with. An invalid config changes nothing."""
+    apply: Callable[[Settings], Awaitable[list[str]]] | None = getattr(app.state, "reload", None)
+    if apply is None:
+        logger.warning("config reload ignored: the gateway is still starting")
+        return
+    try:
+        kept = await apply(await asyncio.to_thread(load))
+    except (ConfigError, KeyStoreError) as exc:
+        logger.error("config reload refused, the running config stays: %s", exc)
+        return
+    if kept:
+        logger.warning(
+            "config reloaded; these settings differ but keep their running values until a "
+            "restart: %s",
+            ", ".join(kept),
+        )
+    else:
+        logger.info("config reloaded")
 
 
 def _one_process_only() -> None:
