@@ -19,6 +19,8 @@ QUERY_CREDENTIAL = re.compile(
     re.IGNORECASE,
 )
 """A key sent in the query string (`?key=...`), as an access log line would show it."""
+ISSUED_KEY = re.compile(r"\b(ngw-[a-z0-9]{12}-)[0-9A-Za-z]{8,}")
+"""A key the store issued: its public id may show, its secret may not."""
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 """The `x-gateway-request-id` of the request being handled, for every log line about it."""
@@ -44,6 +46,10 @@ class RedactSecrets(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if "=" in message:
             message = QUERY_CREDENTIAL.sub(rf"\1{REDACTED}", message)
+        if "ngw-" in message:
+            message = ISSUED_KEY.sub(rf"\1{REDACTED}", message)
+        if record.exc_text and "ngw-" in record.exc_text:
+            record.exc_text = ISSUED_KEY.sub(rf"\1{REDACTED}", record.exc_text)
         for secret in self._secrets:
             message = message.replace(secret, REDACTED)
             if record.exc_text:

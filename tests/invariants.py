@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import posixpath
+import re
 import sqlite3
 import sys
 from collections import Counter
@@ -64,8 +65,21 @@ def keys() -> dict[str, bytes]:
     return {name: key.encode() for name, key in named.items()}
 
 
+ISSUED_KEY = re.compile(rb"ngw-[a-z0-9]{12}-[0-9A-Za-z]{43}")
+"""A whole key the store issued: shown once, by `keys create` / `rotate` and their admin
+API twins, and nowhere else."""
+ISSUED = "an issued key"
+
+
 def found_keys(data: bytes) -> list[str]:
-    return [name for name, key in keys().items() if key in data]
+    found = [name for name, key in keys().items() if key in data]
+    return [*found, ISSUED] if ISSUED_KEY.search(data) else found
+
+
+def shows_a_new_key(method: str, path: str) -> bool:
+    """Whether an answer to `method path` shows a key just issued (`POST /admin/v1/keys`,
+    `POST /admin/v1/keys/{name}/rotate`)."""
+    return method == "POST" and re.fullmatch(r"/admin/v1/keys(/[^/]+/rotate)?", path) is not None
 
 
 class _LogCapture(logging.Handler):
@@ -179,7 +193,10 @@ class Process:
             text = b"\n".join(k + b": " + v for k, v in response.headers.raw)
             with contextlib.suppress(httpx.ResponseNotRead):  # a body never read: not seen
                 text += response.content
-            if names := found_keys(text):
+            names = found_keys(text)
+            if shows_a_new_key(response.request.method, response.url.path):
+                names = [n for n in names if n != ISSUED]
+            if names:
                 found.append(f"`{' '.join(self.args)}` answered {where} with {', '.join(names)}")
         return found
 
@@ -345,7 +362,9 @@ class Watch:
         found = []
         for answer in self.answers:
             where = f"{answer.method} {answer.path} -> {answer.status}"
-            if leaked := answer.leaked - set(found_keys(unquote_to_bytes(answer.target))):
+            shown = {ISSUED} if shows_a_new_key(answer.method, answer.path) else set()
+            sent = set(found_keys(unquote_to_bytes(answer.target)))
+            if leaked := answer.leaked - sent - shown:
                 found.append(f"the gateway answered {where} with {', '.join(sorted(leaked))}")
             if (
                 answer.status >= 400

@@ -54,3 +54,24 @@ def test_a_key_in_the_query_string_never_reaches_the_access_log() -> None:
     line = stream.getvalue()
     assert "sk-member" not in line
     assert "?beta=true&api_key=[redacted]&KEY=[redacted]" in line
+
+
+def test_an_issued_key_shows_only_its_public_id() -> None:
+    issued = "ngw-abc123def456-" + "Zq9" * 14 + "x"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactSecrets([]))
+    logger = logging.getLogger("test.issued")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("client sent %s", issued)
+        try:
+            raise ValueError(f"bad key {issued}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+    output = stream.getvalue()
+    assert "Zq9" not in output
+    assert output.count("ngw-abc123def456-[redacted]") == 2  # the message, the exception
