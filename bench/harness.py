@@ -137,12 +137,13 @@ def wrk(
     seconds: float,
     timeout: int = 30,
     large: bool = False,
+    key: str = MEMBER_KEY,
 ) -> Load:
-    """Drive `url` with chat-completion POSTs from core 1 (`bench/wrk.lua`); `large` sends a
-    1 MB context instead of one short message."""
+    """Drive `url` with chat-completion POSTs from core 1 (`bench/wrk.lua`) as the member with
+    `key`; `large` sends a 1 MB context instead of one short message."""
     env = {**os.environ, "STREAM": "1" if stream else "0", "BENCH_PATH": path}
     env["LARGE"] = "1" if large else "0"
-    env["MEMBER_KEY"] = MEMBER_KEY
+    env["MEMBER_KEY"] = key
     command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s"]
     command += [f"--timeout={timeout}s", "-s", str(HERE / "wrk.lua"), url]
     out = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout

@@ -1,12 +1,12 @@
-"""Metering's (or, with `--limits`, the limits') cost on the request path: gateway req/s with
-it on vs off, same run.
+"""Metering's (or, with `--limits`, the limits'; with `--keys`, 10,000 stored keys') cost on
+the request path: gateway req/s with it on vs off, same run.
 
 Starts the demo upstream (no pacing) and, in turn, the gateway with the feature on and off,
 each one process pinned to core 0 with the upstream, and drives them with wrk on core 1.
 Rounds alternate on/off so drift on a noisy machine hits both; only the ratio is reported as a
 result.
 
-    python bench/metering.py [--limits] [--seconds 10] [--rounds 3] [--connections 50]
+    python bench/metering.py [--limits | --keys] [--seconds 10] [--rounds 3] [--connections 50]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import argparse
 import functools
 import statistics
 import sys
+import tempfile
+from pathlib import Path
 
 import harness
 from harness import answers, cpu_seconds, free_port, pinned, wrk
@@ -32,8 +34,13 @@ def main() -> None:
     parser.add_argument(
         "--limits", action="store_true", help="compare every limit set vs none (metering on)"
     )
+    parser.add_argument(
+        "--keys",
+        action="store_true",
+        help="compare 10,000 stored keys vs 10, loading as a stored key (metering on)",
+    )
     args = parser.parse_args()
-    feature = "--limits" if args.limits else "--metering"
+    feature = "--limits" if args.limits else "--keys" if args.keys else "--metering"
     harness.require("wrk", "taskset")
 
     upstream_port = free_port()
@@ -53,6 +60,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for metering in ("on", "off"):
                 port = free_port()
+                key_file = Path(tempfile.mkdtemp(prefix="bench-keys-")) / "key"
                 cmd = [
                     sys.executable,
                     str(harness.HERE / "serve_variant.py"),
@@ -62,13 +70,21 @@ def main() -> None:
                     upstream_url,
                     feature,
                     metering,
+                    "--key-file",
+                    str(key_file),
                 ]
                 ready = answers(f"http://127.0.0.1:{port}/readyz")
                 with pinned(cmd, cpus=harness.SERVER_CPU, ready=ready) as gateway:
                     url = f"http://127.0.0.1:{port}"
+                    key = key_file.read_text() if args.keys else harness.MEMBER_KEY
                     for stream in (False, True):
                         load = functools.partial(
-                            wrk, url, path=CHAT, stream=stream, connections=args.connections
+                            wrk,
+                            url,
+                            path=CHAT,
+                            stream=stream,
+                            connections=args.connections,
+                            key=key,
                         )
                         load(seconds=2)  # warm-up
                         before = cpu_seconds(gateway.pid)
@@ -78,7 +94,7 @@ def main() -> None:
                         cpu.setdefault((metering, stream), []).append(used / result.requests * 1e6)
                         errors += result.errors
 
-    what = "limits" if args.limits else "metering"
+    what = "limits" if args.limits else "10,000 stored keys vs 10" if args.keys else "metering"
     print(f"\n{what}: {args.rounds} rounds x {args.seconds} s, c={args.connections}, medians\n")
     print("| body | req/s off | req/s on | on / off | gateway CPU us/req off | on | on / off |")
     print("|---|---:|---:|---:|---:|---:|---:|")

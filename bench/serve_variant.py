@@ -4,12 +4,15 @@ metrics that count nothing, keeping auth, policy, the relay and the usage readin
 Both still ask the upstream for stream usage, so the stand-in, which shares the core, does the
 same work for both and the ratio is the gateway's alone. `--limits on` adds every limit a team
 would set (budgets, rates, concurrency, end users, team budgets), none low enough to refuse:
-what checking and reserving them costs."""
+what checking and reserving them costs. `--keys on` stores 10,000 keys in the key store,
+`off` 10, and writes the last one's key to `--key-file` for the load: what finding a key among
+many costs."""
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import harness
@@ -17,6 +20,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.config import load_settings
+from gateway.keystore import actions, open_keystore
 from gateway.metrics import Metrics
 from gateway.types import Finished
 
@@ -57,12 +61,30 @@ team_budget_usd_monthly = 10000000.0
 """
 
 
+STORED_KEYS = 10_000
+
+
+def store_keys(database: Path, count: int) -> str:
+    """`count` keys in the key store, as `keys create` makes them; the last one's key."""
+    store = open_keystore(database)
+    try:
+        for i in range(count):
+            _, key = actions.create(
+                store, {"name": f"bench-{i}"}, actor="bench", now=time.time(), config_names=()
+            )
+    finally:
+        store.close()
+    return key
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="the stand-in's API root")
     parser.add_argument("--metering", choices=["on", "off"], default="on")
     parser.add_argument("--limits", choices=["on", "off"], default="off")
+    parser.add_argument("--keys", choices=["on", "off"], default=None)
+    parser.add_argument("--key-file", type=Path, help="where --keys writes the key to load with")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         serve(args, Path(tmp))
@@ -73,6 +95,9 @@ def serve(args: argparse.Namespace, workdir: Path) -> None:
     toml = harness.gateway_config(args.upstream, workdir / "usage.db")
     config.write_text(LIMITS + toml if args.limits == "on" else toml)
     settings = load_settings(config, {"NANOGPT_API_KEY": "demo-team-key"})
+    if args.keys is not None:
+        count = STORED_KEYS if args.keys == "on" else 10
+        args.key_file.write_text(store_keys(workdir / "usage.db", count))
     if args.metering == "off":
         app = create_app(settings, ledger=NullLedger(), metrics=NullMetrics())
     else:

@@ -1,0 +1,145 @@
+"""The roster: the store is read only when its change counter moves, a stored key's member
+is rebuilt only when the key or the config changed, last-used times are written in batches
+(and at close), and a store that cannot be read keeps the keys it last gave."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import InvalidApiKey
+from gateway.keystore import AuditEntry, KeyStoreError, actions, open_keystore
+from gateway.keystore.sqlite import SQLiteKeyStore
+from gateway.roster import Roster
+from gateway.types import StoredKey
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.anyio
+NOW = 1_800_000_000.0
+
+
+class Counting:
+    """A store that counts its reads, and fails them on demand."""
+
+    def __init__(self, store: SQLiteKeyStore) -> None:
+        self.store = store
+        self.reads = 0
+        self.failing = False
+        self.polled = asyncio.Event()
+
+    def version(self) -> int:
+        self.polled.set()
+        if self.failing:
+            raise KeyStoreError("gateway.db: cannot read the key store: disk I/O error")
+        return self.store.version()
+
+    def stored_keys(self) -> list[StoredKey]:
+        self.reads += 1
+        return self.store.stored_keys()
+
+    def touch(self, used: Mapping[str, float]) -> None:
+        self.store.touch(used)
+
+    def get(self, name: str) -> StoredKey:
+        return self.store.get(name)
+
+    def create(self, key: StoredKey, *, actor: str) -> None:
+        self.store.create(key, actor=actor)
+
+    def change(
+        self, name: str, changes: Mapping[str, Any], *, action: str, actor: str, now: float
+    ) -> StoredKey:
+        return self.store.change(name, changes, action=action, actor=actor, now=now)
+
+    def audit(self) -> Sequence[AuditEntry]:
+        return self.store.audit()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Counting:
+    return Counting(SQLiteKeyStore(tmp_path / "gateway-usage.db"))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+async def test_the_store_is_read_only_when_it_changed(tmp_path: Path, store: Counting) -> None:
+    roster = Roster(make_settings(tmp_path), store)
+    assert await roster.refresh() and store.reads == 1
+    assert not await roster.refresh() and store.reads == 1
+    _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
+    assert await roster.refresh() and store.reads == 2
+    assert roster.authenticate(bearer(key), NOW).name == "dave"
+    before = roster.ring
+    dave_member = roster.authenticate(bearer(key), NOW)
+    actions.create(store, {"name": "erin"}, actor="t", now=NOW, config_names=())
+    await roster.refresh()
+    assert roster.ring is not before
+    assert roster.authenticate(bearer(key), NOW) is dave_member  # unchanged: not rebuilt
+    actions.update(store, "dave", {"requests_per_minute": 5}, actor="t", now=NOW)
+    await roster.refresh()
+    assert roster.authenticate(bearer(key), NOW).limits.requests_per_minute == 5
+
+
+async def test_a_reloaded_config_rebuilds_every_stored_member(
+    tmp_path: Path, store: Counting
+) -> None:
+    roster = Roster(make_settings(tmp_path), store)
+    _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
+    await roster.refresh()
+    assert roster.authenticate(bearer(key), NOW).limits.budget_usd_daily is None
+    roster.configure(make_settings(tmp_path, "[limits]\nbudget_usd_daily = 3.0\n"))
+    assert roster.authenticate(bearer(key), NOW).limits.budget_usd_daily == 3
+
+
+async def test_last_used_times_are_written_in_batches_and_at_close(
+    tmp_path: Path, store: Counting
+) -> None:
+    roster = Roster(make_settings(tmp_path), store)
+    _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
+    await roster.refresh()
+    for second in range(3):
+        roster.authenticate(bearer(key), NOW + second)
+    assert store.store.get("dave").last_used_at is None  # not on the request path
+    await roster.write_last_used()
+    assert store.store.get("dave").last_used_at == NOW + 2
+    roster.authenticate(bearer(key), NOW + 10)
+    await roster.close()
+    assert open_keystore(tmp_path / "gateway-usage.db").get("dave").last_used_at == NOW + 10
+
+
+async def test_a_store_that_cannot_be_read_keeps_the_last_keys(
+    tmp_path: Path, store: Counting, caplog: pytest.LogCaptureFixture
+) -> None:
+    roster = Roster(make_settings(tmp_path), store)
+    _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
+    await roster.refresh()
+    store.failing = True
+    watching = asyncio.create_task(roster.watch(poll_seconds=0))
+    for _ in range(3):  # three polls that fail
+        store.polled.clear()
+        await asyncio.wait_for(store.polled.wait(), 10)
+    store.failing = False
+    actions.revoke(store, "dave", actor="t", now=NOW)
+    for _ in range(2):  # the second poll starts once the first has read the keys again
+        store.polled.clear()
+        await asyncio.wait_for(store.polled.wait(), 10)
+    watching.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await watching
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "keeping the keys last read: gateway.db: cannot read the key store: disk I/O error"
+    ]
+    assert "can be read again" in caplog.text
+    with pytest.raises(InvalidApiKey, match="revoked"):
+        roster.authenticate(bearer(key), NOW)
