@@ -99,7 +99,16 @@ def _checked(field: str, value: Any, now: float) -> Any:
         if value is None:
             return None
         text = _text(value)
-        at = now + parse_duration(text) if _DURATION.fullmatch(text) else parse_instant(text)
+        if _DURATION.fullmatch(text.strip()):
+            at = now + parse_duration(text)
+        else:
+            try:
+                at = parse_instant(text)
+            except ValueError:
+                raise ValueError(
+                    f"{text!r} is neither a duration: {DURATION_FORMS}, nor an RFC 3339 "
+                    "instant like 2027-01-31T00:00:00Z"
+                ) from None
         if at <= now:
             raise ValueError(f"{text} is not in the future")
         return at
@@ -144,7 +153,10 @@ def _text(value: Any) -> str:
 
 
 def _bad(field: str, message: str) -> InvalidRequest:
-    return InvalidRequest(f"{field}: {message}", param=field, code="invalid_key_field")
+    # The config's checks name the field already (`allow[0]: bad pattern ...`): not twice.
+    named = message.startswith((f"{field}:", f"{field}["))
+    text = message if named else f"{field}: {message}"
+    return InvalidRequest(text, param=field, code="invalid_key_field")
 
 
 def applied(key: StoredKey, changes: Mapping[str, Any]) -> StoredKey:
