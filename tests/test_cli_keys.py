@@ -183,6 +183,19 @@ def test_create_takes_every_flag_under_the_configs_names(run: _Runner) -> None:
     assert key.note == "the CI runner" and key.role == "member"
 
 
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [("0.0.0.0", "http://<gateway host>:8080/v1"), ("::1", "http://[::1]:8080/v1")],
+)
+def test_the_base_url_the_key_is_used_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], host: str, url: str
+) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[server]\nhost = {host!r}\n[metering]\nmetrics_port = 9100\n")
+    assert main(["keys", "create", "ci-bot", "--config", str(config)]) == 0
+    assert f"base URL {url}\n" in capsys.readouterr().err
+
+
 def test_an_instant_expiry_and_an_admin_key(run: _Runner) -> None:
     run.create("ops", "--admin", "--expires", "2999-01-31T00:00:00Z")
     status, out, err = run("create", "ops2", "--admin")
@@ -257,10 +270,14 @@ def test_list_of_an_empty_store(run: _Runner) -> None:
 
 def test_show(run: _Runner) -> None:
     run.create("ci-bot", "--rpm", "60", "--deny", "openai/*", "--note", "CI")
+    run.create("other", "--budget-usd-daily", "2.5", "--tpm", "unlimited")
     spend(run, "ci-bot", "1.5")
     lines = dict(line.split(None, 1) for line in run.ok("show", "ci-bot").splitlines())
     assert lines["name"] == "ci-bot" and lines["status"] == "active"
     assert lines["requests_per_minute"] == "60" and lines["budget_usd_daily"] == "-"
+    other = dict(line.split(None, 1) for line in run.ok("show", "other").splitlines())
+    assert other["budget_usd_daily"] == "2.5" and other["tokens_per_minute"] == "unlimited"
+    assert "$2.5/day unlimited tpm" in run.ok("list")
     assert lines["allow"] == "(every model)" and lines["deny"] == "openai/*"
     assert lines["note"] == "CI" and lines["spent_usd_month"] == "1.500000"
     shown = json.loads(run.ok("show", "ci-bot", "--format", "json"))
