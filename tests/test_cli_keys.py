@@ -264,6 +264,8 @@ def test_list_shows_limits_and_spend_and_hides_ended_keys_unless_all(run: _Runne
 
 
 def test_list_of_an_empty_store(run: _Runner) -> None:
+    with run.store():  # as the gateway leaves it when it starts
+        pass
     assert "no keys" in run.ok("list")
     assert json.loads(run.ok("list", "--format", "json")) == []
 
@@ -505,7 +507,21 @@ def test_audit_lists_every_change_with_its_actor_and_no_secret(run: _Runner) -> 
 
 
 def test_audit_of_an_empty_store(run: _Runner) -> None:
+    with run.store():
+        pass
     assert run.ok("audit").strip() == "no changes to keys yet"
+
+
+@pytest.mark.parametrize(
+    "args", [["list"], ["show", "x"], ["audit"], ["revoke", "x"], ["update", "x", "--rpm", "1"]]
+)
+def test_only_create_makes_a_missing_database(run: _Runner, args: list[str]) -> None:
+    """A look from the wrong directory (a relative ledger_path) leaves no empty database."""
+    message = run.refused(*args)
+    assert message.startswith(f"nanogpt-gateway keys: {run.db}: no database here")
+    assert not run.db.exists()
+    run.create("ci-bot")
+    assert run.db.is_file()
 
 
 def test_the_actor_without_a_user_name(run: _Runner, monkeypatch: pytest.MonkeyPatch) -> None:

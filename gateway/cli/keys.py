@@ -60,7 +60,7 @@ def add_parser(
     def action(name: str, help: str, run: Callable[..., int]) -> argparse.ArgumentParser:
         parser = keys_actions.add_parser(name, help=help, description=help)
         config_arguments(parser)
-        parser.set_defaults(run=lambda args: _run(run, args))
+        parser.set_defaults(run=lambda args: _run(run, args, creates=name == "create"))
         return parser
 
     create = action("create", "issue a key: printed once, only its hash is stored", _create)
@@ -151,10 +151,20 @@ def _field_arguments(parser: argparse.ArgumentParser, *, updating: bool) -> None
         )
 
 
-def _run(run: Callable[[argparse.Namespace, Settings, KeyStore], int], args: Any) -> int:
+def _run(
+    run: Callable[[argparse.Namespace, Settings, KeyStore], int], args: Any, *, creates: bool
+) -> int:
+    """`run` on the store the config names; only `create` makes the database if it is missing
+    (as the gateway does when it starts), so a look in the wrong place leaves nothing behind."""
     settings = load_settings(
         args.config, os.environ, team_key_required=False, members_required=False
     )
+    path = settings.metering.ledger_path
+    if not creates and not os.path.lexists(path):
+        return _refuse(
+            f"{path}: no database here: the gateway makes it when it starts (keys create too); "
+            "a relative metering.ledger_path starts from the working directory"
+        )
     try:
         with _store(settings) as store:
             return run(args, settings, store)
