@@ -51,7 +51,9 @@ def load_settings(
     members_required: bool = True,
 ) -> Settings:
     """Read, validate and resolve the whole configuration, or raise `ConfigError`. Commands
-    that only read (`limits`) need neither the team key nor a member.
+    that only read or manage stored keys (`limits`, `keys`) need neither the team key nor a
+    member, nor the members' keys (`members_required = False`): a member whose `key_env` is
+    not set then has no key.
 
     `host`/`port` (command-line overrides) are applied before validation, so `--host 0.0.0.0`
     cannot sneak past the loopback rule of `auth.mode = "none"`. `fallback_member` (name, key)
@@ -141,7 +143,9 @@ def _build(
         allow_provider_selection=policy.allow_provider_selection,
     )
     limit_rules, default_limits = resolve_limits(limit_settings)
-    members = resolve_members(data.get("members", []), env, rules, default_limits)
+    members = resolve_members(
+        data.get("members", []), env, rules, default_limits, keys_required=members_required
+    )
 
     if auth.mode == "none" and not _is_loopback(server.host):
         raise ConfigError(

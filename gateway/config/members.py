@@ -113,8 +113,15 @@ def member_defaults(name: str, digest: str, rules: PolicyRules, limits: Limits) 
 
 
 def members(
-    tables: Any, env: Mapping[str, str], rules: PolicyRules, default_limits: Limits
+    tables: Any,
+    env: Mapping[str, str],
+    rules: PolicyRules,
+    default_limits: Limits,
+    *,
+    keys_required: bool = True,
 ) -> tuple[Member, ...]:
+    """The `[[members]]` tables, validated. Without `keys_required` (commands that need only
+    the members' names and limits), a `key_env` not set leaves the member without a key."""
     if not isinstance(tables, list):
         raise ConfigError("members: expected an array of tables ([[members]])")
     members: list[Member] = []
@@ -137,12 +144,12 @@ def members(
                 )
         else:
             key = env.get(spec.key_env or "", "").strip()
-            if not key:
+            if not key and keys_required:
                 raise ConfigError(
                     f"{where}.key_env: environment variable {spec.key_env} is not set"
                 )
-            digest = hash_key(key)
-        if digest in seen_keys:
+            digest = hash_key(key) if key else ""
+        if digest and digest in seen_keys:
             raise ConfigError(f"{where}: same key as member {seen_keys[digest]!r}")
         seen_names.add(spec.name)
         seen_keys[digest] = spec.name

@@ -1,0 +1,64 @@
+"""Two processes: the `keys` command changes the store while the real gateway serves, and the
+gateway sees each change within 2 seconds (created, disabled, enabled, revoked), without a
+restart; the key's own limits come with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import MEMBERS_TOML, TEAM_KEY, auth, running
+
+ENV = {"NANOGPT_API_KEY": TEAM_KEY, "BOB_KEY": "sk-bob"}
+VISIBLE_WITHIN_SECONDS = 2.0
+
+
+def keys(config: Path, *args: str) -> str:
+    """`nanogpt-gateway keys ARGS --config CONFIG`, as an operator runs it from a shell that
+    holds neither the team key nor the members' (`BOB_KEY`); its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def seconds_until(base: str, key: str, status: int) -> float:
+    """How long until the gateway answers `key` with `status` (bounded by the promise)."""
+    started = time.monotonic()
+    while True:  # a poll of the gateway's answer, bounded
+        answer = httpx.get(f"{base}/v1/key", headers=auth(key), timeout=10)
+        waited = time.monotonic() - started
+        if answer.status_code == status:
+            return waited
+        assert waited < VISIBLE_WITHIN_SECONDS, (status, answer.status_code, answer.text)
+        time.sleep(0.02)
+
+
+def test_the_running_gateway_sees_what_the_keys_command_does(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text(MEMBERS_TOML)
+    with running(["serve", "--demo", "--config", str(config)], "/readyz", **ENV) as (base, _, _):
+        created = keys(config, "create", "dave", "--budget-usd-daily", "2.5")
+        (key,) = [word for word in created.split() if word.startswith("ngw-")]
+        seconds_until(base, key, 200)
+        report = httpx.get(f"{base}/v1/key", headers=auth(key)).json()["data"]
+        assert (report["name"], report["limit"]) == ("dave", 2.5)
+
+        keys(config, "disable", "dave")
+        seconds_until(base, key, 401)
+        keys(config, "enable", "dave")
+        seconds_until(base, key, 200)
+
+        keys(config, "revoke", "dave")
+        seconds_until(base, key, 401)
+        refused = httpx.get(f"{base}/v1/key", headers=auth(key)).json()["error"]
+        assert "was revoked at" in refused["message"] and key not in refused["message"]
