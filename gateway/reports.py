@@ -11,11 +11,16 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.budgets import WINDOWS, budget_of, period
+from gateway.limits.base import Limiter, rfc3339
+from gateway.types import LimitRules, Limits
 
 GROUPINGS = ("member", "model", "endpoint", "day", "end_user")
 """What a report may be grouped by: the `--by` choices."""
@@ -121,14 +126,18 @@ def format_csv(rows: Sequence[ReportRow], by: str) -> str:
 
 
 def format_json(rows: Sequence[ReportRow], by: str) -> str:
+    return json.dumps(usage_document(rows, by), indent=2)
+
+
+def usage_document(rows: Sequence[ReportRow], by: str) -> dict[str, Any]:
     """`{"by": ..., "rows": [...], "total": {...}}`, each row keyed by the grouping's name and
-    every cost an exact decimal string (a JSON number would be read back as a float)."""
-    document = {
+    every cost an exact decimal string (a JSON number would be read back as a float): the
+    `usage` command's JSON and the admin API's `/admin/v1/usage`."""
+    return {
         "by": by,
         "rows": [{by: row.key, **_record(row)} for row in rows],
         "total": _record(total(rows)),
     }
-    return json.dumps(document, indent=2)
 
 
 _FIELDS = (
@@ -183,23 +192,59 @@ class LimitRow:
         )
 
 
+def limit_rows(
+    members: Sequence[tuple[str, Limits]], rules: LimitRules, limiter: Limiter, now: float
+) -> list[LimitRow]:
+    """Each budget window of each member (name, limits), then the team's, as `limiter`
+    counts them at `now`: the `limits` command's rows and the admin API's `/admin/v1/limits`."""
+    zone = ZoneInfo(rules.timezone)
+    rows = []
+    every: list[tuple[str | None, Limits | None]] = [*members, (None, None)]
+    for name, limits in every:
+        for window in WINDOWS:
+            if limits is None:
+                budget = budget_of(rules, window, "team_")
+            else:
+                budget = budget_of(limits, window)
+            spent, _ = limiter.spent(name, window, now)
+            row = LimitRow(
+                member=name or "team",
+                window=window,
+                budget_usd=budget,
+                spent_usd=spent,
+                resets_at=rfc3339(period(window, now, zone).end),
+            )
+            rows.append(row)
+    return rows
+
+
+def limit_members(
+    named: Iterable[tuple[str, Limits]], seen: Iterable[str], defaults: Limits
+) -> list[tuple[str, Limits]]:
+    """Whose budgets the `limits` report shows: the members named (config, key store), then
+    the ones the ledger saw spend that none names (a member since removed, `serve --demo`'s),
+    under the `[limits]` defaults."""
+    members = dict(named)
+    return [*members.items(), *((n, defaults) for n in sorted(set(seen)) if n not in members)]
+
+
+def limit_record(row: LimitRow) -> dict[str, Any]:
+    """One row of the `limits` report as JSON: amounts as exact decimal strings, `null` where
+    no budget applies."""
+    return {
+        "member": row.member,
+        "window": row.window,
+        "budget_usd": _text(row.budget_usd),
+        "spent_usd": str(row.spent_usd),
+        "left_usd": _text(row.left_usd),
+        "resets_at": row.resets_at,
+    }
+
+
 def format_limits(rows: Sequence[LimitRow], fmt: str) -> str:
     """The `limits` report as a table or JSON; `unlimited` where no budget applies."""
     if fmt == "json":
-        return json.dumps(
-            [
-                {
-                    "member": r.member,
-                    "window": r.window,
-                    "budget_usd": _text(r.budget_usd),
-                    "spent_usd": str(r.spent_usd),
-                    "left_usd": _text(r.left_usd),
-                    "resets_at": r.resets_at,
-                }
-                for r in rows
-            ],
-            indent=2,
-        )
+        return json.dumps([limit_record(r) for r in rows], indent=2)
     header = ["member", "window", "budget_usd", "spent_usd", "left_usd", "resets_at"]
     cells = [
         [

@@ -13,10 +13,9 @@ from zoneinfo import ZoneInfo
 
 from gateway import reports
 from gateway.app import seeded_limiter
-from gateway.budgets import WINDOWS, budget_of, period
+from gateway.budgets import period
 from gateway.config import load_metering, load_settings
 from gateway.ledger import LedgerError, spend, totals
-from gateway.limits.base import rfc3339
 
 
 def usage(args: argparse.Namespace) -> int:
@@ -49,34 +48,15 @@ def limits(args: argparse.Namespace) -> int:
     now = time.time()
     limiter = seeded_limiter(settings, now)
     zone = ZoneInfo(settings.limits.timezone)
-    rows = []
-    configured = {m.name: m.limits for m in settings.members}
-    # Members the ledger knows but the config no longer (or never: `serve --demo`) names
-    # count under the [limits] defaults.
     month = period("month", now, zone).start
     try:
         spent_by = spend(settings.metering.ledger_path, since=month)
     except LedgerError as exc:
         print(f"nanogpt-gateway limits: {exc}", file=sys.stderr)
         return 1
-    seen = sorted({member for member, _, _ in spent_by})
-    members = [*configured, *(name for name in seen if name not in configured)]
-    defaults = settings.anonymous.limits
-    for name in [*members, None]:
-        for window in WINDOWS:
-            if name is None:
-                budget = budget_of(settings.limits, window, "team_")
-            else:
-                budget = budget_of(configured.get(name, defaults), window)
-            spent, _ = limiter.spent(name, window, now)
-            resets = rfc3339(period(window, now, zone).end)
-            row = reports.LimitRow(
-                member=name or "team",
-                window=window,
-                budget_usd=budget,
-                spent_usd=spent,
-                resets_at=resets,
-            )
-            rows.append(row)
+    configured = [(m.name, m.limits) for m in settings.members]
+    seen = [member for member, _, _ in spent_by]
+    members = reports.limit_members(configured, seen, settings.anonymous.limits)
+    rows = reports.limit_rows(members, settings.limits, limiter, now)
     print(reports.format_limits(rows, args.format))
     return 0
