@@ -24,9 +24,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
-from gateway import endpoints, routes
+from gateway import admin, endpoints, routes
 from gateway.balance import BALANCE_PATH, poll_balance
 from gateway.browsers import BrowserGuard
 from gateway.budgets import WINDOWS, Window, budget_of, period
@@ -157,11 +157,12 @@ def create_app(
             await asyncio.to_thread(sink.close)
             await asyncio.to_thread(store.close)
 
-    table = [Route("/healthz", routes.healthz), Route("/readyz", routes.readyz)]
+    table: list[BaseRoute] = [Route("/healthz", routes.healthz), Route("/readyz", routes.readyz)]
     if metering.metrics_port is None:
         table.append(Route("/metrics", routes.metrics_endpoint(metrics, metering.metrics_token)))
     for prefix in ("/v1", "/api/v1"):
         table.append(Route(f"{prefix}/{{path:path}}", routes.v1, methods=sorted(ALL_METHODS)))
+    table.append(Mount("/admin/v1", routes=admin.ROUTES))
     server = settings.server
     if "*" in server.cors_origins:
         logger.warning(

@@ -10,7 +10,9 @@ Imports nothing from the gateway.
     │   ├── UnsupportedMediaType      415 (a compressed request body)
     │   ├── UnknownEndpoint           404 unknown_endpoint
     │   ├── MethodNotAllowed          405 method_not_allowed
-    │   └── ModelNotFound             404 model_not_found
+    │   ├── ModelNotFound             404 model_not_found
+    │   ├── NotFound                  404 not_found (key_not_found, admin_api_disabled)
+    │   └── Conflict                  409 conflict (name_taken)
     ├── InvalidApiKey                 401 authentication_error
     ├── PermissionDenied              403 permission_error
     │   └── ModelNotAllowed           403 model_not_allowed (model_not_priced,
@@ -18,6 +20,7 @@ Imports nothing from the gateway.
     ├── RateLimited                   429 requests | tokens, rate_limit_exceeded (with headers)
     ├── QuotaExceeded                 429 insufficient_quota, *_budget_exceeded (with headers)
     ├── CatalogUnavailable            503 catalog_unavailable
+    ├── StoreUnavailable              503 keystore_unavailable (ledger_unavailable)
     └── UpstreamError                 502 upstream_unreachable
         └── UpstreamTimeout           504 upstream_timeout
 """
@@ -77,6 +80,19 @@ class ModelNotFound(InvalidRequest):
     code = "model_not_found"
 
 
+class NotFound(InvalidRequest):
+    """Something the admin API was asked about does not exist (a key), or the admin API is
+    off."""
+
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(InvalidRequest):
+    status_code = 409
+    code = "conflict"
+
+
 class InvalidApiKey(GatewayError):
     status_code = 401
     type = "authentication_error"
@@ -132,6 +148,14 @@ class CatalogUnavailable(GatewayError):
     status_code = 503
     type = "service_unavailable_error"
     code = "catalog_unavailable"
+
+
+class StoreUnavailable(GatewayError):
+    """The key store or the usage ledger cannot be read or written just now."""
+
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "keystore_unavailable"
 
 
 class UpstreamError(GatewayError):

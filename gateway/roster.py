@@ -55,6 +55,11 @@ class Roster:
     def stored(self) -> tuple[StoredKey, ...]:
         return self._stored
 
+    @property
+    def store(self) -> KeyStore | None:
+        """The key store the keys come from: the admin API changes it, then `refresh`es."""
+        return self._store
+
     def configure(self, settings: Settings) -> None:
         """A reloaded config: its members and defaults apply to the next request."""
         self._settings = settings

@@ -50,6 +50,8 @@ TEAM_KEY = "sk-nano-team-0123456789abcdef"
 ALICE_KEY = "sk-member-alice"
 BOB_KEY = "sk-member-bob"
 ADMIN_KEY = "sk-member-root"
+ADMIN_TOKEN = "sk-admin-token-0123456789abcdef"
+"""The admin API's token (`[admin] token_env`): a credential for /admin/v1 only."""
 
 EMBEDDING_MODEL = {
     "id": "text-embedding-3-small",

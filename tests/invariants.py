@@ -52,7 +52,7 @@ UPSTREAM_ROOT_PATHS = frozenset(
 
 def keys() -> dict[str, bytes]:
     """Every key a test hands the gateway, by name."""
-    from tests.conftest import ADMIN_KEY, ALICE_KEY, BOB_KEY, TEAM_KEY
+    from tests.conftest import ADMIN_KEY, ADMIN_TOKEN, ALICE_KEY, BOB_KEY, TEAM_KEY
 
     named = {
         "TEAM_KEY": TEAM_KEY,
@@ -60,6 +60,7 @@ def keys() -> dict[str, bytes]:
         "ALICE_KEY": ALICE_KEY,
         "BOB_KEY": BOB_KEY,
         "ADMIN_KEY": ADMIN_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
         "DEMO_MEMBER_KEY": DEMO_MEMBER_KEY,
     }
     return {name: key.encode() for name, key in named.items()}
