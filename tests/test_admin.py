@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.routing import Route
 
 import gateway.admin
 from gateway.app import create_app
@@ -591,3 +593,15 @@ async def test_a_key_made_through_the_admin_api_on_a_real_server(
         assert_openai_error(await http.get("/admin/v1/keys"), 401)
         assert_openai_error(await chat(http, ADMIN_TOKEN), 401)
     assert len(nanogpt.requests) == 1
+
+
+def test_every_admin_endpoint_is_in_the_readme() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### The admin API", 1)[1].split("\n## ", 1)[0]
+    for route in gateway.admin.ROUTES:
+        assert isinstance(route, Route) and route.methods
+        for method in route.methods - {"HEAD"}:
+            path = route.path.replace("{name}", "carol")
+            assert re.search(rf"curl -s (-X {method} )?\S*{re.escape(path)}\b", section), (
+                f"{method} {route.path}"
+            )
