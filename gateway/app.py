@@ -241,7 +241,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     message = f"{exc.detail}: {request.method} {request.url.path}"
-    if exc.status_code == 404 and (hint := _v1_hint(request)):
+    if exc.status_code == 404 and (hint := _v1_hint(request) or _admin_hint(request)):
         message = f"{message}. {hint}"
     body = error_body(message, type="invalid_request_error", code=code)
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
@@ -268,6 +268,14 @@ def _v1_hint(request: Request) -> str | None:
         f"The gateway's API is under /v1: set your client's base URL to {base} "
         f"(this request would be {request.method} {base}/{target.path})."
     )
+
+
+def _admin_hint(request: Request) -> str | None:
+    """For a path under `/admin/` that is none of the admin API's: the ones there are."""
+    if not request.url.path.startswith("/admin/"):
+        return None
+    paths = ", ".join(f"/admin/v1{route.path}" for route in admin.ROUTES)
+    return f"The admin API's endpoints are {paths}."
 
 
 def _request_id(request: Request) -> dict[str, str]:
