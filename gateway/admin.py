@@ -37,7 +37,7 @@ from gateway.errors import (
 )
 from gateway.keys import shown
 from gateway.keystore import KeyStore, KeyStoreError, NameTaken, StoredKey, UnknownKey, actions
-from gateway.keystore.fields import described, member_of, rfc3339
+from gateway.keystore.fields import described, everyones_limits, rfc3339
 from gateway.ledger import LedgerError, spend, totals
 from gateway.pipeline import Gateway, gateway_of, read_body
 
@@ -229,14 +229,8 @@ async def limits(request: Request, gateway: Gateway, actor: str) -> Response:
     settings, now = gateway.settings, _now(gateway)
     month = period("month", now, ZoneInfo(settings.limits.timezone)).start
     spent_by = await asyncio.to_thread(spend, settings.metering.ledger_path, since=month)
-    named = [(m.name, m.limits) for m in settings.members]
-    configured = {name for name, _ in named}
     defaults = settings.anonymous.limits
-    named += [
-        (key.name, member_of(key, defaults, settings.policy).limits)
-        for key in gateway.keys.stored
-        if key.revoked_at is None and key.name not in configured
-    ]
+    named = everyones_limits(settings.members, gateway.keys.stored, defaults, settings.policy)
     members = reports.limit_members(named, [m for m, _, _ in spent_by], defaults)
     rows = reports.limit_rows(members, settings.limits, gateway.limiter, now)
     return JSONResponse({"object": "list", "data": [reports.limit_record(r) for r in rows]})

@@ -245,6 +245,16 @@ def test_limits_shows_each_members_budgets_from_the_ledger(
     assert main(["limits", "--config", str(config)]) == 0
     table = capsys.readouterr().out
     assert "alice" in table and "unlimited" in table and "1.250000" in table
+    # a stored key counts under its own budget, a revoked one not at all
+    assert main(["keys", "create", "dave", "--budget-usd-daily", "3", "--config", str(config)]) == 0
+    assert main(["keys", "create", "erin", "--config", str(config)]) == 0
+    assert main(["keys", "revoke", "erin", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["limits", "--config", str(config), "--format", "json"]) == 0
+    rows = {(r["member"], r["window"]): r for r in json.loads(capsys.readouterr().out)}
+    dave = rows[("dave", "day")]
+    assert Decimal(dave["budget_usd"]) == Decimal(dave["left_usd"]) == 3
+    assert not any(member == "erin" for member, _ in rows)
 
 
 def test_limits_counts_members_the_config_does_not_name_under_the_defaults(

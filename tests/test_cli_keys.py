@@ -365,7 +365,7 @@ def test_rotate_without_a_grace_ends_the_old_secret_at_once(run: _Runner) -> Non
     old = run.create("ci-bot")
     status, out, err = run("rotate", "ci-bot")
     assert status == 0 and "no longer" in err
-    with pytest.raises(InvalidApiKey):
+    with pytest.raises(InvalidApiKey, match="was rotated"):
         ring(run).authenticate(bearer(old), time.time())
     assert ring(run).authenticate(bearer(out.strip()), time.time()).member.name == "ci-bot"
 

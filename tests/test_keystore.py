@@ -133,9 +133,12 @@ def test_rotation_keeps_the_id_and_history_and_the_old_secret_for_the_grace(
     assert authenticates(store, new_key, NOW + 60) == "dave"
     with pytest.raises(Exception, match="was rotated"):
         authenticates(store, old_key, NOW + 60)
-    _, _newest = actions.rotate(store, "dave", 0, actor="cli:ops", now=NOW + 1)
+    _, newest = actions.rotate(store, "dave", 0, actor="cli:ops", now=NOW + 1)
+    with pytest.raises(Exception, match="was rotated"):
+        authenticates(store, new_key, NOW + 1)  # no grace: refused at once, saying why
     with pytest.raises(Exception, match="not a member key"):
-        authenticates(store, new_key, NOW + 1)  # no grace: the previous secret is gone
+        authenticates(store, old_key, NOW + 1)  # two rotations back: unknown
+    assert authenticates(store, newest, NOW + 1) == "dave"
     with pytest.raises(InvalidRequest, match="grace_seconds"):
         actions.rotate(store, "dave", -1, actor="cli:ops", now=NOW)
 

@@ -249,7 +249,7 @@ def _rotate(args: argparse.Namespace, settings: Settings, store: KeyStore) -> in
     stored, key = actions.rotate(store, args.name, grace, actor=actor(), now=time.time())
     _hand_over(stored, key, settings, "Rotated")
     until = stored.previous_valid_until
-    old = f"until {rfc3339(until)}" if until is not None else "no longer: it is refused now"
+    old = f"until {rfc3339(until)}" if grace else "no longer: it is refused now"
     print(f"The old secret works {old}.", file=sys.stderr)
     return 0
 

@@ -15,6 +15,8 @@ from gateway import reports
 from gateway.app import seeded_limiter
 from gateway.budgets import period
 from gateway.config import load_metering, load_settings
+from gateway.keystore import KeyStoreError, StoredKey, open_keystore
+from gateway.keystore.fields import everyones_limits
 from gateway.ledger import LedgerError, spend, totals
 
 
@@ -49,14 +51,28 @@ def limits(args: argparse.Namespace) -> int:
     limiter = seeded_limiter(settings, now)
     zone = ZoneInfo(settings.limits.timezone)
     month = period("month", now, zone).start
+    path = settings.metering.ledger_path
     try:
-        spent_by = spend(settings.metering.ledger_path, since=month)
-    except LedgerError as exc:
+        spent_by = spend(path, since=month)
+        stored = _stored_keys(path)
+    except (LedgerError, KeyStoreError) as exc:
         print(f"nanogpt-gateway limits: {exc}", file=sys.stderr)
         return 1
-    configured = [(m.name, m.limits) for m in settings.members]
+    defaults = settings.anonymous.limits
+    named = everyones_limits(settings.members, stored, defaults, settings.policy)
     seen = [member for member, _, _ in spent_by]
-    members = reports.limit_members(configured, seen, settings.anonymous.limits)
+    members = reports.limit_members(named, seen, defaults)
     rows = reports.limit_rows(members, settings.limits, limiter, now)
     print(reports.format_limits(rows, args.format))
     return 0
+
+
+def _stored_keys(path: str) -> list[StoredKey]:
+    """The key store's keys, none when there is no database yet (nothing is created)."""
+    if not os.path.lexists(path):
+        return []
+    store = open_keystore(path)
+    try:
+        return store.stored_keys()
+    finally:
+        store.close()

@@ -62,7 +62,7 @@ def rotate(
     store: KeyStore, name: str, grace_seconds: float, *, actor: str, now: float
 ) -> tuple[StoredKey, str]:
     """A new secret for the key named `name` (same public id, name, limits and history); the
-    old one keeps working for `grace_seconds`, then 401."""
+    old one keeps working for `grace_seconds`, then gets a 401 that says it was rotated."""
     if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise InvalidRequest(
             f"grace_seconds: must be between 0 and {MAX_GRACE_SECONDS:.0f} (30 days), "
@@ -72,10 +72,10 @@ def rotate(
         )
     current = store.get(name)
     key = issued_key(current.public_id, new_secret())
-    changes = {
+    changes = {  # the old secret kept past its grace too, so a client using it is told why
         "secret_sha256": hash_key(key),
-        "previous_sha256": current.secret_sha256 if grace_seconds > 0 else None,
-        "previous_valid_until": now + grace_seconds if grace_seconds > 0 else None,
+        "previous_sha256": current.secret_sha256,
+        "previous_valid_until": now + grace_seconds,
         "rotated_at": now,
     }
     return store.change(name, changes, action="rotate", actor=actor, now=now), key

@@ -249,3 +249,17 @@ def clashing_name(members: Sequence[Member], stored: Sequence[StoredKey]) -> str
                 "(`nanogpt-gateway keys list`); rename the member or revoke the key"
             )
     return None
+
+
+def everyones_limits(
+    members: Sequence[Member], stored: Sequence[StoredKey], defaults: Limits, rules: PolicyRules
+) -> list[tuple[str, Limits]]:
+    """Each config member's limits, then each stored key's that is not revoked (a key named
+    as a config member is not one: the config wins), for the `limits` reports."""
+    named = [(m.name, m.limits) for m in members]
+    configured = {name for name, _ in named}
+    return named + [
+        (key.name, member_of(key, defaults, rules).limits)
+        for key in stored
+        if key.revoked_at is None and key.name not in configured
+    ]
