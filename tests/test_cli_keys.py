@@ -9,15 +9,12 @@ import getpass
 import hashlib
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.cli import main
@@ -28,7 +25,7 @@ from gateway.keystore import KeyStore, StoredKey, open_keystore
 from gateway.keystore.fields import member_of
 from gateway.ledger.sqlite import SQLiteLedger
 from gateway.types import Finished
-from tests.conftest import ALICE_KEY, running
+from tests.conftest import ALICE_KEY
 
 KEY = re.compile(r"ngw-[a-z0-9]{12}-[0-9A-Za-z]{43}")
 PORT = 9123
@@ -532,57 +529,3 @@ def test_the_actor_without_a_user_name(run: _Runner, monkeypatch: pytest.MonkeyP
     run.create("ci-bot")
     entry = json.loads(run.ok("audit", "--format", "json"))[0]
     assert re.fullmatch(r"cli:uid-\d+", entry["actor"])
-
-
-def command() -> list[str]:
-    """The installed `nanogpt-gateway` script of this environment."""
-    return [str(Path(sys.executable).parent / "nanogpt-gateway")]
-
-
-def test_keys_issued_and_revoked_while_the_gateway_runs(tmp_path: Path) -> None:
-    """The real command in its own process, against the database a running gateway uses:
-    the key it prints works within the roster's poll, and stops working once revoked."""
-    config = tmp_path / "gateway.toml"
-    config.write_text(f"[metering]\nledger_path = {str(tmp_path / 'gateway.db')!r}\n")
-    with running(["serve", "--demo", "--config", str(config)], "/readyz") as (base, _, _):
-        created = subprocess.run(
-            [*command(), "keys", "create", "carol", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert created.returncode == 0, created.stderr
-        key = created.stdout.strip()
-        assert KEY.fullmatch(key) and "shown this once" in created.stderr
-        assert until_status(f"{base}/v1/models", key, 200)
-
-        revoked = subprocess.run(
-            [*command(), "keys", "revoke", "carol", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert revoked.returncode == 0, revoked.stderr
-        assert until_status(f"{base}/v1/models", key, 401)
-
-        bad = subprocess.run(
-            [*command(), "keys", "revoke", "carol", "--config", str(config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert bad.returncode == 2 and bad.stdout == ""
-        assert bad.stderr == "nanogpt-gateway keys: no key named 'carol' (that is not revoked)\n"
-
-
-def until_status(url: str, key: str, status: int) -> bool:
-    """Whether `url` answers `status` to `key` within 10 s (the roster polls every 0.5 s)."""
-    deadline = time.monotonic() + 10
-    with httpx.Client(headers=bearer(key)) as client:
-        while time.monotonic() < deadline:
-            if client.get(url).status_code == status:
-                return True
-    return False

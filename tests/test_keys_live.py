@@ -4,6 +4,7 @@ restart; the key's own limits come with it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -15,20 +16,22 @@ from tests.conftest import MEMBERS_TOML, TEAM_KEY, auth, running
 
 ENV = {"NANOGPT_API_KEY": TEAM_KEY, "BOB_KEY": "sk-bob"}
 VISIBLE_WITHIN_SECONDS = 2.0
+KEY = re.compile(r"ngw-[a-z0-9]{12}-[0-9A-Za-z]{43}")
 
 
-def keys(config: Path, *args: str) -> str:
-    """`nanogpt-gateway keys ARGS --config CONFIG`, as an operator runs it from a shell that
-    holds neither the team key nor the members' (`BOB_KEY`); its stdout."""
+def keys(config: Path, *args: str, status: int = 0) -> subprocess.CompletedProcess[str]:
+    """The installed `nanogpt-gateway keys ARGS --config CONFIG`, as an operator runs it from
+    a shell that holds neither the team key nor the members' (`BOB_KEY`)."""
+    script = Path(sys.executable).parent / "nanogpt-gateway"
     done = subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", *args, "--config", str(config)],
+        [str(script), "keys", *args, "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    assert done.returncode == status, done.stderr
+    return done
 
 
 def seconds_until(base: str, key: str, status: int) -> float:
@@ -48,7 +51,8 @@ def test_the_running_gateway_sees_what_the_keys_command_does(tmp_path: Path) -> 
     config.write_text(MEMBERS_TOML)
     with running(["serve", "--demo", "--config", str(config)], "/readyz", **ENV) as (base, _, _):
         created = keys(config, "create", "dave", "--budget-usd-daily", "2.5")
-        (key,) = [word for word in created.split() if word.startswith("ngw-")]
+        key = created.stdout.strip()  # the key alone on stdout; how to use it on stderr
+        assert KEY.fullmatch(key) and "shown this once" in created.stderr
         seconds_until(base, key, 200)
         report = httpx.get(f"{base}/v1/key", headers=auth(key)).json()["data"]
         assert (report["name"], report["limit"]) == ("dave", 2.5)
@@ -62,3 +66,6 @@ def test_the_running_gateway_sees_what_the_keys_command_does(tmp_path: Path) -> 
         seconds_until(base, key, 401)
         refused = httpx.get(f"{base}/v1/key", headers=auth(key)).json()["error"]
         assert "was revoked at" in refused["message"] and key not in refused["message"]
+        again = keys(config, "revoke", "dave", status=2)
+        assert again.stdout == ""
+        assert again.stderr == "nanogpt-gateway keys: no key named 'dave' (that is not revoked)\n"
