@@ -134,30 +134,10 @@ async def update_key(request: Request, gateway: Gateway, actor: str) -> Response
     the `[limits]` default); `"disabled": true|false` disables or enables the key."""
     _query(request, set())
     name, data = request.path_params["name"], await _json_object(request)
-    disabled = data.pop("disabled", None)
-    if disabled is not None and not isinstance(disabled, bool):
-        raise InvalidRequest(
-            f"disabled: expected true or false, got {disabled!r}",
-            param="disabled",
-            code="invalid_key_field",
-        )
-    now, store = _now(gateway), _store(gateway)
-
-    def change() -> tuple[StoredKey, list[str]]:
-        # `update` checks every field before it writes, and goes first: a bad field changes
-        # nothing, not even `disabled`. An empty body changes nothing and is not audited.
-        key, done = store.get(name), []
-        if data:
-            key = actions.update(store, name, data, actor=actor, now=now)
-            done.append("update")
-        if disabled is not None:
-            key = actions.set_disabled(store, name, disabled, actor=actor, now=now)
-            done.append("disable" if disabled else "enable")
-        return key, done
-
-    key, done = await asyncio.to_thread(change)
-    for action in done:
-        await _changed(gateway, actor, action, key)
+    now = _now(gateway)
+    key = await asyncio.to_thread(actions.update, _store(gateway), name, data, actor=actor, now=now)
+    if data:
+        await _changed(gateway, actor, "update", key)
     return JSONResponse(_listed(gateway, key, now))
 
 

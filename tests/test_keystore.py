@@ -231,3 +231,16 @@ def test_a_store_write_that_fails_changes_nothing(store: SQLiteKeyStore, tmp_pat
     with pytest.raises(KeyStoreError, match="audit is full"):
         actions.revoke(store, "dave", actor="t", now=NOW)
     assert store.get("dave").revoked_at is None and store.version() == 1
+
+
+def test_an_update_is_one_change_whatever_it_sets(store: SQLiteKeyStore) -> None:
+    create(store, name="dave")
+    actions.update(store, "dave", {"note": "on leave", "disabled": True}, actor="a", now=NOW)
+    actions.update(store, "dave", {"disabled": False}, actor="a", now=NOW)
+    actions.update(store, "dave", {}, actor="a", now=NOW)  # nothing named: nothing written
+    entries = [(e.action, dict(e.fields)) for e in store.audit()][1:]
+    assert entries == [
+        ("update", {"note": "on leave", "disabled": True}),
+        ("enable", {"disabled": False}),
+    ]
+    assert store.version() == 3 and store.get("dave").note == "on leave"

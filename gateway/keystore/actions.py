@@ -43,15 +43,21 @@ def create(
 def update(
     store: KeyStore, name: str, data: Mapping[str, Any], *, actor: str, now: float
 ) -> StoredKey:
+    """The fields `data` names set, in one transaction; nothing named changes nothing and is
+    not audited. Setting only `disabled` is audited as `disable` / `enable`."""
     changes = key_changes(data, creating=False, now=now)
-    return store.change(name, changes, action="update", actor=actor, now=now)
+    if not changes:
+        return store.get(name)
+    action = "update"
+    if changes.keys() == {"disabled"}:
+        action = "disable" if changes["disabled"] else "enable"
+    return store.change(name, changes, action=action, actor=actor, now=now)
 
 
 def set_disabled(
     store: KeyStore, name: str, disabled: bool, *, actor: str, now: float
 ) -> StoredKey:
-    action = "disable" if disabled else "enable"
-    return store.change(name, {"disabled": disabled}, action=action, actor=actor, now=now)
+    return update(store, name, {"disabled": disabled}, actor=actor, now=now)
 
 
 def revoke(store: KeyStore, name: str, *, actor: str, now: float) -> StoredKey:

@@ -26,6 +26,7 @@ from gateway.types import ANONYMOUS, Limits, Member, PolicyRules, StoredKey
 
 EDITABLE = (
     "expires_at",
+    "disabled",
     "may_change_account",
     "allow",
     "deny",
@@ -112,7 +113,7 @@ def _checked(field: str, value: Any, now: float) -> Any:
         if at <= now:
             raise ValueError(f"{text} is not in the future")
         return at
-    if field == "may_change_account":
+    if field in ("disabled", "may_change_account"):
         if not isinstance(value, bool):
             raise TypeError(f"expected true or false, got {value!r}")
         return value
