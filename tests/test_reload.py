@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from gateway.cli import main
 from gateway.keys import hash_key
 from gateway.keystore import actions, open_keystore
 from tests.conftest import (
@@ -144,7 +146,7 @@ def test_settings_that_need_a_restart_are_named_and_keep_their_value(tmp_path: P
 
 
 def test_a_member_named_as_a_stored_key_is_refused_at_reload_and_at_start(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(MEMBERS_TOML)
@@ -159,6 +161,10 @@ def test_a_member_named_as_a_stored_key_is_refused_at_reload_and_at_start(
         assert "members[3].name: 'dave' is the name of a stored key" in line
         assert chat(base, key).status_code == 200  # the stored key, as before
         assert chat(base, "sk-dave").status_code == 401
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check-config", "--config", str(config)]) == 2  # tells before a start would
+    assert "'dave' is the name of a stored key" in capsys.readouterr().err
     started = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--demo", "--config", str(config)],
         capture_output=True,

@@ -18,6 +18,8 @@ from gateway.cli import keys, readouts, serving
 from gateway.cli.serving import DEMO_MEMBER_KEY
 from gateway.config import ConfigError, load_settings
 from gateway.keys import hash_key
+from gateway.keystore import KeyStoreError, stored_keys
+from gateway.keystore.fields import clashing_name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +105,12 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
+    try:  # as `serve` would refuse it: a member named as a stored key
+        clash = clashing_name(settings.members, stored_keys(settings.metering.ledger_path))
+    except KeyStoreError as exc:
+        raise ConfigError(f"metering.ledger_path: {exc}") from None
+    if clash:
+        raise ConfigError(f"{args.config}: {clash}")
     names = ", ".join(m.name for m in settings.members) or "none (auth.mode = none)"
     print(f"{args.config or '(defaults)'}: OK; members: {names}")
     return 0

@@ -15,7 +15,7 @@ from gateway import reports
 from gateway.app import seeded_limiter
 from gateway.budgets import period
 from gateway.config import load_metering, load_settings
-from gateway.keystore import KeyStoreError, StoredKey, open_keystore
+from gateway.keystore import KeyStoreError, stored_keys
 from gateway.keystore.fields import everyones_limits
 from gateway.ledger import LedgerError, spend, totals
 
@@ -54,7 +54,7 @@ def limits(args: argparse.Namespace) -> int:
     path = settings.metering.ledger_path
     try:
         spent_by = spend(path, since=month)
-        stored = _stored_keys(path)
+        stored = stored_keys(path)
     except (LedgerError, KeyStoreError) as exc:
         print(f"nanogpt-gateway limits: {exc}", file=sys.stderr)
         return 1
@@ -65,14 +65,3 @@ def limits(args: argparse.Namespace) -> int:
     rows = reports.limit_rows(members, settings.limits, limiter, now)
     print(reports.format_limits(rows, args.format))
     return 0
-
-
-def _stored_keys(path: str) -> list[StoredKey]:
-    """The key store's keys, none when there is no database yet (nothing is created)."""
-    if not os.path.lexists(path):
-        return []
-    store = open_keystore(path)
-    try:
-        return store.stored_keys()
-    finally:
-        store.close()

@@ -5,6 +5,7 @@ backend; `open_keystore` picks it from the location.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from gateway.keystore.base import AuditEntry, KeyStore, KeyStoreError, NameTaken, UnknownKey
@@ -19,9 +20,22 @@ __all__ = [
     "StoredKey",
     "UnknownKey",
     "open_keystore",
+    "stored_keys",
 ]
 
 
 def open_keystore(location: str | Path) -> KeyStore:
     """The key store in the database at `location`, created or migrated, or `KeyStoreError`."""
     return SQLiteKeyStore(location)
+
+
+def stored_keys(location: str | Path) -> list[StoredKey]:
+    """Every key in the store at `location`, none when there is no database there yet (for
+    commands that only look: nothing is created)."""
+    if not os.path.lexists(location):
+        return []
+    store = open_keystore(location)
+    try:
+        return store.stored_keys()
+    finally:
+        store.close()
