@@ -17,7 +17,7 @@ from gateway.keystore import AuditEntry, KeyStoreError, actions, open_keystore
 from gateway.keystore.sqlite import SQLiteKeyStore
 from gateway.roster import Roster
 from gateway.types import StoredKey
-from tests.conftest import make_settings
+from tests.conftest import ALICE_KEY, make_settings
 
 pytestmark = pytest.mark.anyio
 NOW = 1_800_000_000.0
@@ -143,3 +143,18 @@ async def test_a_store_that_cannot_be_read_keeps_the_last_keys(
     assert "can be read again" in caplog.text
     with pytest.raises(InvalidApiKey, match="revoked"):
         roster.authenticate(bearer(key), NOW)
+
+
+async def test_a_stored_key_named_as_a_config_member_is_ignored_and_said_once(
+    tmp_path: Path, store: Counting, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another config (not this one) let the key in; this gateway's alice is the config's."""
+    _, key = actions.create(store, {"name": "alice"}, actor="t", now=NOW, config_names=())
+    roster = Roster(make_settings(tmp_path), store)
+    await roster.refresh()
+    roster.configure(make_settings(tmp_path, "[limits]\nrequests_per_minute = 5\n"))
+    with pytest.raises(InvalidApiKey):
+        roster.authenticate(bearer(key), NOW)
+    assert roster.authenticate(bearer(ALICE_KEY), NOW).limits.requests_per_minute == 5
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said == ["stored key 'alice' is ignored: a config member has that name"]
