@@ -132,15 +132,16 @@ class KeyRing:
         return holder.stored.name
 
     def _holder(self, key: str, now: float) -> Holder:
+        digest = hash_key(key)
         parts = split_key(key)
         entry = self._by_id.get(parts[0]) if parts is not None else None
         if entry is None:
-            member = self._by_digest.get(hash_key(key))
-            if member is None or not hmac.compare_digest(member.key_sha256, hash_key(key)):
+            member = self._by_digest.get(digest)
+            if member is None or not hmac.compare_digest(member.key_sha256, digest):
                 raise InvalidApiKey("Incorrect API key provided: this key is not a member key.")
             return Holder(member)
         stored, member = entry
-        _check_secret(stored, hash_key(key), now)
+        _check_secret(stored, digest, now)
         return Holder(member, stored)
 
 
