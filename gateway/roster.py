@@ -27,8 +27,8 @@ LAST_USED_SECONDS = 10.0
 
 
 class Roster:
-    """The current `KeyRing` for `settings` and the store's keys. `keys` reads the store
-    (on a thread) when its change counter moves; `close` writes the last-used times left."""
+    """The current `KeyRing` for `settings` and the store's keys. `refresh` reads the store
+    (on a thread) when its change counter moved; `close` writes the last-used times left."""
 
     def __init__(self, settings: Settings, store: KeyStore | None = None) -> None:
         self._settings = settings
@@ -37,6 +37,8 @@ class Roster:
         self._version: int | None = None
         self._used: dict[str, float] = {}
         self._skipped: set[str] = set()
+        self._refreshing = asyncio.Lock()
+        """One refresh at a time: a slow one must not install older keys after a newer one."""
         self._members: dict[str, tuple[StoredKey, Member]] = {}
         """Each stored key's member, by public id, kept while the key and the config stay
         the same: 10,000 keys are not all rebuilt when one changes."""
@@ -71,13 +73,14 @@ class Roster:
         if self._store is None:
             return False
         store = self._store
-        version = await asyncio.to_thread(store.version)
-        if version == self._version:
-            return False
-        self._stored = tuple(await asyncio.to_thread(store.stored_keys))
-        self._version = version
-        self.ring = self._ring()
-        return True
+        async with self._refreshing:
+            version = await asyncio.to_thread(store.version)
+            if version == self._version:
+                return False
+            self._stored = tuple(await asyncio.to_thread(store.stored_keys))
+            self._version = version
+            self.ring = self._ring()
+            return True
 
     async def watch(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ class Counting:
         self.store = store
         self.reads = 0
         self.failing = False
-        self.polled = asyncio.Event()
+        self.polled = threading.Event()
+        """Set by every look at the change counter (made on a worker thread)."""
 
     def version(self) -> int:
         self.polled.set()
@@ -127,12 +129,12 @@ async def test_a_store_that_cannot_be_read_keeps_the_last_keys(
     watching = asyncio.create_task(roster.watch(poll_seconds=0))
     for _ in range(3):  # three polls that fail
         store.polled.clear()
-        await asyncio.wait_for(store.polled.wait(), 10)
+        assert await asyncio.to_thread(store.polled.wait, 10)
     store.failing = False
     actions.revoke(store, "dave", actor="t", now=NOW)
     for _ in range(2):  # the second poll starts once the first has read the keys again
         store.polled.clear()
-        await asyncio.wait_for(store.polled.wait(), 10)
+        assert await asyncio.to_thread(store.polled.wait, 10)
     watching.cancel()
     with pytest.raises(asyncio.CancelledError):
         await watching
@@ -158,3 +160,33 @@ async def test_a_stored_key_named_as_a_config_member_is_ignored_and_said_once(
     assert roster.authenticate(bearer(ALICE_KEY), NOW).limits.requests_per_minute == 5
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert said == ["stored key 'alice' is ignored: a config member has that name"]
+
+
+async def test_a_slow_refresh_never_installs_older_keys_over_newer_ones(
+    tmp_path: Path, store: Counting
+) -> None:
+    _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
+    roster = Roster(make_settings(tmp_path), store)
+    reading, release = threading.Event(), threading.Event()
+    read_keys = store.stored_keys
+
+    def first_read_is_slow() -> list[StoredKey]:
+        keys = read_keys()
+        if store.reads == 1:
+            reading.set()
+            release.wait(10)
+        return keys
+
+    store.stored_keys = first_read_is_slow  # type: ignore[method-assign]
+    slow = asyncio.create_task(roster.refresh())  # reads the keys before the revocation
+    assert await asyncio.to_thread(reading.wait, 10)
+    actions.revoke(store, "dave", actor="t", now=NOW)
+    store.polled.clear()
+    fast = asyncio.create_task(roster.refresh())  # the admin API's refresh after its change
+    # it waits for the slow one to end before it even looks (were it not to, it would
+    # install the revocation and the slow one would then put the old keys back)
+    assert not await asyncio.to_thread(store.polled.wait, 0.2)
+    release.set()
+    await asyncio.wait_for(asyncio.gather(slow, fast), 10)
+    with pytest.raises(InvalidApiKey, match="revoked"):
+        roster.authenticate(bearer(key), NOW)
