@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -286,3 +288,28 @@ def test_limits_counts_members_the_config_does_not_name_under_the_defaults(
     config.write_text(f"[metering]\nledger_path = {str(tmp_path / 'none.db')!r}\n")
     assert main(["limits", "--config", str(config)]) == 1
     assert "no usage ledger here" in capsys.readouterr().err
+
+
+def test_the_demo_stand_in_never_takes_the_port_the_gateway_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The system may hand the stand-in's ephemeral port out as the one `--port` names (free
+    when it was picked, not yet bound by the gateway): then the gateway cannot bind it."""
+    from gateway.cli import serving
+
+    taken = free_port()
+    real = socket.socket
+    made: list[socket.socket] = []
+
+    class FirstGetsTheGatewaysPort(real):  # type: ignore[misc, valid-type]
+        def bind(self, address: Any) -> None:
+            made.append(self)
+            super().bind(address if len(made) > 1 else ("127.0.0.1", taken))
+
+    monkeypatch.setattr(socket, "socket", FirstGetsTheGatewaysPort)
+    sock = serving._loopback_socket(avoid=taken)
+    try:
+        assert sock.getsockname()[1] != taken and len(made) == 2
+        assert made[0].fileno() == -1  # the one on the gateway's port is closed again
+    finally:
+        sock.close()

@@ -50,7 +50,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def _serve_demo(config: str | None, host: str | None, port: int | None, log_level: str) -> int:
     """The gateway in front of the stand-in, which listens on a free loopback port."""
-    with _loopback_socket() as sock:
+    with _loopback_socket(avoid=port) as sock:
         demo_host, demo_port = sock.getsockname()[:2]
         demo = Demo(base_url=f"http://{demo_host}:{demo_port}/api", team_key=DEMO_TEAM_KEY)
 
@@ -249,11 +249,16 @@ def demo_upstream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loopback_socket() -> socket.socket:
+def _loopback_socket(*, avoid: int | None = None) -> socket.socket:
     """Listening already, so the gateway's first calls (catalog, balance) wait in the backlog
-    for the stand-in to start accepting instead of being refused."""
+    for the stand-in to start accepting instead of being refused. Never on port `avoid`: the
+    system may hand out the port the gateway was told to take and has not bound yet."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
+    if sock.getsockname()[1] == avoid:
+        other = _loopback_socket(avoid=avoid)  # while this one still holds the port
+        sock.close()
+        return other
     sock.listen(2048)
     return sock
