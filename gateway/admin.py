@@ -100,7 +100,8 @@ async def list_keys(request: Request, gateway: Gateway, actor: str) -> Response:
     query = _query(request, {"all"})
     every = _flag(query, "all")
     now = _now(gateway)
-    keys = [k for k in gateway.keys.stored if every or k.status(now) not in ("revoked", "expired")]
+    stored = await asyncio.to_thread(_store(gateway).stored_keys)  # last used as written
+    keys = [k for k in stored if every or k.status(now) not in ("revoked", "expired")]
     return JSONResponse({"object": "list", "data": [_listed(gateway, k, now) for k in keys]})
 
 

@@ -1,7 +1,7 @@
 """The roster: who may call the gateway right now. The config's members and the key store's
 keys, as one `KeyRing` rebuilt whenever either changes: the store is not asked per request,
-only whether its change counter moved (every `POLL_SECONDS`), and a reload hands in the new
-config. Last-used times are kept in memory and written in batches, off the request path.
+only for the keys changed since its change counter's last value (every `POLL_SECONDS`), and a
+reload hands in the new config. Last-used times are kept in memory and written in batches, off the request path.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ LAST_USED_SECONDS = 10.0
 
 
 class Roster:
-    """The current `KeyRing` for `settings` and the store's keys. `refresh` reads the store
-    (on a thread) when its change counter moved; `close` writes the last-used times left."""
+    """The current `KeyRing` for `settings` and the store's keys. `refresh` reads the keys
+    changed since it last looked (on a thread); `close` writes the last-used times left."""
 
     def __init__(self, settings: Settings, store: KeyStore | None = None) -> None:
         self._settings = settings
         self._store = store
-        self._stored: tuple[StoredKey, ...] = ()
+        self._stored: dict[str, StoredKey] = {}
+        """Every stored key by public id, as the store last said: only what changed since
+        is read again."""
         self._version: int | None = None
         self._used: dict[str, float] = {}
         self._skipped: set[str] = set()
@@ -55,7 +57,7 @@ class Roster:
 
     @property
     def stored(self) -> tuple[StoredKey, ...]:
-        return self._stored
+        return tuple(self._stored.values())
 
     @property
     def store(self) -> KeyStore | None:
@@ -74,10 +76,15 @@ class Roster:
             return False
         store = self._store
         async with self._refreshing:
-            version = await asyncio.to_thread(store.version)
+            since = self._version if self._version is not None else -1
+            version, changed = await asyncio.to_thread(store.changed_since, since)
             if version == self._version:
                 return False
-            self._stored = tuple(await asyncio.to_thread(store.stored_keys))
+            if version < since:  # a store that starts over (a database replaced): read it all
+                version, changed = await asyncio.to_thread(store.changed_since, -1)
+                self._stored.clear()
+            for key in changed:
+                self._stored[key.public_id] = key
             self._version = version
             self.ring = self._ring()
             return True
@@ -123,7 +130,7 @@ class Roster:
         config_names = {m.name for m in settings.members}
         defaults, rules = settings.anonymous.limits, settings.policy
         stored = []
-        for key in self._stored:
+        for key in self._stored.values():
             if key.name in config_names and key.revoked_at is None:
                 if key.name not in self._skipped:
                     self._skipped.add(key.name)

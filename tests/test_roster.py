@@ -25,23 +25,27 @@ NOW = 1_800_000_000.0
 
 
 class Counting:
-    """A store that counts its reads, and fails them on demand."""
+    """A store that counts the rows each look at it reads, and fails them on demand."""
 
     def __init__(self, store: SQLiteKeyStore) -> None:
         self.store = store
-        self.reads = 0
+        self.rows: list[int] = []
         self.failing = False
         self.polled = threading.Event()
-        """Set by every look at the change counter (made on a worker thread)."""
+        """Set by every look at the store (made on a worker thread)."""
 
     def version(self) -> int:
+        return self.store.version()
+
+    def changed_since(self, version: int) -> tuple[int, list[StoredKey]]:
         self.polled.set()
         if self.failing:
             raise KeyStoreError("gateway.db: cannot read the key store: disk I/O error")
-        return self.store.version()
+        now, keys = self.store.changed_since(version)
+        self.rows.append(len(keys))
+        return now, keys
 
     def stored_keys(self) -> list[StoredKey]:
-        self.reads += 1
         return self.store.stored_keys()
 
     def touch(self, used: Mapping[str, float]) -> None:
@@ -74,22 +78,26 @@ def bearer(key: str) -> dict[str, str]:
     return {"authorization": f"Bearer {key}"}
 
 
-async def test_the_store_is_read_only_when_it_changed(tmp_path: Path, store: Counting) -> None:
+async def test_only_what_changed_is_read_and_rebuilt(tmp_path: Path, store: Counting) -> None:
+    _, erin = actions.create(store, {"name": "erin"}, actor="t", now=NOW, config_names=())
     roster = Roster(make_settings(tmp_path), store)
-    assert await roster.refresh() and store.reads == 1
-    assert not await roster.refresh() and store.reads == 1
+    assert await roster.refresh() and store.rows == [1]
+    assert not await roster.refresh() and store.rows == [1, 0]
     _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
-    assert await roster.refresh() and store.reads == 2
+    assert await roster.refresh() and store.rows == [1, 0, 1]  # dave, not erin again
     assert roster.authenticate(bearer(key), NOW).name == "dave"
+    assert roster.authenticate(bearer(erin), NOW).name == "erin"
+    assert [k.name for k in roster.stored] == ["erin", "dave"]
     before = roster.ring
     dave_member = roster.authenticate(bearer(key), NOW)
-    actions.create(store, {"name": "erin"}, actor="t", now=NOW, config_names=())
+    actions.create(store, {"name": "fay"}, actor="t", now=NOW, config_names=())
     await roster.refresh()
     assert roster.ring is not before
     assert roster.authenticate(bearer(key), NOW) is dave_member  # unchanged: not rebuilt
     actions.update(store, "dave", {"requests_per_minute": 5}, actor="t", now=NOW)
     await roster.refresh()
     assert roster.authenticate(bearer(key), NOW).limits.requests_per_minute == 5
+    assert store.rows[-2:] == [1, 1]  # fay, then dave again
 
 
 async def test_a_reloaded_config_rebuilds_every_stored_member(
@@ -168,16 +176,16 @@ async def test_a_slow_refresh_never_installs_older_keys_over_newer_ones(
     _, key = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
     roster = Roster(make_settings(tmp_path), store)
     reading, release = threading.Event(), threading.Event()
-    read_keys = store.stored_keys
+    read = store.changed_since
 
-    def first_read_is_slow() -> list[StoredKey]:
-        keys = read_keys()
-        if store.reads == 1:
+    def first_read_is_slow(version: int) -> tuple[int, list[StoredKey]]:
+        found = read(version)
+        if len(store.rows) == 1:
             reading.set()
             release.wait(10)
-        return keys
+        return found
 
-    store.stored_keys = first_read_is_slow  # type: ignore[method-assign]
+    store.changed_since = first_read_is_slow  # type: ignore[method-assign]
     slow = asyncio.create_task(roster.refresh())  # reads the keys before the revocation
     assert await asyncio.to_thread(reading.wait, 10)
     actions.revoke(store, "dave", actor="t", now=NOW)
@@ -190,3 +198,20 @@ async def test_a_slow_refresh_never_installs_older_keys_over_newer_ones(
     await asyncio.wait_for(asyncio.gather(slow, fast), 10)
     with pytest.raises(InvalidApiKey, match="revoked"):
         roster.authenticate(bearer(key), NOW)
+
+
+async def test_a_store_that_starts_over_is_read_whole(tmp_path: Path, store: Counting) -> None:
+    """The database replaced under a running gateway (restored from a backup): its counter
+    is behind the roster's, and what the roster knew of the old one is dropped."""
+    for name in ("dave", "erin"):
+        _, old_key = actions.create(store, {"name": name}, actor="t", now=NOW, config_names=())
+    roster = Roster(make_settings(tmp_path), store)
+    await roster.refresh()
+    (tmp_path / "restored").mkdir()
+    store.store = SQLiteKeyStore(tmp_path / "restored" / "gateway.db")
+    _, new_key = actions.create(store, {"name": "fay"}, actor="t", now=NOW, config_names=())
+    assert await roster.refresh()
+    assert [k.name for k in roster.stored] == ["fay"]
+    assert roster.authenticate(bearer(new_key), NOW).name == "fay"
+    with pytest.raises(InvalidApiKey):
+        roster.authenticate(bearer(old_key), NOW)

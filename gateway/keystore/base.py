@@ -50,6 +50,11 @@ class KeyStore(Protocol):
         """Every key, revoked and expired ones too, oldest first."""
         ...
 
+    def changed_since(self, version: int) -> tuple[int, list[StoredKey]]:
+        """The change counter now, and the keys created or changed after it read `version`
+        (all of them for `-1`), as one snapshot."""
+        ...
+
     def get(self, name: str) -> StoredKey:
         """The key named `name` that is not revoked, or `UnknownKey`."""
         ...

@@ -1,6 +1,7 @@
 """The key store in SQLite: the `keys`, `key_audit` and `key_changes` tables of the gateway's
 database (the ledger's file; its schema migrates both). The only module that asks SQLite for
-keys; one connection, used by one thread at a time.
+keys; one connection, used by one thread at a time. Each row keeps the change counter's value
+at its last change (`changed`), so a reader asks only for what changed since it last looked.
 """
 
 from __future__ import annotations
@@ -43,31 +44,44 @@ class SQLiteKeyStore:
         with self._reading() as conn:
             return [_key(row) for row in conn.execute(f"{_SELECT} ORDER BY created_at, rowid")]
 
+    def changed_since(self, version: int) -> tuple[int, list[StoredKey]]:
+        with self._reading() as conn:
+            conn.execute("BEGIN")  # one snapshot: the counter and the rows it counted
+            try:
+                now: int = conn.execute("SELECT version FROM key_changes").fetchone()[0]
+                rows = conn.execute(
+                    f"{_SELECT} WHERE changed > ? ORDER BY created_at, rowid", (version,)
+                ).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return now, [_key(row) for row in rows]
+
     def get(self, name: str) -> StoredKey:
         with self._reading() as conn:
             return _active(conn, name)
 
     def create(self, key: StoredKey, *, actor: str) -> None:
-        with self._writing() as conn:
+        with self._writing() as (conn, version):
             if conn.execute(
                 "SELECT 1 FROM keys WHERE name = ? AND revoked_at IS NULL", (key.name,)
             ).fetchone():
                 raise NameTaken(f"a key named {key.name!r} exists already")
-            placeholders = ", ".join("?" for _ in _FIELDS)
+            placeholders = ", ".join("?" for _ in (*_FIELDS, "changed"))
             conn.execute(
-                f"INSERT INTO keys ({', '.join(_FIELDS)}) VALUES ({placeholders})", _row(key)
+                f"INSERT INTO keys ({', '.join(_FIELDS)}, changed) VALUES ({placeholders})",
+                (*_row(key), version),
             )
             _audit(conn, key.created_at, actor, "create", key, settings_of(key))
 
     def change(
         self, name: str, changes: Mapping[str, Any], *, action: str, actor: str, now: float
     ) -> StoredKey:
-        with self._writing() as conn:
+        with self._writing() as (conn, version):
             key = applied(_active(conn, name), changes)
-            assignments = ", ".join(f"{f} = ?" for f in _FIELDS)
+            assignments = ", ".join(f"{f} = ?" for f in (*_FIELDS, "changed"))
             conn.execute(
                 f"UPDATE keys SET {assignments} WHERE public_id = ?",
-                (*_row(key), key.public_id),
+                (*_row(key), version, key.public_id),
             )
             _audit(conn, now, actor, action, key, changes)
             return key
@@ -114,13 +128,15 @@ class SQLiteKeyStore:
             yield self._conn
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """One transaction that also bumps the change counter, or nothing at all."""
+    def _writing(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """One transaction that bumps the change counter, with the counter's new value (the
+        changed row's `changed`), or nothing at all."""
         with self._lock, _errors(self.path, "write"):
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
                 self._conn.execute("UPDATE key_changes SET version = version + 1")
+                version: int = self._conn.execute("SELECT version FROM key_changes").fetchone()[0]
+                yield self._conn, version
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise

@@ -65,9 +65,11 @@ MIGRATIONS: tuple[str, ...] = (
         limits TEXT NOT NULL,
         end_user_header TEXT,
         note TEXT NOT NULL,
-        last_used_at REAL
+        last_used_at REAL,
+        changed INTEGER NOT NULL
     );
     CREATE UNIQUE INDEX keys_name_not_revoked ON keys (name) WHERE revoked_at IS NULL;
+    CREATE INDEX keys_changed ON keys (changed);
     CREATE TABLE key_audit (
         id INTEGER PRIMARY KEY,
         time REAL NOT NULL,
