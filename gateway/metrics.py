@@ -132,6 +132,7 @@ class Metrics:
             ["member", "window"], namespace=ns, registry=registry,
         )  # fmt: skip
         self._limited = functools.cache(self.limited.labels)
+        self._budgets_watched: set[tuple[str, str]] = set()
         self._models: frozenset[str] = frozenset()
         self._warned_prices: set[str] = set()
         # Children by label values, kept: labels() checks and locks on every call, and a request
@@ -183,8 +184,12 @@ class Metrics:
         remaining: Mapping[tuple[str, str], Callable[[], float]],
     ) -> None:
         """Read the limiter at every scrape: what is reserved, and what is left of each
-        budget, by (member or `team`, window). Every member's refusal counts start at 0."""
+        budget, by (member or `team`, window); a budget watched before and not now (a reload
+        removed it) is no longer reported. Every member's refusal counts start at 0."""
         self.reserved.set_function(reserved)
+        for member, window in self._budgets_watched - remaining.keys():
+            self.budget_remaining.remove(member, window)  # gone from the reloaded config
+        self._budgets_watched = set(remaining)
         for (member, window), read in remaining.items():
             self.budget_remaining.labels(member, window).set_function(read)
         for member in members:

@@ -31,6 +31,7 @@ from tests.conftest import (
     auth,
     ledger_rows,
     logged,
+    metric,
     running,
 )
 from tests.test_shutdown import upstream_in_a_thread
@@ -177,3 +178,23 @@ def test_a_member_named_as_a_stored_key_is_refused_at_reload_and_at_start(
     assert (
         started.stderr.count("\n") == 1 and "'dave' is the name of a stored key" in started.stderr
     )
+
+
+def test_a_reload_redraws_the_budget_gauges(tmp_path: Path) -> None:
+    """A member removed by a reload leaves the dashboard; a new budget shows at once."""
+    config = tmp_path / "gateway.toml"
+    config.write_text("[limits]\nbudget_usd_daily = 5.0\n" + MEMBERS_TOML)
+    with running(["serve", "--demo", "--config", str(config)], "/readyz", **ENV) as (base, gw, log):
+
+        def left(member: str) -> float | None:
+            scrape = httpx.get(f"{base}/metrics").text
+            return metric(
+                scrape, "nanogpt_gateway_budget_remaining_usd", member=member, window="day"
+            )
+
+        assert (left("alice"), left("bob")) == (5.0, 5.0)
+        config.write_text("[limits]\nbudget_usd_daily = 7.0\n" + ALICE_AND_ROOT)
+        seen = len(log)
+        gw.send_signal(signal.SIGHUP)
+        logged(log, "config reloaded", after=seen)
+        assert (left("alice"), left("bob")) == (7.0, None)
