@@ -39,6 +39,7 @@ PURE = {
     "keystore.actions",
     "keystore.base",
     "keystore.fields",
+    "keystore.listing",
     "policy",
     "protocol",
     "compat",
@@ -80,6 +81,7 @@ ALLOWED: dict[str, set[str]] = {
     "keystore": {"keystore.base", "keystore.sqlite", "types"},
     "keystore.actions": {"errors", "keys", "keystore.base", "keystore.fields", "types"},
     "keystore.base": {"types"},
+    "keystore.listing": {"reports"},
     "keystore.fields": {"config", "errors", "keys", "keystore.base", "types"},
     "keystore.sqlite": {
         "keystore.base",
@@ -230,8 +232,8 @@ ALLOWED: dict[str, set[str]] = {
         "keystore",
         "keystore.actions",
         "keystore.fields",
+        "keystore.listing",
         "ledger",
-        "reports",
         "types",
     },
     "cli.serving": {

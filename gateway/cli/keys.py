@@ -20,12 +20,11 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import reports
 from gateway.budgets import period
 from gateway.config import Settings, load_settings
 from gateway.errors import InvalidRequest
 from gateway.keys import shown
-from gateway.keystore import KeyStore, KeyStoreError, actions, open_keystore
+from gateway.keystore import KeyStore, KeyStoreError, actions, listing, open_keystore
 from gateway.keystore.fields import DURATION_FORMS, described, parse_duration, rfc3339
 from gateway.ledger import LedgerError, spend
 from gateway.types import StoredKey
@@ -259,14 +258,14 @@ def _list(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int:
     keys = [k for k in store.stored_keys() if args.all or k.status(now) in ("active", "disabled")]
     spent = _spent(settings, now)
     rows = [_listed(k, now, spent) for k in keys]
-    print(reports.format_keys(rows, args.format))
+    print(listing.format_keys(rows, args.format))
     return 0
 
 
 def _show(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int:
     now = time.time()
     key = store.get(args.name)
-    print(reports.format_key(_listed(key, now, _spent(settings, now)), args.format))
+    print(listing.format_key(_listed(key, now, _spent(settings, now)), args.format))
     return 0
 
 
@@ -282,7 +281,7 @@ def _audit(args: argparse.Namespace, settings: Settings, store: KeyStore) -> int
         }
         for e in store.audit()
     ]
-    print(reports.format_audit(entries, args.format))
+    print(listing.format_audit(entries, args.format))
     return 0
 
 
