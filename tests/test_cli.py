@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -313,3 +314,23 @@ def test_the_demo_stand_in_never_takes_the_port_the_gateway_was_given(
         assert made[0].fileno() == -1  # the one on the gateway's port is closed again
     finally:
         sock.close()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path: Path) -> None:
+    """`nanogpt-gateway keys list | head -1`: head leaves after one line."""
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[metering]\nledger_path = {str(tmp_path / 'gateway.db')!r}\n")
+    for i in range(3):
+        assert main(["keys", "create", f"bot-{i}", "--config", str(config)]) == 0
+    reader, writer = os.pipe()
+    os.close(reader)  # gone before the command writes a line
+    listing = subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", "list", "--config", str(config)],
+        stdout=writer,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    os.close(writer)
+    assert listing.returncode == 0 and listing.stderr == ""
