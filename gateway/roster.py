@@ -101,10 +101,6 @@ class Roster:
         while True:
             try:
                 await self.refresh()
-                since_written += poll_seconds
-                if since_written >= last_used_seconds:
-                    since_written = 0.0
-                    await self.write_last_used()
             except KeyStoreError as exc:
                 if not failing:
                     logger.warning("keeping the keys last read: %s", exc)
@@ -113,13 +109,25 @@ class Roster:
                 if failing:
                     logger.info("the key store can be read again")
                 failing = False
+            since_written += poll_seconds
+            if since_written >= last_used_seconds and not failing:
+                since_written = 0.0
+                with contextlib.suppress(KeyStoreError):  # kept for the next try
+                    await self.write_last_used()
             await asyncio.sleep(poll_seconds)
 
     async def write_last_used(self) -> None:
+        """Write the last-used times gathered since the last write; if the store refuses
+        them, they are kept for the next write (`KeyStoreError` all the same)."""
         if self._store is None or not self._used:
             return
         used, self._used = self._used, {}
-        await asyncio.to_thread(self._store.touch, used)
+        try:
+            await asyncio.to_thread(self._store.touch, used)
+        except KeyStoreError:
+            for public_id, when in used.items():
+                self._used[public_id] = max(when, self._used.get(public_id, when))
+            raise
 
     async def close(self) -> None:
         with contextlib.suppress(KeyStoreError):

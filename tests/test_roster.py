@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -215,3 +216,26 @@ async def test_a_store_that_starts_over_is_read_whole(tmp_path: Path, store: Cou
     assert roster.authenticate(bearer(new_key), NOW).name == "fay"
     with pytest.raises(InvalidApiKey):
         roster.authenticate(bearer(old_key), NOW)
+
+
+async def test_last_used_times_the_store_refuses_are_kept_for_the_next_write(
+    tmp_path: Path, store: Counting
+) -> None:
+    roster = Roster(make_settings(tmp_path), store)
+    _, dave = actions.create(store, {"name": "dave"}, actor="t", now=NOW, config_names=())
+    _, erin = actions.create(store, {"name": "erin"}, actor="t", now=NOW, config_names=())
+    await roster.refresh()
+    roster.authenticate(bearer(dave), NOW)
+    with sqlite3.connect(tmp_path / "gateway-usage.db") as db:
+        db.execute(
+            "CREATE TRIGGER busy BEFORE UPDATE OF last_used_at ON keys "
+            "BEGIN SELECT RAISE(ABORT, 'database is locked'); END"
+        )
+    with pytest.raises(KeyStoreError, match="database is locked"):
+        await roster.write_last_used()
+    roster.authenticate(bearer(erin), NOW + 1)
+    with sqlite3.connect(tmp_path / "gateway-usage.db") as db:
+        db.execute("DROP TRIGGER busy")
+    await roster.write_last_used()
+    assert store.get("dave").last_used_at == NOW  # from before the refusal
+    assert store.get("erin").last_used_at == NOW + 1
