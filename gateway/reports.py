@@ -65,7 +65,10 @@ def parse_when(text: str, *, now: datetime) -> float:
     duration = _DURATION.fullmatch(value)
     if duration:
         seconds = int(duration[1]) * _UNIT_SECONDS[duration[2]]
-        return (now - timedelta(seconds=seconds)).timestamp()
+        try:
+            return (now - timedelta(seconds=seconds)).timestamp()
+        except OverflowError:
+            raise ValueError(f"{text!r} reaches back before the year 1") from None
     try:
         when = datetime.fromisoformat(value)
     except ValueError:

@@ -491,6 +491,7 @@ async def test_a_body_that_is_not_a_json_object_is_refused(
     [
         ("/admin/v1/usage?by=week", "by"),
         ("/admin/v1/usage?since=last%20week", "since"),
+        ("/admin/v1/usage?since=99999999999w", "since"),
         ("/admin/v1/usage?until=soon", "until"),
         ("/admin/v1/usage?group=model", "group"),
         ("/admin/v1/keys?all=maybe", "all"),

@@ -164,6 +164,7 @@ def test_rotation_keeps_the_id_and_history_and_the_old_secret_for_the_grace(
         ({"name": "d", "expires_at": "2027-01-31"}, "expires_at", "RFC 3339"),
         ({"name": "d", "expires_at": "2027-01-31T00:00:00"}, "expires_at", "RFC 3339"),
         ({"name": "d", "expires_at": "2020-01-31T00:00:00Z"}, "expires_at", "not in the future"),
+        ({"name": "d", "expires_at": "999999999d"}, "expires_at", "past 9999-12-31"),
         ({"name": "d", "end_user_header": "x user"}, "end_user_header", "header name"),
         ({"name": "d", "may_change_account": "yes"}, "may_change_account", "true or false"),
         ({"name": "d", "note": 3}, "note", "a string"),

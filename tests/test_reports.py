@@ -189,3 +189,8 @@ def test_json_round_trips_exactly() -> None:
     empty = json.loads(format_json([], "member"))
     assert empty == {"by": "member", "rows": [], "total": {**empty["total"], "cost_usd": "0"}}
     assert empty["total"]["requests"] == 0
+
+
+def test_parse_when_refuses_a_duration_past_the_calendar() -> None:
+    with pytest.raises(ValueError, match="'99999999999w' reaches back before the year 1"):
+        parse_when("99999999999w", now=NOW)

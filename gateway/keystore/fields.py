@@ -37,6 +37,8 @@ EDITABLE = (
 """Fields `keys update` and `PATCH` may set; `name` and `role` are set at creation only."""
 CREATABLE = ("name", "role", *EDITABLE)
 MAX_NOTE_CHARS = 500
+LATEST_EXPIRY = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+"""An expiry later than this cannot be written as an RFC 3339 instant."""
 _DURATION = re.compile(r"(\d{1,9})([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 DURATION_FORMS = "Ns, Nm, Nh or Nd (30d)"
@@ -112,6 +114,8 @@ def _checked(field: str, value: Any, now: float) -> Any:
                 ) from None
         if at <= now:
             raise ValueError(f"{text} is not in the future")
+        if at > LATEST_EXPIRY:
+            raise ValueError(f"{text} is past 9999-12-31; leave the key without an expiry")
         return at
     if field in ("disabled", "may_change_account"):
         if not isinstance(value, bool):
