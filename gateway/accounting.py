@@ -47,6 +47,7 @@ class Learned(Protocol):
     upstream_failure: str | None
     reserved_usd: Decimal | None
     limit: str | None
+    key_id: str | None
 
 
 def account(
@@ -83,6 +84,7 @@ def account(
         ttft_seconds=ttft,
         upstream_failure=learned.upstream_failure,
         limit=learned.limit,
+        key_id=learned.key_id,
     )
 
 

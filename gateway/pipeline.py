@@ -82,8 +82,9 @@ def gateway_of(request: Request) -> Gateway:
 
 def authenticate(request: Request, gateway: Gateway, tally: Tally) -> Member:
     """The member behind the request's key (401 otherwise), and the end user they name."""
-    member = gateway.keys.authenticate(request.headers, gateway.tallies.clock())
-    tally.member = member
+    holder = gateway.keys.identify(request.headers, gateway.tallies.clock())
+    member = tally.member = holder.member
+    tally.key_id = holder.stored.public_id if holder.stored is not None else None
     if member.end_user_header is not None:
         tally.end_user = request.headers.get(member.end_user_header)
     return member

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 
 from gateway.config import Settings
-from gateway.keys import KeyRing
+from gateway.keys import Holder, KeyRing
 from gateway.keystore import KeyStore, KeyStoreError
 from gateway.keystore.fields import member_of
 from gateway.types import Member, StoredKey
@@ -46,11 +46,15 @@ class Roster:
         the same: 10,000 keys are not all rebuilt when one changes."""
         self.ring = self._ring()
 
-    def authenticate(self, headers: Mapping[str, str], now: float) -> Member:
+    def identify(self, headers: Mapping[str, str], now: float) -> Holder:
+        """Whose key a `/v1` request carries: the member, and the stored key if it is one."""
         holder = self.ring.authenticate(headers, now)
         if holder.stored is not None:
             self._used[holder.stored.public_id] = now
-        return holder.member
+        return holder
+
+    def authenticate(self, headers: Mapping[str, str], now: float) -> Member:
+        return self.identify(headers, now).member
 
     def authenticate_admin(self, headers: Mapping[str, str], now: float) -> str:
         return self.ring.authenticate_admin(headers, now)

@@ -90,6 +90,7 @@ class Tally:
         "end_user",
         "endpoint",
         "forwarded",
+        "key_id",
         "limit",
         "member",
         "model",
@@ -111,6 +112,7 @@ class Tally:
         self.started_at = tallies.clock()
         self.request_id = os.urandom(16).hex()  # a uuid4's randomness, without the object
         self.member: Member | None = None
+        self.key_id: str | None = None
         self.end_user: str | None = None
         self.endpoint: Endpoint = UNLISTED
         self.path: str | None = None

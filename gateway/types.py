@@ -218,6 +218,8 @@ class Finished:
     upstream_failure: str | None = None
     limit: str | None = None
     """The limit that refused the request (`limits.LIMIT_NAMES`), if one did."""
+    key_id: str | None = None
+    """The public id of the stored key the request came with (`None`: a config member's)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

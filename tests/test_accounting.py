@@ -36,6 +36,7 @@ class Learned:
     upstream_failure: str | None = None
     reserved_usd: Decimal | None = None
     limit: str | None = None
+    key_id: str | None = None
 
 
 def test_unmetered_reasons() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import MEMBERS_TOML, TEAM_KEY, auth, running
+from tests.conftest import ALICE_KEY, MEMBERS_TOML, TEAM_KEY, auth, ledger_rows, running
 
 ENV = {"NANOGPT_API_KEY": TEAM_KEY, "BOB_KEY": "sk-bob"}
 VISIBLE_WITHIN_SECONDS = 2.0
@@ -66,6 +66,11 @@ def test_the_running_gateway_sees_what_the_keys_command_does(tmp_path: Path) -> 
         seconds_until(base, key, 401)
         refused = httpx.get(f"{base}/v1/key", headers=auth(key)).json()["error"]
         assert "was revoked at" in refused["message"] and key not in refused["message"]
+        assert httpx.get(f"{base}/v1/key", headers=auth(ALICE_KEY)).is_success
         again = keys(config, "revoke", "dave", status=2)
         assert again.stdout == ""
         assert again.stderr == "nanogpt-gateway keys: no key named 'dave' (that is not revoked)\n"
+    rows = ledger_rows(tmp_path / "gateway-usage.db")  # which key each request came with
+    public_id = key.split("-")[1]
+    assert {r["key_id"] for r in rows if r["member"] == "dave"} == {public_id}
+    assert {r["key_id"] for r in rows if r["member"] == "alice"} == {None}

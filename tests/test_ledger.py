@@ -101,6 +101,7 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         end_user="user-7",
         stream=True,
         ttft_seconds=0.25,
+        key_id="c0ffee0c0ffe",
     )
     unmetered = record(
         2,
@@ -136,6 +137,7 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         "duration_seconds": 1.5,
         "ttft_seconds": 0.25,
         "limit_name": None,
+        "key_id": "c0ffee0c0ffe",
     }
     assert Decimal(first["cost_usd"]) == cost
     assert second["outcome"] == "client_disconnected" and second["stream"] == 0

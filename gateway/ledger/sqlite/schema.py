@@ -45,8 +45,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE usage ADD COLUMN limit_name TEXT;
     """,
-    # 3 -> 4: the key store (gateway.keystore.sqlite), its audit trail and change counter
+    # 3 -> 4: the key store (gateway.keystore.sqlite), its audit trail and change counter, and
+    # the stored key (public id) each request came with
     """
+    ALTER TABLE usage ADD COLUMN key_id TEXT;
     CREATE TABLE keys (
         public_id TEXT PRIMARY KEY,
         name TEXT NOT NULL,

@@ -28,9 +28,9 @@ _INSERT = """
 INSERT INTO usage (
     time, request_id, member, end_user, model, endpoint, status, outcome, stream,
     prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens,
-    cost_usd, unmetered, duration_seconds, ttft_seconds, path, cost_source, limit_name
+    cost_usd, unmetered, duration_seconds, ttft_seconds, path, cost_source, limit_name, key_id
 ) VALUES """
-_COLUMNS = 20
+_COLUMNS = 21
 # sqlite3 releases the GIL around every statement step, and each time the writer takes it back
 # the event loop may stall for the switch interval: executemany() (one step per row) cost the
 # request path ~0.15 ms per request. Rows go in multi-row INSERTs instead, few enough to keep within
@@ -307,4 +307,5 @@ def _row(record: Finished) -> Row:
         record.path,
         record.cost_source,
         record.limit,
+        record.key_id,
     )
