@@ -22,7 +22,7 @@ from gateway.budgets import WINDOWS, budget_of, period
 from gateway.limits.base import Limiter, rfc3339
 from gateway.types import LimitRules, Limits
 
-GROUPINGS = ("member", "model", "endpoint", "day", "end_user")
+GROUPINGS = ("member", "model", "endpoint", "day", "end_user", "key")
 """What a report may be grouped by: the `--by` choices."""
 
 NO_KEY = "(none)"

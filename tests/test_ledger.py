@@ -551,6 +551,24 @@ def test_totals_by_model_and_end_user_name_the_unknown(history: Path) -> None:
     ]
 
 
+def test_totals_by_stored_key_tell_two_keys_of_one_name_apart(path: Path) -> None:
+    write(
+        path,
+        [
+            record(1, member="dave", cost_usd=Decimal("0.5"), key_id="aaaaaaaaaaaa"),
+            record(2, member="dave", cost_usd=Decimal("2"), key_id="bbbbbbbbbbbb"),
+            record(3, member="dave", cost_usd=Decimal("0.25"), key_id="aaaaaaaaaaaa"),
+            record(4, member="alice", cost_usd=Decimal("1")),
+        ],
+    )
+    by_key = [(r.key, r.requests, r.cost_usd) for r in totals(path, by="key")]
+    assert by_key == [
+        ("ngw-bbbbbbbbbbbb-…", 1, Decimal("2")),
+        ("(none)", 1, Decimal("1")),  # a config member's key
+        ("ngw-aaaaaaaaaaaa-…", 2, Decimal("0.75")),
+    ]
+
+
 def test_totals_by_endpoint(history: Path) -> None:
     by_endpoint = {r.key: (r.requests, r.cost_usd) for r in totals(history, by="endpoint")}
     assert by_endpoint == {

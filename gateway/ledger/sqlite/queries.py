@@ -1,4 +1,5 @@
-"""Reading the SQLite ledger: report totals by member, model, endpoint, end user or day, and
+"""Reading the SQLite ledger: report totals by member, model, endpoint, end user, day or stored
+key, and
 the spend the limiter is rebuilt from. Read-only: a report never creates, migrates or locks
 the ledger. Costs are summed as exact decimals.
 """
@@ -21,6 +22,7 @@ _GROUP_KEYS = {
     "endpoint": "endpoint",
     "end_user": f"COALESCE(end_user, '{NO_KEY}')",
     "day": "strftime('%Y-%m-%d', time, 'unixepoch')",
+    "key": f"COALESCE('ngw-' || key_id || '-…', '{NO_KEY}')",  # as `keys list` shows a key
 }
 _EXACT = Context(prec=MAX_PREC)  # sums of decimal strings are exact at any magnitude
 
