@@ -195,7 +195,7 @@ async def usage(request: Request, gateway: Gateway, actor: str) -> Response:
         )
     now = datetime.fromtimestamp(_now(gateway), UTC)
     since, until = _when(query, "since", now), _when(query, "until", now)
-    path = gateway.settings.metering.ledger_path
+    path = gateway.settings.database.location
     rows = await asyncio.to_thread(totals, path, since=since, until=until, by=by)
     document = reports.usage_document(rows, by)
     return JSONResponse({**document, "since": rfc3339(since), "until": rfc3339(until)})
@@ -209,7 +209,7 @@ async def limits(request: Request, gateway: Gateway, actor: str) -> Response:
     _query(request, set())
     settings, now = gateway.settings, _now(gateway)
     month = period("month", now, ZoneInfo(settings.limits.timezone)).start
-    spent_by = await asyncio.to_thread(spend, settings.metering.ledger_path, since=month)
+    spent_by = await asyncio.to_thread(spend, settings.database.location, since=month)
     defaults = settings.anonymous.limits
     named = everyones_limits(settings.members, gateway.keys.stored, defaults, settings.policy)
     members = reports.limit_members(named, [m for m, _, _ in spent_by], defaults)

@@ -65,7 +65,7 @@ def create_app(
 
     The seams: `upstream` (a NanoGPT client; built in the lifespan when not given, and then
     closed there too), `keystore` (the stored keys; opened beside the ledger when not given,
-    closed at shutdown either way), `ledger` (opened at `metering.ledger_path` when not given;
+    closed at shutdown either way), `ledger` (opened at `[database] url` when not given;
     closed at shutdown either way), `metrics`, and
     `limiter` (the in-process one, seeded from the ledger, when not given), and `clock`
     (wall-clock seconds, for the ledger's times and the budget windows).
@@ -90,9 +90,9 @@ def create_app(
                 client_headers=settings.upstream.forward_client_headers,
             )
         )
-        sink = ledger if ledger is not None else open_ledger(metering.ledger_path)
+        sink = ledger if ledger is not None else open_ledger(settings.database.location)
         metrics.watch_ledger(sink)
-        store = keystore if keystore is not None else open_keystore(metering.ledger_path)
+        store = keystore if keystore is not None else open_keystore(settings.database.location)
         limits = limiter if limiter is not None else seeded_limiter(settings, clock())
         tallies = Tallies(
             metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock
@@ -217,7 +217,7 @@ def seeded_limiter(settings: Settings, now: float) -> Limiter:
     for window in WINDOWS:
         since = period(window, now, zone).start
         try:
-            limiter.seed(window, now, spend(settings.metering.ledger_path, since=since))
+            limiter.seed(window, now, spend(settings.database.location, since=since))
         except LedgerError as exc:
             logger.warning("budgets start from zero: %s", exc)
     return limiter

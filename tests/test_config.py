@@ -22,9 +22,8 @@ from gateway.config import (
     ConfigError,
     Demo,
     MemberSettings,
-    MeteringSettings,
     Settings,
-    load_metering,
+    load_database,
     load_settings,
 )
 from gateway.keys import hash_key
@@ -306,16 +305,115 @@ def test_metering_and_pricing_are_read(tmp_path: Path) -> None:
     assert settings.members[0].end_user_header == "x-openwebui-user-email"
 
 
-def test_the_usage_command_reads_metering_without_a_team_key(tmp_path: Path) -> None:
+def test_the_usage_command_reads_the_database_without_a_team_key(tmp_path: Path) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text(
         "[metering]\nledger_path = 'u.db'\n[[members]]\nname = 'a'\nkey_env = 'UNSET'\n"
     )
-    assert load_metering(config).ledger_path == "u.db"
-    assert load_metering(None) == MeteringSettings()
+    assert load_database(config, {}).location == "u.db"
+    assert load_database(None, {}).location == "./gateway-usage.db"
+    config.write_text("[database]\nurl_env = 'DB'\n")
+    assert load_database(config, {"DB": "postgresql://gw:pw@db/gw"}).is_postgresql
     config.write_text("[metering]\nledger_path = 3\n")
     with pytest.raises(ConfigError, match=r"metering\.ledger_path: expected a string"):
-        load_metering(config)
+        load_database(config, {})
+
+
+@pytest.mark.parametrize(
+    ("table", "env", "location"),
+    [
+        ("", {}, "./gateway-usage.db"),
+        ("[metering]\nledger_path = '/var/lib/gw/u.db'", {}, "/var/lib/gw/u.db"),
+        ("[database]\nurl = 'sqlite:///data/u.db'", {}, "data/u.db"),
+        ("[database]\nurl = 'sqlite:////srv/u.db'", {}, "/srv/u.db"),
+        ("[database]\nurl = 'postgresql://gw@db:5432/gw'", {}, "postgresql://gw@db:5432/gw"),
+        ("[database]\nurl = 'postgres://gw@db/gw'", {}, "postgres://gw@db/gw"),
+        (
+            "[database]\nurl_env = 'DB_URL'",
+            {"DB_URL": "postgresql://a:b@h/d"},
+            "postgresql://a:b@h/d",
+        ),
+    ],
+)
+def test_one_url_names_the_database(
+    tmp_path: Path, table: str, env: dict[str, str], location: str
+) -> None:
+    settings = make_settings(tmp_path, table, members=True, **env)
+    assert settings.database.location == location
+
+
+@pytest.mark.parametrize(
+    ("table", "env", "error"),
+    [
+        (
+            "[database]\nurl = 'sqlite:///a.db'\n[metering]\nledger_path = 'b.db'",
+            {},
+            "database.url: set it or metering.ledger_path (its older name), not both",
+        ),
+        ("[database]\nurl = 'a.db'", {}, "database.url: expected sqlite:///relative/path"),
+        ("[database]\nurl = 'mysql://h/d'", {}, "database.url: expected sqlite:///"),
+        ("[database]\nurl = 'sqlite:///'", {}, "database.url: expected sqlite:///"),
+        ("[database]\nurl = 'postgresql:///gw'", {}, "database.url: a PostgreSQL URL needs a host"),
+        ("[database]\nurl_env = 'DB_URL'", {}, "database.url_env: the environment variable DB_URL"),
+        ("[database]\nurl = 'sqlite:///a'\nurl_env = 'X'", {}, "database: set url or url_env"),
+        ("[database]\nhost = 'db'", {}, "database.host: unknown key"),
+    ],
+)
+def test_a_wrong_database_stops_start_up_naming_the_key(
+    tmp_path: Path, table: str, env: dict[str, str], error: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        make_settings(tmp_path, table, members=True, **env)
+
+
+def test_a_database_password_never_shows(tmp_path: Path) -> None:
+    url = "postgresql://gw:hunter2hunter2@db:5432/gw"
+    settings = make_settings(tmp_path, "[database]\nurl_env = 'DB_URL'", DB_URL=url)
+    assert "hunter2" not in repr(settings)
+    assert settings.database.shown == "postgresql://gw:***@db:5432/gw"
+    with pytest.raises(ConfigError) as caught:
+        make_settings(tmp_path, "[database]\nurl = 'pgsql://gw:hunter2hunter2@db/gw'")
+    assert "hunter2" not in str(caught.value) and "pgsql://gw:***@db/gw" in str(caught.value)
+
+
+def test_state_defaults_to_one_process_and_reads_redis_settings(tmp_path: Path) -> None:
+    assert make_settings(tmp_path, "").state.redis_url is None
+    settings = make_settings(
+        tmp_path,
+        "[state]\nredis_url = 'rediss://cache:6380/2'\nredis_password_env = 'RP'\n"
+        "lease_ttl_seconds = 12\non_redis_error = { rates = 'closed' }",
+        RP="s3cret-redis",
+    )
+    state = settings.state
+    assert state.redis_url == "rediss://cache:6380/2" and state.lease_ttl_seconds == 12
+    assert (state.on_redis_error.budgets, state.on_redis_error.rates) == ("closed", "closed")
+    assert settings.redis_password.reveal() == "s3cret-redis"
+    assert "s3cret-redis" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ("redis_url = 'http://cache'", "state.redis_url: expected redis://host:6379/0"),
+        ("redis_url = 'redis://h'\nlease_ttl_seconds = 0", "state.lease_ttl_seconds: must be 1"),
+        (
+            "on_redis_error = { budgets = 'open' }",
+            'state.on_redis_error.budgets: expected "closed" or "local"',
+        ),
+        ("on_redis_error = { money = 'closed' }", "state.on_redis_error.money: unknown key"),
+        ("on_redis_error = 'closed'", "state.on_redis_error: expected a table"),
+        ("redis_password_env = 'RP'", "state.redis_password_env: set state.redis_url too"),
+        (
+            "redis_url = 'redis://h'\nredis_password_env = 'NOPE'",
+            "state.redis_password_env: the environment variable NOPE",
+        ),
+    ],
+)
+def test_a_wrong_state_stops_start_up_naming_the_key(
+    tmp_path: Path, table: str, error: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(error)):
+        make_settings(tmp_path, f"[state]\n{table}")
 
 
 def test_member_limits_override_the_defaults(tmp_path: Path) -> None:
@@ -399,6 +497,10 @@ VALID: dict[str, list[Any]] = {
     "forward_client_headers": [["x-openwebui-user-email"], []],
     "end_user_header": ["x-openwebui-user-email"],
     "ledger_path": ["./usage.db"],
+    "url": ["sqlite:///usage.db", "postgresql://gw@db:5432/gw"],
+    "url_env": ["DB_URL"],
+    "redis_url": ["redis://cache:6379/0", "rediss://cache:6380"],
+    "redis_password_env": ["REDIS_PASSWORD"],
     "metrics_token": ["x" * 16],
     "metrics_port": [9100],
     "max_body_bytes": [1, 1024],
@@ -417,6 +519,11 @@ WRONG: dict[str, list[Any]] = {
     "deny": [["a b"]],
     "end_user_header": ["bad header"],
     "ledger_path": [" "],
+    "url": ["usage.db", "mysql://db/gw", "postgresql:///gw"],
+    "url_env": ["UNSET"],
+    "redis_url": ["http://cache"],
+    "redis_password_env": ["UNSET"],
+    "lease_ttl_seconds": [0, 0.5],
     "metrics_token": ["short"],
     "metrics_port": [8080, 0],
     "max_body_bytes": [0],
@@ -450,6 +557,8 @@ def typed(name: str, hint: Any) -> st.SearchStrategy[Any]:
         return st.sampled_from(args)
     if origin is tuple:
         return st.lists(st.text(alphabet="abc/-*", min_size=1, max_size=8), max_size=3)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return table(hint, mistakes=False)
     return NUMBERS[hint]
 
 
@@ -532,7 +641,12 @@ FLOAT_SETTINGS = [
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
 
 
-ENVIRONMENT = {"NANOGPT_API_KEY": "sk-team", "KEY_0": "sk-0", "KEY_1": "sk-1", "KEY_2": "sk-2"}
+ENVIRONMENT = {
+    "NANOGPT_API_KEY": "sk-team",
+    **{f"KEY_{i}": f"sk-{i}" for i in range(3)},
+    "DB_URL": "sqlite:///env.db",
+    "REDIS_PASSWORD": "redis-secret",
+}
 
 
 def toml_value(value: Any) -> str:
@@ -590,6 +704,7 @@ def usable(settings: Settings) -> None:
         settings.policy.max_prompt_usd_per_mtok,
         settings.policy.max_completion_usd_per_mtok,
         *dataclasses.astuple(settings.limits)[1:],
+        settings.state.lease_ttl_seconds,
         *(v for m in (*settings.members, settings.anonymous) for v in astuple(m.limits)),
         *(v for p in settings.pricing.values() for v in astuple(p)),
     ]

@@ -40,6 +40,8 @@ def test_example_sets_the_documented_defaults() -> None:
         for f in dataclasses.fields(cls):
             if f.name in example.get(section, {}):
                 value, default = example[section][f.name], f.default
+                if f.default_factory is not dataclasses.MISSING:  # a nested table
+                    default = dataclasses.asdict(f.default_factory())
                 assert default is not dataclasses.MISSING, f"{section}.{f.name} has no default"
                 assert value == default or list(default) == value, f"{section}.{f.name}"
 

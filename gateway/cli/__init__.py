@@ -73,7 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         "usage", help="print requests, tokens and cost from the usage ledger"
     )
     _config_arguments(usage)
-    usage.add_argument("--ledger", help="the ledger file (default: metering.ledger_path)")
+    usage.add_argument(
+        "--ledger",
+        help="the ledger: a SQLite file or a postgresql:// URL (default: [database] url)",
+    )
     usage.add_argument("--since", help="7d, 12h, 2026-11-01 or 2026-11-01T08:00 (UTC)")
     usage.add_argument("--until", help="same forms as --since (default: now)")
     usage.add_argument("--by", choices=reports.GROUPINGS, default="member")
@@ -113,9 +116,9 @@ def _config_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, os.environ)
     try:  # as `serve` would refuse it: a member named as a stored key
-        clash = clashing_name(settings.members, stored_keys(settings.metering.ledger_path))
+        clash = clashing_name(settings.members, stored_keys(settings.database.location))
     except KeyStoreError as exc:
-        raise ConfigError(f"metering.ledger_path: {exc}") from None
+        raise ConfigError(f"{settings.database.setting}: {exc}") from None
     if clash:
         raise ConfigError(f"{args.config}: {clash}")
     names = ", ".join(m.name for m in settings.members) or "none (auth.mode = none)"

@@ -1,5 +1,5 @@
 """The `keys` command: create, list, show, update, disable / enable, revoke, rotate and audit
-the keys the store issues, in the database `metering.ledger_path` names (safe while the
+the keys the store issues, in the database `[database] url` names (safe while the
 gateway runs: it notices every change within a second).
 
 Every change goes through `keystore.actions`, as the admin API's do, so the checks and their
@@ -158,11 +158,11 @@ def _run(
     settings = load_settings(
         args.config, os.environ, team_key_required=False, members_required=False
     )
-    path = settings.metering.ledger_path
+    path = settings.database.location
     if not creates and not os.path.lexists(path):
         return _refuse(
             f"{path}: no database here: the gateway makes it when it starts (keys create too); "
-            "a relative metering.ledger_path starts from the working directory"
+            f"a relative {settings.database.setting} starts from the working directory"
         )
     try:
         with _store(settings) as store:
@@ -180,7 +180,7 @@ def _refuse(message: str) -> int:
 
 @contextmanager
 def _store(settings: Settings) -> Iterator[KeyStore]:
-    store = open_keystore(settings.metering.ledger_path)
+    store = open_keystore(settings.database.location)
     try:
         yield store
     finally:
@@ -343,7 +343,7 @@ def _spent(settings: Settings, now: float) -> dict[str, Decimal]:
     """What each member has spent this calendar month (in `limits.timezone`), from the ledger."""
     month = period("month", now, ZoneInfo(settings.limits.timezone)).start
     totals: dict[str, Decimal] = {}
-    for member, _, cost in spend(settings.metering.ledger_path, since=month):
+    for member, _, cost in spend(settings.database.location, since=month):
         totals[member] = totals.get(member, Decimal(0)) + cost
     return totals
 

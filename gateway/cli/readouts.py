@@ -14,14 +14,14 @@ from zoneinfo import ZoneInfo
 from gateway import reports
 from gateway.app import seeded_limiter
 from gateway.budgets import period
-from gateway.config import load_metering, load_settings
+from gateway.config import load_database, load_settings
 from gateway.keystore import KeyStoreError, stored_keys
 from gateway.keystore.fields import everyones_limits
 from gateway.ledger import LedgerError, spend, totals
 
 
 def usage(args: argparse.Namespace) -> int:
-    ledger = args.ledger or load_metering(args.config).ledger_path
+    ledger = args.ledger or load_database(args.config, os.environ).location
     now = datetime.now(UTC)
     try:
         since = reports.parse_when(args.since, now=now) if args.since else None
@@ -51,7 +51,7 @@ def limits(args: argparse.Namespace) -> int:
     limiter = seeded_limiter(settings, now)
     zone = ZoneInfo(settings.limits.timezone)
     month = period("month", now, zone).start
-    path = settings.metering.ledger_path
+    path = settings.database.location
     try:
         spent_by = spend(path, since=month)
         stored = stored_keys(path)

@@ -133,14 +133,14 @@ def _run(
     """Serve the settings `load()` gives, and again on `SIGHUP` (see `_reload`)."""
     settings = load()
     try:
-        prepare(settings.metering.ledger_path)
-        store = open_keystore(settings.metering.ledger_path)
+        prepare(settings.database.location)
+        store = open_keystore(settings.database.location)
         try:
             clash = clashing_name(settings.members, store.stored_keys())
         finally:
             store.close()
     except (LedgerError, KeyStoreError) as exc:
-        raise ConfigError(f"metering.ledger_path: {exc}") from None
+        raise ConfigError(f"{settings.database.setting}: {exc}") from None
     if clash:
         raise ConfigError(clash)
     configure_logging(

@@ -2,13 +2,14 @@
 file and the environment into `Settings` once, at start-up. Pure.
 """
 
-from gateway.config.loader import load_metering, load_settings
+from gateway.config.loader import load_database, load_settings
 from gateway.config.members import header_name, member_name, patterns, with_limits
 from gateway.config.reload import reloaded
 from gateway.config.schema import (
     MEMBER_LIMITS,
     SECTIONS,
     ConfigError,
+    Database,
     Demo,
     MemberSettings,
     MeteringSettings,
@@ -19,12 +20,13 @@ __all__ = [
     "MEMBER_LIMITS",
     "SECTIONS",
     "ConfigError",
+    "Database",
     "Demo",
     "MemberSettings",
     "MeteringSettings",
     "Settings",
     "header_name",
-    "load_metering",
+    "load_database",
     "load_settings",
     "member_name",
     "patterns",

@@ -19,11 +19,14 @@ from gateway.config.members import member_defaults, patterns
 from gateway.config.members import members as resolve_members
 from gateway.config.schema import (
     DEFAULT_BASE_URL,
+    POSTGRESQL_SCHEMES,
     SECTIONS,
     AdminSettings,
     AuthSettings,
     CatalogSettings,
     ConfigError,
+    Database,
+    DatabaseSettings,
     Demo,
     LimitSettings,
     MeteringSettings,
@@ -31,7 +34,9 @@ from gateway.config.schema import (
     PriceSettings,
     ServerSettings,
     Settings,
+    StateSettings,
     UpstreamSettings,
+    shown_location,
 )
 from gateway.config.toml import read_toml, section
 from gateway.keys import hash_key
@@ -76,15 +81,17 @@ def load_settings(
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_metering(path: str | Path | None) -> MeteringSettings:
-    """Only `[metering]`, for commands that read the ledger and need no team key."""
+def load_database(path: str | Path | None, env: Mapping[str, str]) -> Database:
+    """Only where the database is (`[database]`, or `metering.ledger_path`), for commands that
+    read the ledger and need no team key."""
     if path is None:
-        return MeteringSettings()
+        return Database(MeteringSettings().ledger_path)
     try:
-        metering: MeteringSettings = section(
-            MeteringSettings, read_toml(Path(path)).get("metering", {}), "metering"
-        )
-        return metering
+        data = read_toml(Path(path))
+        tables = {name: data.get(name, {}) for name in ("metering", "database")}
+        metering: MeteringSettings = section(MeteringSettings, tables["metering"], "metering")
+        database: DatabaseSettings = section(DatabaseSettings, tables["database"], "database")
+        return _database(database, metering, tables["metering"], env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
 
@@ -113,6 +120,8 @@ def _build(
     metering: MeteringSettings = sections["metering"]
     limit_settings: LimitSettings = sections["limits"]
     admin: AdminSettings = sections["admin"]
+    database = _database(sections["database"], metering, data.get("metering", {}), env)
+    state: StateSettings = sections["state"]
 
     server = dataclasses.replace(
         server, host=host if host is not None else server.host, port=port or server.port
@@ -126,6 +135,7 @@ def _build(
     if catalog.ttl_seconds <= 0:
         raise ConfigError("catalog.ttl_seconds: must be greater than 0")
     _check_metering(metering, server)
+    redis_password = _check_state(state, env)
 
     rules = PolicyRules(
         allow=patterns(policy.allow, "policy.allow"),
@@ -192,6 +202,9 @@ def _build(
         members=members,
         anonymous=member_defaults(ANONYMOUS.name, "", rules, default_limits),
         team_key=team_key,
+        database=database,
+        state=state,
+        redis_password=redis_password,
         admin_token_sha256=_admin_token(admin, env),
         demo=demo is not None,
     )
@@ -220,6 +233,63 @@ def _admin_token(admin: AdminSettings, env: Mapping[str, str]) -> str | None:
     return hash_key(token)
 
 
+def _database(
+    database: DatabaseSettings,
+    metering: MeteringSettings,
+    metering_table: Mapping[str, Any],
+    env: Mapping[str, str],
+) -> Database:
+    """One location for the ledger, keys and audit: `database.url` (or the variable
+    `database.url_env` names), else `metering.ledger_path`, its older name."""
+    if database.url is not None and database.url_env is not None:
+        raise ConfigError("database: set url or url_env, not both")
+    url = database.url
+    where = "database.url"
+    if database.url_env is not None:
+        where = "database.url_env"
+        url = env.get(database.url_env, "").strip()
+        if not url:
+            raise ConfigError(
+                f"database.url_env: the environment variable {database.url_env} is not set"
+            )
+    if url is None:
+        return Database(metering.ledger_path)
+    if "ledger_path" in metering_table:
+        raise ConfigError(f"{where}: set it or metering.ledger_path (its older name), not both")
+    if url.startswith(POSTGRESQL_SCHEMES):
+        if not urlsplit(url).hostname and "host=" not in url:
+            raise ConfigError(f"{where}: a PostgreSQL URL needs a host: {shown_location(url)}")
+        return Database(url, where)
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return Database(url.removeprefix("sqlite:///"), where)
+    raise ConfigError(
+        f"{where}: expected sqlite:///relative/path, sqlite:////absolute/path or "
+        f"postgresql://user@host/db, got {shown_location(url)!r}"
+    )
+
+
+def _check_state(state: StateSettings, env: Mapping[str, str]) -> Secret:
+    """`[state]` checked; the Redis password from `redis_password_env`, if any."""
+    if state.redis_url is not None and not state.redis_url.startswith(REDIS_SCHEMES):
+        raise ConfigError(
+            "state.redis_url: expected redis://host:6379/0, rediss:// (TLS) or "
+            f"unix:///path/to/socket, got {shown_location(state.redis_url)!r}"
+        )
+    if state.lease_ttl_seconds < 1:
+        raise ConfigError("state.lease_ttl_seconds: must be 1 or more")
+    if state.redis_password_env is None:
+        return Secret("")
+    if state.redis_url is None:
+        raise ConfigError("state.redis_password_env: set state.redis_url too")
+    password = env.get(state.redis_password_env, "")
+    if not password:
+        raise ConfigError(
+            f"state.redis_password_env: the environment variable {state.redis_password_env} "
+            "is not set"
+        )
+    return Secret(password)
+
+
 def _check_server(server: ServerSettings) -> ServerSettings:
     """Checked, with `allowed_hosts` resolved: on a loopback address only the loopback names
     (a web page cannot then reach the gateway through a rebound DNS name)."""
@@ -246,6 +316,9 @@ def _check_server(server: ServerSettings) -> ServerSettings:
     if not hosts:
         hosts = ("localhost", "127.0.0.1", "::1") if _is_loopback(server.host) else ("*",)
     return dataclasses.replace(server, allowed_hosts=hosts)
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _check_upstream(upstream: UpstreamSettings) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from gateway.config.schema import Settings
 
-RESTART_ONLY = ("server", "upstream", "auth", "catalog", "metering")
+RESTART_ONLY = ("server", "upstream", "auth", "catalog", "metering", "database", "state")
 """Sections read once, when the server starts; `limits.timezone` is read once too."""
 
 
@@ -34,6 +34,12 @@ def reloaded(running: Settings, new: Settings) -> tuple[Settings, list[str]]:
     # derived from catalog.source, which stays
     policy = dataclasses.replace(new.policy, subscription_only=running.policy.subscription_only)
     merged = dataclasses.replace(
-        new, **kept, limits=limits, policy=policy, team_key=running.team_key, demo=running.demo
+        new,
+        **kept,
+        limits=limits,
+        policy=policy,
+        team_key=running.team_key,
+        redis_password=running.redis_password,
+        demo=running.demo,
     )
     return merged, differ

@@ -22,9 +22,11 @@ from gateway.types import (
 )
 
 DEFAULT_BASE_URL = "https://nano-gpt.com/api"
+DEFAULT_LEDGER_PATH = "./gateway-usage.db"
 CatalogSource = Literal["canonical", "subscription", "paid", "personalized"]
 AuthMode = Literal["keys", "none"]
 Unlimited = Literal["unlimited"]
+OnError = Literal["closed", "local"]
 
 
 class ConfigError(ValueError):
@@ -120,11 +122,46 @@ MEMBER_LIMITS = tuple(f.name for f in dataclasses.fields(Limits))
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeteringSettings:
-    ledger_path: str = "./gateway-usage.db"
+    ledger_path: str = DEFAULT_LEDGER_PATH
     inject_stream_usage: bool = True
     balance_poll_seconds: float = 300.0
     metrics_token: str | None = None
     metrics_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatabaseSettings:
+    """Where the usage ledger, the key store and the admin audit live: one URL,
+    `sqlite:///relative/path`, `sqlite:////absolute/path` or `postgresql://...` (default:
+    `metering.ledger_path`, a SQLite file)."""
+
+    url: str | None = None
+    url_env: str | None = None
+    """An environment variable holding the URL instead (it may carry a password)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OnRedisError:
+    """What a decision does while Redis does not answer, per class of limit: `closed`
+    refuses (503 `limits_unavailable`), `local` counts in this replica alone."""
+
+    budgets: OnError = "closed"
+    """Budgets and the balance floor."""
+    rates: OnError = "local"
+    """Requests and tokens per minute, and concurrency."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateSettings:
+    """Limits shared by every replica, in Redis; without `redis_url`, each process counts
+    alone (one replica)."""
+
+    redis_url: str | None = None
+    redis_password_env: str | None = None
+    lease_ttl_seconds: float = 30.0
+    """How long a replica that died keeps its concurrency slots and reservations; a running
+    request renews its own every third of it."""
+    on_redis_error: OnRedisError = field(default_factory=OnRedisError)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,7 +208,44 @@ SECTIONS: dict[str, type] = {
     "metering": MeteringSettings,
     "limits": LimitSettings,
     "admin": AdminSettings,
+    "database": DatabaseSettings,
+    "state": StateSettings,
 }
+
+
+POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The resolved `[database]`: a SQLite file's path, or a PostgreSQL URL (which may carry
+    a password, so it never shows itself in a repr)."""
+
+    location: str
+    setting: str = "metering.ledger_path"
+    """The config key that named it, for messages."""
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.location.startswith(POSTGRESQL_SCHEMES)
+
+    @property
+    def shown(self) -> str:
+        """The location without its password, for messages."""
+        return shown_location(self.location)
+
+    def __repr__(self) -> str:
+        return f"Database({self.shown!r})"
+
+
+def shown_location(location: str) -> str:
+    """A database location for a message: a URL's password replaced by `***`."""
+    scheme, sep, rest = location.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return location
+    credentials, _, host = rest.partition("@")
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +270,9 @@ class Settings:
     anonymous: Member = ANONYMOUS
     """Who a request is under `auth.mode = "none"`, with the `[limits]` defaults."""
     team_key: Secret = field(default_factory=lambda: Secret(""))
+    database: Database = field(default_factory=lambda: Database(DEFAULT_LEDGER_PATH))
+    state: StateSettings = field(default_factory=StateSettings)
+    redis_password: Secret = field(default_factory=lambda: Secret(""))
     admin_token_sha256: str | None = None
     """The SHA-256 of `[admin]`'s token: with none (and no admin key stored), the admin API
     is off."""

@@ -67,6 +67,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 raise
         expected = " or ".join(_expected(option) for option in options)
         raise ConfigError(f"{where}: expected {expected}, got {_describe(value)}")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested table
+        return section(hint, value, where)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: expected {_expected(hint)}, got {_describe(value)}")

@@ -1,4 +1,5 @@
-"""The usage ledger: one row per finished request, kept where `metering.ledger_path` says.
+"""The usage ledger: one row per finished request, kept where `[database] url`
+(or `metering.ledger_path`) says.
 
 `base` has the writer protocol every backend implements; `sqlite` is the backend (a file per
 replica). `open_ledger`, `prepare` and `totals` pick the backend from the location.
