@@ -93,7 +93,14 @@ def create_app(
         sink = ledger if ledger is not None else open_ledger(settings.database.location)
         metrics.watch_ledger(sink)
         store = keystore if keystore is not None else open_keystore(settings.database.location)
-        limits = limiter if limiter is not None else seeded_limiter(settings, clock())
+        limits = (
+            limiter
+            if limiter is not None
+            else seeded_limiter(
+                settings, clock(), on_fallback=metrics.limit_decided_without_backend
+            )
+        )
+        await limits.start()
         tallies = Tallies(
             metrics, sink, limiter=limits, price_overrides=settings.pricing, clock=clock
         )
@@ -152,6 +159,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await roster.close()
+            await limits.aclose()
             if upstream is None:
                 await client.aclose()
             await asyncio.to_thread(sink.close)
@@ -209,10 +217,30 @@ def _watch_limits(
     metrics.watch_limits(names, lambda: float(limiter.reserved_usd()), remaining)
 
 
-def seeded_limiter(settings: Settings, now: float) -> Limiter:
-    """The in-process limiter, with what the ledger says was spent in the current day and
-    month: a restart forgets nothing."""
-    limiter = open_limiter(settings.limits)
+def seeded_limiter(
+    settings: Settings,
+    now: float,
+    *,
+    shared: bool = True,
+    on_fallback: Callable[[str], None] = lambda _: None,
+) -> Limiter:
+    """The limiter `[state]` asks for (in Redis, unless `shared` is false), with what the
+    ledger says was spent in the current day and month: a restart forgets nothing."""
+    location = settings.database.location
+
+    async def spend_since(since: float) -> list[tuple[str, str | None, Decimal]]:
+        return await asyncio.to_thread(spend, location, since=since)
+
+    state = settings.state
+    limiter = open_limiter(
+        settings.limits,
+        redis_url=state.redis_url if shared else None,
+        redis_password=settings.redis_password.reveal(),
+        lease_ttl=state.lease_ttl_seconds,
+        on_error=(state.on_redis_error.budgets, state.on_redis_error.rates),
+        spend=spend_since,
+        on_fallback=on_fallback,
+    )
     zone = ZoneInfo(settings.limits.timezone)
     for window in WINDOWS:
         since = period(window, now, zone).start

@@ -19,6 +19,7 @@ Imports nothing from the gateway.
     │                                     billing_override_not_allowed)
     ├── RateLimited                   429 requests | tokens, rate_limit_exceeded (with headers)
     ├── QuotaExceeded                 429 insufficient_quota, *_budget_exceeded (with headers)
+    ├── LimitsUnavailable             503 limits_unavailable (the shared limits' Redis is away)
     ├── CatalogUnavailable            503 catalog_unavailable
     ├── StoreUnavailable              503 keystore_unavailable (ledger_unavailable)
     └── UpstreamError                 502 upstream_unreachable
@@ -142,6 +143,25 @@ class RateLimited(Refusal):
 class QuotaExceeded(Refusal):
     type = "insufficient_quota"
     code = "member_budget_exceeded"
+
+
+class LimitsUnavailable(Refusal):
+    """The shared limits cannot be read (Redis does not answer) and `[state] on_redis_error`
+    says to refuse what they bound rather than spend unchecked."""
+
+    status_code = 503
+    type = "service_unavailable_error"
+    code = "limits_unavailable"
+
+    def __init__(self, kind: str) -> None:
+        what = "budgets" if kind == "budgets" else "rate and concurrency limits"
+        super().__init__(
+            f"The gateway cannot check this member's {what} just now (their shared store, "
+            "Redis, does not answer), so it refuses rather than spend unchecked. Try again "
+            "shortly.",
+            limit="limits_unavailable",
+            headers={"retry-after": "5", "retry-after-ms": "5000", "x-should-retry": "true"},
+        )
 
 
 class CatalogUnavailable(GatewayError):

@@ -94,6 +94,6 @@ class Metered:
 def _outcome_of(exc: GatewayError) -> Outcome:
     if isinstance(exc, UpstreamError | CatalogUnavailable):
         return "upstream_failed"
-    if isinstance(exc, Refusal) and exc.from_upstream:
-        return "upstream_error"
+    if isinstance(exc, Refusal):  # a limit's refusal, 503 limits_unavailable too
+        return "upstream_error" if exc.from_upstream else "refused"
     return "refused" if exc.status_code < 500 else "error"

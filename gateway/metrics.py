@@ -131,6 +131,13 @@ class Metrics:
             "after what is reserved in flight (member: a configured name or team).",
             ["member", "window"], namespace=ns, registry=registry,
         )  # fmt: skip
+        self.limit_backend_errors = Counter(
+            "limit_backend_errors", "Limit decisions taken without the shared backend (Redis "
+            "did not answer), refusals included, by class: budgets or rates.",
+            ["class"], namespace=ns, registry=registry,
+        )  # fmt: skip
+        for kind in ("budgets", "rates"):
+            self.limit_backend_errors.labels(kind)
         self._limited = functools.cache(self.limited.labels)
         self._budgets_watched: set[tuple[str, str]] = set()
         self._models: frozenset[str] = frozenset()
@@ -195,6 +202,9 @@ class Metrics:
         for member in members:
             for limit in LIMIT_NAMES:
                 self._limited(member, limit)
+
+    def limit_decided_without_backend(self, kind: str) -> None:
+        self.limit_backend_errors.labels(kind).inc()
 
     def catalog_refreshed(self, source: str, models: Iterable[ModelInfo] | None) -> None:
         """A catalog fetch ended (`None`: it failed). Models seen here become label values."""

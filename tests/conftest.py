@@ -37,6 +37,7 @@ from gateway.config import Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY
 from gateway.keys import hash_key
 from tests import invariants
+from tests.redis_server import RedisServer, redis_server
 
 # Property tests draw the same examples on every run, so CI is deterministic and a failure
 # reproduces from its printed example; no example database is kept between runs.
@@ -105,6 +106,20 @@ def anyio_backend() -> str:
 def catalog_payload() -> dict[str, Any]:
     payload: dict[str, Any] = json.loads((FIXTURES / "catalog.json").read_text())
     return payload
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real Redis for the session (tests keep apart by key prefix, or flush it)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis(redis_session: RedisServer) -> RedisServer:
+    """The session's Redis, emptied for this test."""
+    redis_session.command("FLUSHALL")
+    return redis_session
 
 
 def make_settings(tmp_path: Path, toml: str = "", *, members: bool = True, **env: str) -> Settings:

@@ -57,7 +57,10 @@ PURE = {
     "redaction",
     "limits",
     "limits.base",
+    "limits.breaker",
+    "limits.fallback",
     "limits.memory",
+    "limits.scripts",
 }
 CONFIG = {
     "config",
@@ -102,7 +105,19 @@ ALLOWED: dict[str, set[str]] = {
     "accounting": {"types", "pricing", "endpoints"},
     "budgets": {"pricing", "types"},
     "billing": {"errors", "types"},
-    "limits": {"limits.base", "limits.memory", "types"},
+    "limits": {"limits.base", "limits.fallback", "limits.memory", "limits.redis", "types"},
+    "limits.breaker": set(),
+    "limits.fallback": {"errors", "limits.base", "limits.memory"},
+    "limits.scripts": set(),
+    "limits.redis": {
+        "budgets",
+        "limits.base",
+        "limits.breaker",
+        "limits.fallback",
+        "limits.memory",
+        "limits.scripts",
+        "types",
+    },
     "limits.base": {"budgets", "errors", "types"},
     "limits.memory": {"budgets", "limits.base", "types"},
     "reports": {"budgets", "limits.base", "types"},
@@ -358,6 +373,8 @@ def test_imports_point_one_way(module: str) -> None:
         # the ledger's SQLite backend, and the key store's (whose tables it migrates)
         ("sqlite3", ("ledger.sqlite", "keystore.sqlite")),
         ("prometheus_client", ("metrics",)),
+        # the shared limiter's counters
+        ("redis", ("limits.redis",)),
         ("tomllib", ("config.toml",)),
     ],
 )

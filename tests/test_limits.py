@@ -1,10 +1,12 @@
-"""The in-process limiter: every limit checked and reserved in one step, all or nothing, and
-settled once. Each test ends with nothing in flight and nothing reserved."""
+"""Every limiter backend (in-process, and shared through a real Redis): every limit checked and
+reserved in one step, all or nothing, and settled once. Each test runs on both and ends with
+nothing in flight and nothing reserved."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -12,11 +14,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.budgets import Estimate
+from gateway.budgets import WINDOWS, Estimate, Window, period
 from gateway.errors import QuotaExceeded, RateLimited, Refusal
-from gateway.limits import Admission, Ask, MemoryLimiter
+from gateway.limits import Admission, Ask, Limiter, MemoryLimiter
 from gateway.limits import memory as memory_module
+from gateway.limits import redis as shared
 from gateway.limits.base import go_duration
+from gateway.limits.fallback import Fallback
 from gateway.types import LimitRules, Limits
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
@@ -35,10 +39,10 @@ def ask(
     member: str = "alice",
     end_user: str | None = None,
     now: float = NOW,
-    request_id: str = "r",
+    request_id: str | None = None,
 ) -> Ask:
     return Ask(
-        request_id=request_id,
+        request_id=request_id or os.urandom(8).hex(),
         member=member,
         limits=limits,
         end_user=end_user,
@@ -47,55 +51,86 @@ def ask(
     )
 
 
-@pytest.fixture
-def limiters() -> Iterator[list[MemoryLimiter]]:
-    made: list[MemoryLimiter] = []
-    yield made
-    for limiter in made:  # whatever a test did, nothing stays held
-        assert limiter.in_flight() == 0
-        assert limiter.reserved_usd() == 0
+Rows = list[tuple[float, str, str | None, Decimal]]
+"""A stand-in ledger: (time, member, end user, cost) rows."""
 
 
-MakeLimiter = Callable[..., MemoryLimiter]
-"""`make(**team_rules)`: a limiter under those `LimitRules`, checked for leaks at teardown."""
+@pytest.fixture(params=["memory", "redis"])
+async def make(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[MakeLimiter]:
+    """`make(ledger=rows, **team_rules)`: a limiter of the parametrised backend under those
+    `LimitRules`, starting from what the `ledger` rows say was spent; checked at teardown for
+    anything left in flight or reserved."""
+    made: list[Limiter] = []
 
+    def make(ledger: Rows = (), **rules: Any) -> Limiter:  # type: ignore[assignment]
+        team = LimitRules(**rules)
 
-@pytest.fixture
-def make(limiters: list[MemoryLimiter]) -> MakeLimiter:
-    def make(**rules: Any) -> MemoryLimiter:
-        limiter = MemoryLimiter(LimitRules(**rules))
-        limiters.append(limiter)
+        async def spend(since: float) -> list[tuple[str, str | None, Decimal]]:
+            return [(m, e, cost) for time, m, e, cost in ledger if time >= since]
+
+        if request.param == "memory":
+            limiter: Limiter = MemoryLimiter(team)
+            for window in WINDOWS:
+                since = period(window, NOW, ZoneInfo(team.timezone)).start
+                limiter.seed(window, NOW, [(m, e, c) for t, m, e, c in ledger if t >= since])
+        else:
+            server = request.getfixturevalue("redis")
+            fallback = Fallback(MemoryLimiter(team))
+            client = shared.connect(server.url, None)
+            prefix = f"test-{os.urandom(6).hex()}:{{limits}}:"
+            limiter = shared.RedisLimiter(
+                team, client, lease_ttl=30, fallback=fallback, spend=spend, prefix=prefix
+            )
+        made.append(limiter)
         return limiter
 
-    return make
+    yield make
+    for limiter in made:  # whatever a test did, nothing stays held
+        await limiter.settled()
+        assert limiter.in_flight() == 0
+        assert limiter.reserved_usd() == 0
+        for window in ("day", "month"):
+            assert (await spent(limiter, None, window))[1] == 0
+        await limiter.aclose()
 
 
-def refused(limiter: MemoryLimiter, request: Ask) -> Refusal:
+MakeLimiter = Callable[..., Limiter]
+pytestmark = pytest.mark.anyio
+
+
+async def refused(limiter: Limiter, request: Ask) -> Refusal:
     with pytest.raises(Refusal) as excinfo:
-        limiter.admit_now(request)
+        await limiter.admit(request)
     return excinfo.value
 
 
-def test_a_refusal_by_one_limit_consumes_nothing_from_the_others(make: MakeLimiter) -> None:
+async def spent(limiter: Limiter, member: str | None, window: Window) -> tuple[Decimal, Decimal]:
+    await limiter.settled()
+    return limiter.spent(member, window, NOW)
+
+
+async def test_a_refusal_by_one_limit_consumes_nothing_from_the_others(make: MakeLimiter) -> None:
     limiter = make()
     limits = Limits(requests_per_minute=2, max_concurrent_requests=1)
-    first = limiter.admit_now(ask(limits))
-    second = refused(limiter, ask(limits))
+    first = await limiter.admit(ask(limits))
+    second = await refused(limiter, ask(limits))
     assert second.code == "concurrency_limit_exceeded" and second.limit == "max_concurrent_requests"
     assert second.headers["retry-after"] == "1" and second.headers["x-should-retry"] == "true"
     limiter.settle(first, CENT, 100)
-    third = limiter.admit_now(ask(limits))  # the refused one spent no request of the minute
+    third = await limiter.admit(ask(limits))  # the refused one spent no request of the minute
     assert third.headers["x-ratelimit-remaining-requests"] == "0"
     limiter.settle(third, CENT, 100)
-    rpm = refused(limiter, ask(limits))
+    rpm = await refused(limiter, ask(limits))
     assert isinstance(rpm, RateLimited) and rpm.type == "requests"
 
 
-def test_requests_per_minute_refill_continuously(make: MakeLimiter) -> None:
+async def test_requests_per_minute_refill_continuously(make: MakeLimiter) -> None:
     limiter, limits = make(), Limits(requests_per_minute=60)
     for _ in range(60):
-        limiter.release(limiter.admit_now(ask(limits)))
-    error = refused(limiter, ask(limits))
+        limiter.release(await limiter.admit(ask(limits)))
+    error = await refused(limiter, ask(limits))
     assert error.status_code == 429 and error.code == "rate_limit_exceeded"
     assert "Limit 60, Used 60, Requested 1. Please try again in 1s." in error.message
     assert error.headers == {
@@ -106,54 +141,56 @@ def test_requests_per_minute_refill_continuously(make: MakeLimiter) -> None:
         "x-ratelimit-remaining-requests": "0",
         "x-ratelimit-reset-requests": "1m0s",
     }
-    half_a_second_later = refused(limiter, ask(limits, now=NOW + 0.5))
+    half_a_second_later = await refused(limiter, ask(limits, now=NOW + 0.5))
     assert "try again in 500ms" in half_a_second_later.message
     assert half_a_second_later.headers["retry-after-ms"] == "500"
-    admitted = limiter.admit_now(ask(limits, now=NOW + 1))
+    admitted = await limiter.admit(ask(limits, now=NOW + 1))
     assert admitted.headers["x-ratelimit-limit-requests"] == "60"
     assert admitted.headers["x-ratelimit-reset-requests"] == "1m0s"
     limiter.release(admitted)
 
 
-def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(make: MakeLimiter) -> None:
+async def test_tokens_per_minute_reserve_the_estimate_and_settle_the_actual(
+    make: MakeLimiter,
+) -> None:
     limiter, limits = make(), Limits(tokens_per_minute=1000)
-    first = limiter.admit_now(ask(limits, tokens=800))
+    first = await limiter.admit(ask(limits, tokens=800))
     assert first.headers["x-ratelimit-remaining-tokens"] == "200"
-    error = refused(limiter, ask(limits, tokens=300))
+    error = await refused(limiter, ask(limits, tokens=300))
     assert error.type == "tokens" and "Limit 1000, Used 800, Requested 300" in error.message
     limiter.settle(first, CENT, 100)  # it used 100 of the 800 reserved: 700 come back
-    second = limiter.admit_now(ask(limits, tokens=300))
+    second = await limiter.admit(ask(limits, tokens=300))
     assert second.headers["x-ratelimit-remaining-tokens"] == "600"
     limiter.settle(second, CENT, None)  # no usage known: the reservation stands
-    assert refused(limiter, ask(limits, tokens=700)).type == "tokens"
+    assert (await refused(limiter, ask(limits, tokens=700))).type == "tokens"
 
 
-def test_a_request_larger_than_the_token_limit_can_never_pass(make: MakeLimiter) -> None:
-    error = refused(make(), ask(Limits(tokens_per_minute=1000), tokens=1001))
+async def test_a_request_larger_than_the_token_limit_can_never_pass(make: MakeLimiter) -> None:
+    error = await refused(make(), ask(Limits(tokens_per_minute=1000), tokens=1001))
     assert error.code == "rate_limit_exceeded" and error.headers["x-should-retry"] == "false"
     assert "retry-after" not in error.headers
     assert error.headers["x-ratelimit-limit-tokens"] == "1000"
     assert "can never pass" in error.message
 
 
-def test_zero_allows_nothing(make: MakeLimiter) -> None:
+async def test_zero_allows_nothing(make: MakeLimiter) -> None:
     limiter = make()
-    nothing = refused(limiter, ask(Limits(requests_per_minute=0)))
+    nothing = await refused(limiter, ask(Limits(requests_per_minute=0)))
     assert nothing.headers["x-should-retry"] == "false" and "retry-after" not in nothing.headers
-    assert refused(limiter, ask(Limits(max_concurrent_requests=0))).headers == {
+    assert (await refused(limiter, ask(Limits(max_concurrent_requests=0)))).headers == {
         "x-should-retry": "false"
     }
     assert (
-        refused(limiter, ask(Limits(budget_usd_daily=Decimal(0)))).code == "member_budget_exceeded"
-    )
+        await refused(limiter, ask(Limits(budget_usd_daily=Decimal(0))))
+    ).code == "member_budget_exceeded"
 
 
-def test_a_budget_counts_reservations_in_flight_and_names_itself(make: MakeLimiter) -> None:
+async def test_a_budget_counts_reservations_in_flight_and_names_itself(make: MakeLimiter) -> None:
     limiter = make(timezone="Europe/Berlin")
     limits = Limits(budget_usd_daily=Decimal("0.05"))
-    running = [limiter.admit_now(ask(limits, cost="0.02")) for _ in range(2)]
+    running = [await limiter.admit(ask(limits, cost="0.02")) for _ in range(2)]
     assert running[1].headers["x-gateway-budget-remaining-usd"] == "0.010000"
-    error = refused(limiter, ask(limits, cost="0.02"))
+    error = await refused(limiter, ask(limits, cost="0.02"))
     assert isinstance(error, QuotaExceeded) and error.type == "insufficient_quota"
     assert (error.code, error.limit) == ("member_budget_exceeded", "budget_usd_daily")
     assert "more than the $0.0100 left of the daily budget of $0.05 of member 'alice'" in (
@@ -168,53 +205,57 @@ def test_a_budget_counts_reservations_in_flight_and_names_itself(make: MakeLimit
     )
     limiter.settle(running[0], Decimal("0.001"), 10)  # cheaper than reserved: room again
     limiter.settle(running[1], Decimal("0.001"), 10)
-    assert limiter.spent("alice", "day", NOW) == (Decimal("0.002"), Decimal(0))
-    limiter.release(limiter.admit_now(ask(limits, cost="0.04")))
+    assert await spent(limiter, "alice", "day") == (Decimal("0.002"), Decimal(0))
+    limiter.release(await limiter.admit(ask(limits, cost="0.04")))
 
 
-def test_free_requests_pass_a_spent_budget(make: MakeLimiter) -> None:
+async def test_free_requests_pass_a_spent_budget(make: MakeLimiter) -> None:
     limiter = make()
     limits = Limits(budget_usd_monthly=CENT)
-    limiter.settle(limiter.admit_now(ask(limits, cost="0.01")), CENT, 10)
-    assert refused(limiter, ask(limits, cost="0.0001")).limit == "budget_usd_monthly"
-    limiter.release(limiter.admit_now(ask(limits, cost="0")))
+    limiter.settle(await limiter.admit(ask(limits, cost="0.01")), CENT, 10)
+    assert (await refused(limiter, ask(limits, cost="0.0001"))).limit == "budget_usd_monthly"
+    limiter.release(await limiter.admit(ask(limits, cost="0")))
 
 
-def test_spend_of_yesterday_does_not_count_today_but_counts_this_month(make: MakeLimiter) -> None:
+async def test_spend_of_yesterday_does_not_count_today_but_counts_this_month(
+    make: MakeLimiter,
+) -> None:
     limiter = make(timezone="Asia/Tokyo")
     daily = Limits(budget_usd_daily=CENT)
     monthly = Limits(budget_usd_monthly=Decimal("0.015"))
-    limiter.settle(limiter.admit_now(ask(daily)), CENT, 10)
-    assert refused(limiter, ask(daily)).limit == "budget_usd_daily"
+    limiter.settle(await limiter.admit(ask(daily)), CENT, 10)
+    assert (await refused(limiter, ask(daily))).limit == "budget_usd_daily"
     tomorrow_in_tokyo = datetime(2026, 12, 7, 0, 0, tzinfo=ZoneInfo("Asia/Tokyo")).timestamp()
-    limiter.release(limiter.admit_now(ask(daily, now=tomorrow_in_tokyo)))
-    assert refused(limiter, ask(monthly, now=tomorrow_in_tokyo)).limit == "budget_usd_monthly"
+    limiter.release(await limiter.admit(ask(daily, now=tomorrow_in_tokyo)))
+    assert (
+        await refused(limiter, ask(monthly, now=tomorrow_in_tokyo))
+    ).limit == "budget_usd_monthly"
 
 
-def test_the_team_budget_caps_every_member_together(make: MakeLimiter) -> None:
+async def test_the_team_budget_caps_every_member_together(make: MakeLimiter) -> None:
     limiter = make(team_budget_usd_daily=Decimal("0.03"))
-    held = [limiter.admit_now(ask(Limits(), member=name)) for name in ("a", "b", "c")]
-    error = refused(limiter, ask(Limits(), member="d"))
+    held = [await limiter.admit(ask(Limits(), member=name)) for name in ("a", "b", "c")]
+    error = await refused(limiter, ask(Limits(), member="d"))
     assert (error.code, error.limit) == ("team_budget_exceeded", "team_budget_usd_daily")
     assert error.message.startswith("The team has reached its daily budget of $0.03")
     for admission in held:
         limiter.release(admission)
 
 
-def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(
+async def test_a_new_end_user_is_created_once_even_by_concurrent_first_requests(
     make: MakeLimiter,
 ) -> None:
     limiter = make()
     limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
-    first = limiter.admit_now(ask(limits, cost="0.02", end_user="eve"))
-    error = refused(limiter, ask(limits, cost="0.02", end_user="eve"))
+    first = await limiter.admit(ask(limits, cost="0.02", end_user="eve"))
+    error = await refused(limiter, ask(limits, cost="0.02", end_user="eve"))
     assert error.code == "end_user_budget_exceeded" and "end user 'eve'" in error.message
-    other = limiter.admit_now(ask(limits, cost="0.02", end_user="mallory"))
+    other = await limiter.admit(ask(limits, cost="0.02", end_user="mallory"))
     for admission in (first, other):
         limiter.release(admission)
 
 
-def test_end_users_beyond_the_bound_share_one_budget(
+async def test_end_users_beyond_the_bound_share_one_budget(
     make: MakeLimiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(memory_module, "MAX_END_USERS", 2)
@@ -222,72 +263,80 @@ def test_end_users_beyond_the_bound_share_one_budget(
     limits = Limits(end_user_budget_usd_daily=Decimal("0.03"))
     for name in ("u1", "u2"):
         limiter.settle(
-            limiter.admit_now(ask(limits, cost="0.02", end_user=name)), Decimal("0.02"), 1
+            await limiter.admit(ask(limits, cost="0.02", end_user=name)), Decimal("0.02"), 1
         )
-    limiter.settle(limiter.admit_now(ask(limits, cost="0.02", end_user="u3")), Decimal("0.02"), 1)
-    error = refused(limiter, ask(limits, cost="0.02", end_user="u4"))  # u3 spent the shared one
-    assert "(other end users)" in error.message
+    limiter.settle(await limiter.admit(ask(limits, cost="0.02", end_user="u3")), Decimal("0.02"), 1)
+    error = await refused(
+        limiter, ask(limits, cost="0.02", end_user="u4")
+    )  # u3 spent the shared one
+    assert "(other end users)" in error.message, error.message
 
 
-def test_the_balance_floor_counts_what_is_in_flight(make: MakeLimiter) -> None:
+async def test_the_balance_floor_counts_what_is_in_flight(make: MakeLimiter) -> None:
     limiter = make(min_balance_usd=Decimal(5))
-    before_the_first_poll = limiter.admit_now(ask(Limits(), cost="100"))
+    before_the_first_poll = await limiter.admit(ask(Limits(), cost="100"))
     limiter.release(before_the_first_poll)
     limiter.balance_polled(5.05)
-    held = limiter.admit_now(ask(Limits(), cost="0.03"))
-    error = refused(limiter, ask(Limits(), cost="0.03"))
+    held = await limiter.admit(ask(Limits(), cost="0.03"))
+    error = await refused(limiter, ask(Limits(), cost="0.03"))
     assert (error.code, error.type, error.limit) == (
         "balance_floor_reached",
         "insufficient_quota",
         "min_balance_usd",
     )
     assert error.headers == {"x-should-retry": "false"}
-    limiter.release(limiter.admit_now(ask(Limits(), cost="0")))  # free models still go
+    limiter.release(await limiter.admit(ask(Limits(), cost="0")))  # free models still go
     limiter.release(held)
 
 
-def test_nanogpts_daily_limit_pauses_what_costs_money(make: MakeLimiter) -> None:
+async def test_nanogpts_daily_limit_pauses_what_costs_money(make: MakeLimiter) -> None:
     limiter = make()
     limiter.pause_team(NOW + 90)
-    error = refused(limiter, ask(Limits()))
+    error = await refused(limiter, ask(Limits()))
     assert error.code == "team_daily_limit_exceeded" and error.headers["retry-after"] == "90"
-    limiter.release(limiter.admit_now(ask(Limits(), cost="0")))
-    limiter.release(limiter.admit_now(ask(Limits(), now=NOW + 90)))
+    limiter.release(await limiter.admit(ask(Limits(), cost="0")))
+    limiter.release(await limiter.admit(ask(Limits(), now=NOW + 90)))
 
 
-def test_settling_twice_counts_once(make: MakeLimiter) -> None:
+async def test_settling_twice_counts_once(make: MakeLimiter) -> None:
     limiter = make()
-    admission = limiter.admit_now(ask(Limits()))
+    admission = await limiter.admit(ask(Limits()))
     limiter.settle(admission, CENT, 10)
     limiter.settle(admission, CENT, 10)
     limiter.release(admission)
-    assert limiter.spent("alice", "day", NOW) == (CENT, Decimal(0))
-    assert limiter.spent(None, "month", NOW) == (CENT, Decimal(0))
+    assert await spent(limiter, "alice", "day") == (CENT, Decimal(0))
+    assert await spent(limiter, None, "month") == (CENT, Decimal(0))
 
 
-def test_a_hundred_concurrent_reservations_never_pass_the_budget(make: MakeLimiter) -> None:
+async def test_a_hundred_concurrent_reservations_never_pass_the_budget(make: MakeLimiter) -> None:
     limiter = make()
     limits = Limits(budget_usd_daily=Decimal("1.00"))
     admitted: list[Admission] = []
     for i in range(100):
         with contextlib.suppress(QuotaExceeded):
-            admitted.append(limiter.admit_now(ask(limits, cost="0.03", request_id=str(i))))
+            admitted.append(await limiter.admit(ask(limits, cost="0.03", request_id=str(i))))
     assert len(admitted) == 33
     for admission in admitted:  # each costs what it reserved: the worst case with max_tokens
         limiter.settle(admission, Decimal("0.03"), 10)
-    assert limiter.spent("alice", "day", NOW)[0] == Decimal("0.99")
+    assert (await spent(limiter, "alice", "day"))[0] == Decimal("0.99")
 
 
-def test_the_ledger_seeds_what_was_spent_before_a_restart(make: MakeLimiter) -> None:
-    limiter = make()
-    limiter.seed("day", NOW, [("alice", None, Decimal("0.6")), ("alice", "eve", Decimal("0.3"))])
+async def test_the_ledger_seeds_what_was_spent_before_a_restart(make: MakeLimiter) -> None:
+    yesterday = NOW - 86400
+    limiter = make(
+        ledger=[
+            (NOW - 60, "alice", None, Decimal("0.6")),
+            (NOW - 60, "alice", "eve", Decimal("0.3")),
+            (yesterday, "alice", None, Decimal("5")),  # another day, same month
+        ]
+    )
     limits = Limits(budget_usd_daily=Decimal(1), end_user_budget_usd_daily=Decimal("0.35"))
-    assert limiter.spent("alice", "day", NOW) == (Decimal("0.9"), Decimal(0))
-    assert refused(limiter, ask(limits, cost="0.2")).limit == "budget_usd_daily"
-    assert refused(limiter, ask(limits, cost="0.06", end_user="eve")).limit == (
+    assert await spent(limiter, "alice", "day") == (Decimal("0.9"), Decimal(0))
+    assert (await refused(limiter, ask(limits, cost="0.2"))).limit == "budget_usd_daily"
+    assert (await refused(limiter, ask(limits, cost="0.06", end_user="eve"))).limit == (
         "end_user_budget_usd_daily"
     )
-    limiter.release(limiter.admit_now(ask(limits, cost="0.05", end_user="eve")))
+    limiter.release(await limiter.admit(ask(limits, cost="0.05", end_user="eve")))
 
 
 @pytest.mark.parametrize(
@@ -298,11 +347,11 @@ def test_durations_are_written_as_openai_writes_them(seconds: float, text: str) 
     assert go_duration(seconds) == text
 
 
-def test_a_request_too_big_for_what_is_left_says_so(make: MakeLimiter) -> None:
+async def test_a_request_too_big_for_what_is_left_says_so(make: MakeLimiter) -> None:
     """As Claude Code's 64,000-token asks meet a fresh budget: nothing is spent, the request's
     worst case alone is more than the budget."""
     limiter = make()
-    error = refused(limiter, ask(Limits(budget_usd_daily=Decimal(3)), cost="4.8511"))
+    error = await refused(limiter, ask(Limits(budget_usd_daily=Decimal(3)), cost="4.8511"))
     assert error.code == "member_budget_exceeded"
     assert error.message.startswith("This request may cost up to $4.8511 (its max_tokens")
     assert "more than the $3.0000 left of the daily budget of $3.00 of member 'alice'" in (

@@ -48,7 +48,7 @@ def limits(args: argparse.Namespace) -> int:
         args.config, os.environ, team_key_required=False, members_required=False
     )
     now = time.time()
-    limiter = seeded_limiter(settings, now)
+    limiter = seeded_limiter(settings, now, shared=False)  # the ledger is the record
     zone = ZoneInfo(settings.limits.timezone)
     month = period("month", now, zone).start
     path = settings.database.location

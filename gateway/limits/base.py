@@ -7,12 +7,13 @@ in the shapes OpenAI's SDKs understand. No storage library here.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from gateway.budgets import Estimate, Window
+from gateway.budgets import WINDOWS, Estimate, Window, budget_key, budget_of
 from gateway.errors import QuotaExceeded, RateLimited
 from gateway.types import LimitRules, Limits
 
@@ -29,6 +30,7 @@ LIMIT_NAMES = (
     "min_balance_usd",
     "nanogpt_balance",
     "nanogpt_daily_limit",
+    "limits_unavailable",
 )
 """Every limit a request can be refused by: the metric's `limit` label and the ledger's."""
 
@@ -60,12 +62,67 @@ class Admission:
     """Where the reservation sits: (period, whose) pairs, in the backend's terms."""
     headers: dict[str, str] = field(default_factory=dict)
     ended: bool = False
+    shared: bool = False
+    """Held in the shared backend (not counted by this replica alone)."""
+
+
+Spend = Callable[[float], Awaitable[list[tuple[str, str | None, Decimal]]]]
+"""What the ledger says each (member, end user) spent since a time: a shared backend rebuilds a
+lost counter from it."""
+
+Scope = tuple[str, ...]
+"""Whose spend: `("member", name)`, `("end_user", member, end user)`, or `("team",)`."""
+
+
+class Plan(NamedTuple):
+    """One budget that bounds a request: in which window, whose (`member`, `end_user`,
+    `team`), how much, and the limit's name and refusal code."""
+
+    window: Window
+    kind: str
+    amount: Decimal
+    limit: str
+    code: str
+
+
+def plan_budgets(limits: Limits, rules: LimitRules) -> tuple[Plan, ...]:
+    """Which budgets bound a member with these `limits`, with the team's `rules`."""
+    found = []
+    for window in WINDOWS:
+        for kind, owner, prefix, code in (
+            ("member", limits, "", "member_budget_exceeded"),
+            ("end_user", limits, "end_user_", "end_user_budget_exceeded"),
+            ("team", rules, "team_", "team_budget_exceeded"),
+        ):
+            amount = budget_of(owner, window, prefix)
+            if amount is not None:
+                found.append(Plan(window, kind, amount, budget_key(window, prefix), code))
+    return tuple(found)
+
+
+def whose(scope: Scope) -> str:
+    """A scope as a refusal names it."""
+    if scope[0] == "team":
+        return "The team"
+    if scope[0] == "member":
+        return f"Member {scope[1]!r}"
+    return f"End user {scope[2]!r} of member {scope[1]!r}"
 
 
 class Limiter(Protocol):
     """Counters for every limit. `admit` is all-or-nothing; `settle` and `release` run when a
     request ends (in `Tally.finish`, before any await) and are idempotent per admission, so
     they never block: a backend that needs I/O queues the work."""
+
+    async def start(self) -> None:
+        """Begin background work (renewing leases, reading shared counters), if any."""
+
+    async def aclose(self) -> None:
+        """Hand over what is queued and stop; nothing is lost while the backend answers."""
+
+    async def settled(self) -> None:
+        """Wait until every `settle` and `release` so far has reached the counters `spent`
+        reads (for tests and reports; the request path never waits)."""
 
     async def admit(self, ask: Ask) -> Admission: ...
 

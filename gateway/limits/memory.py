@@ -18,16 +18,20 @@ from decimal import Decimal
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from gateway.budgets import WINDOWS, Period, Window, budget_key, budget_of, period
+from gateway.budgets import WINDOWS, Period, Window, period
 from gateway.limits.base import (
     Admission,
     Ask,
+    Plan,
+    Scope,
     below_floor,
     go_duration,
     over_budget,
+    plan_budgets,
     rate_limited,
     team_paused,
     too_many_at_once,
+    whose,
 )
 from gateway.types import LimitRules, Limits
 
@@ -38,9 +42,6 @@ MAX_END_USERS = 100_000
 and a flood of invented end-user names cannot buy anyone a fresh budget)."""
 OVERFLOW_END_USER = "(other end users)"
 ZERO = Decimal(0)
-
-Scope = tuple[str, ...]
-"""Whose spend: `("member", name)`, `("end_user", member, end user)`, or `("team",)`."""
 
 
 @dataclass(slots=True)
@@ -55,28 +56,12 @@ class _Bucket:
         return self.level
 
 
-class _Plan(NamedTuple):
-    window: Window
-    kind: str
-    amount: Decimal
-    limit: str
-    code: str
-
-
 class _Budget(NamedTuple):
     scope: Scope
     period: Period
     amount: Decimal
     limit: str
     code: str
-
-
-def _whose(scope: Scope) -> str:
-    if scope[0] == "team":
-        return "The team"
-    if scope[0] == "member":
-        return f"Member {scope[1]!r}"
-    return f"End user {scope[2]!r} of member {scope[1]!r}"
 
 
 class MemoryLimiter:
@@ -97,11 +82,20 @@ class MemoryLimiter:
         self._warned_no_balance = False
         self._periods: dict[Window, Period] = {}
         self._period_keys: dict[Window, str] = {}
-        self._plans: dict[Limits, tuple[_Plan, ...]] = {}
+        self._plans: dict[Limits, tuple[Plan, ...]] = {}
 
     def reconfigure(self, rules: LimitRules) -> None:
         self.rules = dataclasses.replace(rules, timezone=self.rules.timezone)
         self._plans.clear()
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def settled(self) -> None:
+        pass
 
     # -- admission ---------------------------------------------------------------------------
 
@@ -154,23 +148,12 @@ class MemoryLimiter:
             self._forget_old_periods(set(self._period_keys.values()))
         return self._periods
 
-    def _plan(self, limits: Limits) -> tuple[_Plan, ...]:
+    def _plan(self, limits: Limits) -> tuple[Plan, ...]:
         """Which budgets bound a member with these limits (with the team's), worked out once
         per set of limits."""
         plan = self._plans.get(limits)
         if plan is None:
-            found = []
-            for window in WINDOWS:
-                for kind, owner, whose, code in (
-                    ("member", limits, "", "member_budget_exceeded"),
-                    ("end_user", limits, "end_user_", "end_user_budget_exceeded"),
-                    ("team", self.rules, "team_", "team_budget_exceeded"),
-                ):
-                    amount = budget_of(owner, window, whose)
-                    if amount is not None:
-                        name = budget_key(window, whose)
-                        found.append(_Plan(window, kind, amount, name, code))
-            plan = self._plans[limits] = tuple(found)
+            plan = self._plans[limits] = plan_budgets(limits, self.rules)
         return plan
 
     def _budgets(self, ask: Ask, periods: dict[Window, Period]) -> list[_Budget]:
@@ -206,7 +189,7 @@ class MemoryLimiter:
                 raise over_budget(
                     limit=budget.limit,
                     code=budget.code,
-                    whose=_whose(budget.scope),
+                    whose=whose(budget.scope),
                     budget=budget.amount,
                     spent=spent,
                     reserved=reserved,
