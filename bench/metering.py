@@ -1,21 +1,25 @@
-"""Metering's (or, with `--limits`, the limits'; with `--keys`, 10,000 stored keys') cost on
-the request path: gateway req/s with it on vs off, same run.
+"""Metering's (or, with `--limits`, the limits'; with `--keys`, 10,000 stored keys'; with
+`--redis`, every limit kept in a real Redis vs in the process) cost on the request path:
+gateway req/s with it on vs off, same run.
 
 Starts the demo upstream (no pacing) and, in turn, the gateway with the feature on and off,
 each one process pinned to core 0 with the upstream, and drives them with wrk on core 1.
 Rounds alternate on/off so drift on a noisy machine hits both; only the ratio is reported as a
 result.
 
-    python bench/metering.py [--limits | --keys] [--seconds 10] [--rounds 3] [--connections 50]
+    python bench/metering.py [--limits | --keys | --redis] [--seconds 10] [--rounds 3] [--connections 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import socket
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import harness
@@ -39,9 +43,46 @@ def main() -> None:
         action="store_true",
         help="compare 10,000 stored keys vs 10, loading as a stored key (metering on)",
     )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="compare every limit in Redis (redis-server on the load's core) vs in-process",
+    )
     args = parser.parse_args()
-    feature = "--limits" if args.limits else "--keys" if args.keys else "--metering"
-    harness.require("wrk", "taskset")
+    feature = (
+        "--limits"
+        if args.limits
+        else "--keys"
+        if args.keys
+        else "--redis"
+        if args.redis
+        else "--metering"
+    )
+    harness.require("wrk", "taskset", *(["redis-server"] if args.redis else []))
+    with contextlib.ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server()) if args.redis else None
+        measure(args, feature, redis_url)
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[str]:
+    """A redis-server on the load generator's core, as a Redis on another machine would be."""
+    port = free_port()
+    cmd = ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with pinned(cmd, cpus=harness.LOAD_CPU, ready=lambda: _pong(port)):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def measure(args: argparse.Namespace, feature: str, redis_url: str | None) -> None:
 
     upstream_port = free_port()
     # demo-upstream paces its chunks for humans; the bench wants it as fast as it goes.
@@ -72,6 +113,7 @@ def main() -> None:
                     metering,
                     "--key-file",
                     str(key_file),
+                    *(["--redis-url", redis_url] if redis_url else []),
                 ]
                 ready = answers(f"http://127.0.0.1:{port}/readyz")
                 with pinned(cmd, cpus=harness.SERVER_CPU, ready=ready) as gateway:
@@ -94,7 +136,15 @@ def main() -> None:
                         cpu.setdefault((metering, stream), []).append(used / result.requests * 1e6)
                         errors += result.errors
 
-    what = "limits" if args.limits else "10,000 stored keys vs 10" if args.keys else "metering"
+    what = (
+        "limits"
+        if args.limits
+        else "10,000 stored keys vs 10"
+        if args.keys
+        else "limits in Redis vs in-process"
+        if args.redis
+        else "metering"
+    )
     print(f"\n{what}: {args.rounds} rounds x {args.seconds} s, c={args.connections}, medians\n")
     print("| body | req/s off | req/s on | on / off | gateway CPU us/req off | on | on / off |")
     print("|---|---:|---:|---:|---:|---:|---:|")

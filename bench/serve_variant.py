@@ -85,6 +85,10 @@ def main() -> None:
     parser.add_argument("--limits", choices=["on", "off"], default="off")
     parser.add_argument("--keys", choices=["on", "off"], default=None)
     parser.add_argument("--key-file", type=Path, help="where --keys writes the key to load with")
+    parser.add_argument(
+        "--redis", choices=["on", "off"], default=None, help="every limit set, in Redis or not"
+    )
+    parser.add_argument("--redis-url", default=None, help="the Redis for --redis on")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         serve(args, Path(tmp))
@@ -93,7 +97,11 @@ def main() -> None:
 def serve(args: argparse.Namespace, workdir: Path) -> None:
     config = workdir / "gateway.toml"
     toml = harness.gateway_config(args.upstream, workdir / "usage.db")
-    config.write_text(LIMITS + toml if args.limits == "on" else toml)
+    if args.redis is not None:  # limits on either way; kept in Redis, or in this process
+        shared = f'[state]\nredis_url = "{args.redis_url}"\n' if args.redis == "on" else ""
+        config.write_text(shared + LIMITS + toml)
+    else:
+        config.write_text(LIMITS + toml if args.limits == "on" else toml)
     settings = load_settings(config, {"NANOGPT_API_KEY": "demo-team-key"})
     if args.keys is not None:
         count = STORED_KEYS if args.keys == "on" else 10
