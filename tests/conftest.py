@@ -24,6 +24,8 @@ import anyio
 import httpx
 import hypothesis
 import openai
+import psycopg
+import psycopg.rows
 import pytest
 import uvicorn
 from aiohttp import web
@@ -36,7 +38,8 @@ from gateway.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.demo_upstream import DEMO_TEAM_KEY
 from gateway.keys import hash_key
-from tests import invariants
+from gateway.ledger import migrate
+from tests import invariants, postgres
 from tests.redis_server import RedisServer, redis_server
 
 # Property tests draw the same examples on every run, so CI is deterministic and a failure
@@ -426,3 +429,47 @@ def running(
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit reports the signal.
     assert process.returncode in (0, -signal.SIGTERM), stderr[0]
     assert "Traceback" not in stderr[0]
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[postgres.PostgreSQL]:
+    """One real PostgreSQL for the session (tests/postgres.py)."""
+    with postgres.server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgresql_server: postgres.PostgreSQL) -> str:
+    """A fresh, empty database on the session's PostgreSQL, for this test alone."""
+    return postgresql_server.create()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's ledger and key store live, once per backend: a SQLite file, and a fresh
+    PostgreSQL database with the schema applied (as `nanogpt-gateway migrate` does)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "gateway.db")
+    url: str = request.getfixturevalue("postgres_url")
+    migrate(url)
+    return url
+
+
+def execute_sql(database: str, script: str) -> None:
+    """Run SQL on a test's database, whichever backend, as an operator at a console would."""
+    if database.startswith("postgresql://"):
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(script.encode())
+        return
+    with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as db:
+        db.executescript(script)
+
+
+def query_sql(database: str, query: str) -> list[dict[str, Any]]:
+    """Rows of a query on a test's database, whichever backend, as dicts."""
+    if database.startswith("postgresql://"):
+        with psycopg.connect(database, row_factory=psycopg.rows.dict_row) as conn:
+            return conn.execute(query.encode()).fetchall()
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(query)]

@@ -1,10 +1,9 @@
-"""The key store in a real SQLite file, and the actions on it: what is stored (never a key),
-what every change leaves in the audit trail, how the change counter moves, and the checks on
-what an admin asks for."""
+"""The key store in a real SQLite file and a real PostgreSQL database, and the actions on it:
+what is stored (never a key), what every change leaves in the audit trail, how the change
+counter moves, and the checks on what an admin asks for."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,47 +12,63 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.keys import KeyRing, hash_key, split_key
-from gateway.keystore import KeyStoreError, NameTaken, UnknownKey, actions, open_keystore
+from gateway.keystore import (
+    KeyStore,
+    KeyStoreError,
+    NameTaken,
+    UnknownKey,
+    actions,
+    open_keystore,
+    stored_keys,
+)
 from gateway.keystore.fields import described, key_changes, member_of, parse_duration
-from gateway.keystore.sqlite import SQLiteKeyStore
 from gateway.types import Limits, PolicyRules
+from tests.conftest import execute_sql, query_sql
 
 NOW = 1_800_000_000.0
 DEFAULTS = Limits(requests_per_minute=60, tokens_per_minute=100_000)
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteKeyStore]:
-    store = SQLiteKeyStore(tmp_path / "gateway.db")
+def store(database: str) -> Iterator[KeyStore]:
+    store = open_keystore(database)
     yield store
     store.close()
 
 
-def create(store: SQLiteKeyStore, **data: Any) -> tuple[Any, str]:
+def stored_bytes(database: str) -> bytes:
+    """Everything the database holds, as an attacker with a copy of it would read it."""
+    if database.startswith("postgresql://"):
+        tables = ("keys", "key_audit", "key_changes")
+        return repr([query_sql(database, f"SELECT * FROM {t}") for t in tables]).encode()
+    return b"".join(p.read_bytes() for p in Path(database).parent.glob("gateway.db*"))
+
+
+def create(store: KeyStore, **data: Any) -> tuple[Any, str]:
     return actions.create(store, data, actor="cli:ops", now=NOW, config_names={"alice"})
 
 
-def authenticates(store: SQLiteKeyStore, key: str, now: float = NOW) -> str:
+def authenticates(store: KeyStore, key: str, now: float = NOW) -> str:
     stored = [(k, member_of(k, DEFAULTS, PolicyRules())) for k in store.stored_keys()]
     ring = KeyRing([], stored=stored)
     return ring.authenticate({"authorization": f"Bearer {key}"}, now).member.name
 
 
-def test_a_created_key_is_stored_as_its_hash_only(store: SQLiteKeyStore, tmp_path: Path) -> None:
+def test_a_created_key_is_stored_as_its_hash_only(store: KeyStore, database: str) -> None:
     stored, key = create(store, name="dave", budget_usd_daily=5, note="laptop")
     parts = split_key(key)
     assert parts is not None and stored.public_id == parts[0]
     assert stored.secret_sha256 == hash_key(key)
     store.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("gateway"))
-    assert parts[1].encode() not in raw
-    again = open_keystore(tmp_path / "gateway.db")
+    raw = stored_bytes(database)
+    assert stored.secret_sha256.encode() in raw and parts[1].encode() not in raw
+    again = open_keystore(database)
     assert again.get("dave") == stored
     assert authenticates(again, key) == "dave"  # type: ignore[arg-type]
     again.close()
 
 
-def test_a_stored_key_acts_as_a_member_with_its_own_limits(store: SQLiteKeyStore) -> None:
+def test_a_stored_key_acts_as_a_member_with_its_own_limits(store: KeyStore) -> None:
     _stored, _ = create(
         store,
         name="dave",
@@ -74,7 +89,7 @@ def test_a_stored_key_acts_as_a_member_with_its_own_limits(store: SQLiteKeyStore
 
 
 def test_every_change_bumps_the_counter_and_is_audited_without_a_secret(
-    store: SQLiteKeyStore,
+    store: KeyStore,
 ) -> None:
     versions = [store.version()]
     _, key = create(store, name="dave", requests_per_minute=10)
@@ -107,7 +122,7 @@ def test_every_change_bumps_the_counter_and_is_audited_without_a_secret(
     assert store.stored_keys()[0].last_used_at == NOW + 6
 
 
-def test_a_revoked_name_may_be_used_again_but_a_live_one_may_not(store: SQLiteKeyStore) -> None:
+def test_a_revoked_name_may_be_used_again_but_a_live_one_may_not(store: KeyStore) -> None:
     create(store, name="dave")
     with pytest.raises(NameTaken, match="exists already"):
         create(store, name="dave")
@@ -123,7 +138,7 @@ def test_a_revoked_name_may_be_used_again_but_a_live_one_may_not(store: SQLiteKe
 
 
 def test_rotation_keeps_the_id_and_history_and_the_old_secret_for_the_grace(
-    store: SQLiteKeyStore,
+    store: KeyStore,
 ) -> None:
     old, old_key = create(store, name="dave", budget_usd_monthly=20)
     rotated, new_key = actions.rotate(store, "dave", 60, actor="cli:ops", now=NOW)
@@ -172,7 +187,7 @@ def test_rotation_keeps_the_id_and_history_and_the_old_secret_for_the_grace(
     ],
 )
 def test_bad_input_is_refused_naming_the_field(
-    store: SQLiteKeyStore, data: dict[str, Any], field: str, said: str
+    store: KeyStore, data: dict[str, Any], field: str, said: str
 ) -> None:
     with pytest.raises(InvalidRequest) as excinfo:
         actions.create(store, data, actor="t", now=NOW, config_names=())
@@ -181,7 +196,7 @@ def test_bad_input_is_refused_naming_the_field(
     assert store.stored_keys() == [] and store.version() == 0  # nothing written
 
 
-def test_name_and_role_are_set_at_creation_only(store: SQLiteKeyStore) -> None:
+def test_name_and_role_are_set_at_creation_only(store: KeyStore) -> None:
     create(store, name="dave")
     for field in ("name", "role"):
         with pytest.raises(InvalidRequest, match="set at creation only"):
@@ -204,7 +219,7 @@ def test_expiry_takes_a_duration_or_an_instant() -> None:
             parse_duration(bad)
 
 
-def test_a_listing_shows_no_secret(store: SQLiteKeyStore) -> None:
+def test_a_listing_shows_no_secret(store: KeyStore) -> None:
     stored, key = create(store, name="dave", tokens_per_minute=1000, expires_at="1h")
     listing = described(stored, NOW)
     assert listing["key"] == f"ngw-{stored.public_id}-…"
@@ -222,19 +237,28 @@ def test_an_unreadable_database_is_a_one_line_error(tmp_path: Path) -> None:
         open_keystore(tmp_path / "missing" / "gateway.db")
 
 
-def test_a_store_write_that_fails_changes_nothing(store: SQLiteKeyStore, tmp_path: Path) -> None:
+REFUSE_AUDIT = {
+    "sqlite": "CREATE TRIGGER no_audit BEFORE INSERT ON key_audit "
+    "BEGIN SELECT RAISE(ABORT, 'audit is full'); END",
+    "postgresql": "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'audit is full'; END $$; "
+    "CREATE TRIGGER no_audit BEFORE INSERT ON key_audit FOR EACH ROW EXECUTE FUNCTION refuse()",
+}
+
+
+def backend(database: str) -> str:
+    return "postgresql" if database.startswith("postgresql://") else "sqlite"
+
+
+def test_a_store_write_that_fails_changes_nothing(store: KeyStore, database: str) -> None:
     create(store, name="dave")
-    with sqlite3.connect(tmp_path / "gateway.db") as conn:
-        conn.execute(
-            "CREATE TRIGGER no_audit BEFORE INSERT ON key_audit "
-            "BEGIN SELECT RAISE(ABORT, 'audit is full'); END"
-        )
+    execute_sql(database, REFUSE_AUDIT[backend(database)])
     with pytest.raises(KeyStoreError, match="audit is full"):
         actions.revoke(store, "dave", actor="t", now=NOW)
     assert store.get("dave").revoked_at is None and store.version() == 1
 
 
-def test_an_update_is_one_change_whatever_it_sets(store: SQLiteKeyStore) -> None:
+def test_an_update_is_one_change_whatever_it_sets(store: KeyStore) -> None:
     create(store, name="dave")
     actions.update(store, "dave", {"note": "on leave", "disabled": True}, actor="a", now=NOW)
     actions.update(store, "dave", {"disabled": False}, actor="a", now=NOW)
@@ -245,3 +269,39 @@ def test_an_update_is_one_change_whatever_it_sets(store: SQLiteKeyStore) -> None
         ("enable", {"disabled": False}),
     ]
     assert store.version() == 3 and store.get("dave").note == "on leave"
+
+
+def test_a_postgresql_database_without_the_schema_is_refused_naming_migrate(
+    postgres_url: str,
+) -> None:
+    with pytest.raises(KeyStoreError, match=r"has no schema: run `nanogpt-gateway migrate`"):
+        open_keystore(postgres_url)
+    assert stored_keys(postgres_url) == []  # a look changes nothing, and finds nothing
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
+    url = "postgresql://ops:hunter2@127.0.0.1:1/gateway"
+    for attempt in (lambda: open_keystore(url), lambda: stored_keys(url)):
+        with pytest.raises(KeyStoreError) as excinfo:
+            attempt()
+        message = str(excinfo.value)
+        assert message.startswith("postgresql://ops:***@127.0.0.1:1/gateway: cannot ")
+        assert "hunter2" not in message and "\n" not in message
+
+
+def test_every_replica_sees_a_change_made_through_another(database: str) -> None:
+    """Two stores on one database (two replicas): what one changes, the other's poll finds."""
+    first, second = open_keystore(database), open_keystore(database)
+    try:
+        seen, keys = second.changed_since(-1)
+        assert keys == []
+        create(first, name="dave")
+        now, changed = second.changed_since(seen)
+        assert now > seen and [k.name for k in changed] == ["dave"]
+        actions.set_disabled(first, "dave", True, actor="a", now=NOW)
+        later, changed = second.changed_since(now)
+        assert later > now and [k.disabled for k in changed] == [True]
+        assert second.changed_since(later) == (later, [])
+    finally:
+        first.close()
+        second.close()

@@ -7,6 +7,7 @@ from gateway.config.members import header_name, member_name, patterns, with_limi
 from gateway.config.reload import reloaded
 from gateway.config.schema import (
     MEMBER_LIMITS,
+    POSTGRESQL_SCHEMES,
     SECTIONS,
     ConfigError,
     Database,
@@ -14,10 +15,12 @@ from gateway.config.schema import (
     MemberSettings,
     MeteringSettings,
     Settings,
+    shown_location,
 )
 
 __all__ = [
     "MEMBER_LIMITS",
+    "POSTGRESQL_SCHEMES",
     "SECTIONS",
     "ConfigError",
     "Database",
@@ -31,5 +34,6 @@ __all__ = [
     "member_name",
     "patterns",
     "reloaded",
+    "shown_location",
     "with_limits",
 ]

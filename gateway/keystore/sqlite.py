@@ -6,7 +6,6 @@ at its last change (`changed`), so a reader asks only for what changed since it 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 import threading
@@ -17,12 +16,12 @@ from typing import Any
 
 from gateway.keystore.base import AuditEntry, KeyStoreError, NameTaken, UnknownKey
 from gateway.keystore.fields import applied, audited, settings_of
+from gateway.keystore.rows import FIELDS, to_key, to_row
 from gateway.ledger.base import LedgerError
 from gateway.ledger.sqlite.schema import open_for_writing
 from gateway.types import StoredKey
 
-_FIELDS = tuple(f.name for f in dataclasses.fields(StoredKey))
-_JSON_FIELDS = frozenset({"allow", "deny", "limits"})
+_FIELDS = FIELDS
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM keys"
 
 
@@ -42,7 +41,7 @@ class SQLiteKeyStore:
 
     def stored_keys(self) -> list[StoredKey]:
         with self._reading() as conn:
-            return [_key(row) for row in conn.execute(f"{_SELECT} ORDER BY created_at, rowid")]
+            return [to_key(row) for row in conn.execute(f"{_SELECT} ORDER BY created_at, rowid")]
 
     def changed_since(self, version: int) -> tuple[int, list[StoredKey]]:
         with self._reading() as conn:
@@ -54,7 +53,7 @@ class SQLiteKeyStore:
                 ).fetchall()
             finally:
                 conn.execute("COMMIT")
-            return now, [_key(row) for row in rows]
+            return now, [to_key(row) for row in rows]
 
     def get(self, name: str) -> StoredKey:
         with self._reading() as conn:
@@ -69,7 +68,7 @@ class SQLiteKeyStore:
             placeholders = ", ".join("?" for _ in (*_FIELDS, "changed"))
             conn.execute(
                 f"INSERT INTO keys ({', '.join(_FIELDS)}, changed) VALUES ({placeholders})",
-                (*_row(key), version),
+                (*to_row(key), version),
             )
             _audit(conn, key.created_at, actor, "create", key, settings_of(key))
 
@@ -81,7 +80,7 @@ class SQLiteKeyStore:
             assignments = ", ".join(f"{f} = ?" for f in (*_FIELDS, "changed"))
             conn.execute(
                 f"UPDATE keys SET {assignments} WHERE public_id = ?",
-                (*_row(key), version, key.public_id),
+                (*to_row(key), version, key.public_id),
             )
             _audit(conn, now, actor, action, key, changes)
             return key
@@ -155,7 +154,7 @@ def _active(conn: sqlite3.Connection, name: str) -> StoredKey:
     row = conn.execute(f"{_SELECT} WHERE name = ? AND revoked_at IS NULL", (name,)).fetchone()
     if row is None:
         raise UnknownKey(f"no key named {name!r} (that is not revoked)")
-    return _key(row)
+    return to_key(row)
 
 
 def _audit(
@@ -171,28 +170,3 @@ def _audit(
         "VALUES (?, ?, ?, ?, ?, ?)",
         (now, actor, action, key.name, key.public_id, json.dumps(audited(changes))),
     )
-
-
-def _values(key: StoredKey) -> dict[str, Any]:
-    return {f: getattr(key, f) for f in _FIELDS}
-
-
-def _row(key: StoredKey) -> tuple[Any, ...]:
-    return tuple(
-        json.dumps(list(v) if isinstance(v, tuple) else v)
-        if f in _JSON_FIELDS and v is not None
-        else v
-        for f, v in _values(key).items()
-    )
-
-
-def _key(row: Sequence[Any]) -> StoredKey:
-    values: dict[str, Any] = {}
-    for field, value in zip(_FIELDS, row, strict=True):
-        if field in _JSON_FIELDS and value is not None:
-            value = json.loads(value)
-            value = tuple(value) if isinstance(value, list) else value
-        elif field in ("disabled", "may_change_account"):
-            value = bool(value)
-        values[field] = value
-    return StoredKey(**values)

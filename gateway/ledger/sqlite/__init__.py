@@ -3,7 +3,16 @@ opening for writing), `writer` (the batched writer thread), `queries` (reports a
 """
 
 from gateway.ledger.sqlite.queries import spend, totals
-from gateway.ledger.sqlite.schema import MIGRATIONS, migrate, prepare
+from gateway.ledger.sqlite.schema import MIGRATIONS, migrate, migrate_file, prepare
 from gateway.ledger.sqlite.writer import MAX_QUEUED_ROWS, SQLiteLedger
 
-__all__ = ["MAX_QUEUED_ROWS", "MIGRATIONS", "SQLiteLedger", "migrate", "prepare", "spend", "totals"]
+__all__ = [
+    "MAX_QUEUED_ROWS",
+    "MIGRATIONS",
+    "SQLiteLedger",
+    "migrate",
+    "migrate_file",
+    "prepare",
+    "spend",
+    "totals",
+]

@@ -5,6 +5,7 @@ migrated. A newer database than this code knows is refused.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,6 +123,22 @@ def prepare(path: str | Path) -> None:
     """Create or migrate the ledger at `path` and close it again, or raise `LedgerError`: the
     command checks the ledger before it serves, so a bad path stops start-up with one line."""
     open_for_writing(Path(path)).close()
+
+
+def migrate_file(path: str | Path) -> tuple[int, int]:
+    """Create or migrate the ledger at `path`: (schema version before, after)."""
+    file = Path(path)
+    before = 0
+    if file.is_file():
+        try:
+            with contextlib.closing(
+                sqlite3.connect(file.resolve().as_uri() + "?mode=ro", uri=True)
+            ) as conn:
+                before = user_version(conn)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{path}: not a usable usage ledger: {exc}") from None
+    open_for_writing(file).close()
+    return before, len(MIGRATIONS)
 
 
 def open_for_writing(path: Path) -> sqlite3.Connection:
