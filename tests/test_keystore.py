@@ -64,7 +64,7 @@ def test_a_created_key_is_stored_as_its_hash_only(store: KeyStore, database: str
     assert stored.secret_sha256.encode() in raw and parts[1].encode() not in raw
     again = open_keystore(database)
     assert again.get("dave") == stored
-    assert authenticates(again, key) == "dave"  # type: ignore[arg-type]
+    assert authenticates(again, key) == "dave"
     again.close()
 
 

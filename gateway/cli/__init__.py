@@ -1,8 +1,9 @@
 """The `nanogpt-gateway` command: serve, quickstart, check-config, usage, limits, keys,
-hash-key, demo-upstream.
+migrate, hash-key, demo-upstream.
 
 Configuration errors end the process with one line naming the key, and exit status 2.
-`serving` runs the servers, `readouts` reads the ledger, `keys` manages the key store.
+`serving` runs the servers, `readouts` reads the ledger, `keys` manages the key store,
+`migrate` applies the database schema (and copies SQLite into PostgreSQL).
 Nothing imports this package.
 """
 
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__, reports
-from gateway.cli import keys, readouts, serving
+from gateway.cli import keys, migrate, readouts, serving
 from gateway.cli.serving import DEMO_MEMBER_KEY
 from gateway.config import ConfigError, load_settings
 from gateway.keys import hash_key
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     limits.set_defaults(run=readouts.limits)
 
     keys.add_parser(commands, _config_arguments)
+    migrate.add_parser(commands, _config_arguments)
 
     hash_cmd = commands.add_parser("hash-key", help="print the key_sha256 of a member key")
     hash_cmd.add_argument("key")

@@ -159,7 +159,7 @@ def _run(
         args.config, os.environ, team_key_required=False, members_required=False
     )
     path = settings.database.location
-    if not creates and not os.path.lexists(path):
+    if not creates and not settings.database.is_postgresql and not os.path.lexists(path):
         return _refuse(
             f"{path}: no database here: the gateway makes it when it starts (keys create too); "
             f"a relative {settings.database.setting} starts from the working directory"

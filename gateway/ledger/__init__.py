@@ -15,12 +15,15 @@ from pathlib import Path
 from gateway.config import POSTGRESQL_SCHEMES
 from gateway.ledger import postgresql, sqlite
 from gateway.ledger.base import Ledger, LedgerError
+from gateway.ledger.postgresql import TargetNotEmpty
 from gateway.reports import ReportRow
 
 __all__ = [
     "Ledger",
     "LedgerError",
     "ReportRow",
+    "TargetNotEmpty",
+    "copy",
     "is_postgresql",
     "open_ledger",
     "prepare",
@@ -73,3 +76,14 @@ def spend(location: str | Path, *, since: float) -> list[tuple[str, str | None, 
     if is_postgresql(location):
         return postgresql.spend(str(location), since=since)
     return sqlite.spend(location, since=since)
+
+
+def copy(source: str | Path, target: str) -> dict[str, int]:
+    """Copy the SQLite database at `source` (migrated first) into the PostgreSQL database at
+    `target` (at this code's schema, and empty: `TargetNotEmpty` otherwise) in one
+    transaction; the rows copied per table."""
+    if is_postgresql(source) or not is_postgresql(target):
+        raise ValueError("copy goes from a SQLite file to a PostgreSQL database")
+    with sqlite.exported(source) as export:
+        tables = [(t.name, t.columns, t.rows) for t in export.tables]
+        return postgresql.load(target, tables, export.key_version)

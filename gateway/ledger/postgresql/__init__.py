@@ -4,6 +4,7 @@ connecting), `writer` (the batched writer thread), `queries` (reports and spend)
 (loading what a SQLite database holds).
 """
 
+from gateway.ledger.postgresql.copy import TargetNotEmpty, load
 from gateway.ledger.postgresql.queries import spend, totals
 from gateway.ledger.postgresql.schema import MIGRATIONS, SCHEMA_VERSION, migrate, prepare
 from gateway.ledger.postgresql.writer import PostgreSQLLedger
@@ -12,6 +13,8 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "PostgreSQLLedger",
+    "TargetNotEmpty",
+    "load",
     "migrate",
     "prepare",
     "spend",
