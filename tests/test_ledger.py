@@ -1,6 +1,7 @@
-"""The usage ledger on real SQLite files: every appended row lands exactly once with its exact
-cost, close() loses nothing, the schema migrates forward and refuses to go back, and reports
-sum exactly."""
+"""The usage ledger on real SQLite files and a real PostgreSQL database: every appended row
+lands exactly once with its exact cost, close() loses nothing, a failing database keeps rows
+queued up to a bound, the schema migrates forward and refuses to go back, and reports sum
+exactly."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from typing import Any
 
 import pytest
 
-from gateway.ledger import LedgerError, ReportRow, totals
+from gateway.ledger import LedgerError, ReportRow, prepare, spend, totals
+from gateway.ledger.batching import BatchedLedger
+from gateway.ledger.postgresql import SCHEMA_VERSION, PostgreSQLLedger
+from gateway.ledger.postgresql import migrate as pg_migrate
 from gateway.ledger.sqlite import MIGRATIONS, migrate
 from gateway.ledger.sqlite import SQLiteLedger as Ledger
 from gateway.types import Finished, Usage
+from tests.conftest import execute_sql, query_sql
 
 DAY1 = datetime(2026, 11, 1, tzinfo=UTC).timestamp()
 DAY2 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
@@ -46,20 +51,44 @@ def record(n: int = 0, **fields: Any) -> Finished:
     return replace(base, **fields)
 
 
-def write(path: Path, records: Iterable[Finished]) -> None:
-    ledger = Ledger(path)
+def is_postgresql(database: str | Path) -> bool:
+    return str(database).startswith("postgresql://")
+
+
+def open_ledger(database: str | Path, **options: Any) -> BatchedLedger:
+    if is_postgresql(database):
+        return PostgreSQLLedger(str(database), **options)
+    return Ledger(database, **options)
+
+
+def write(database: str | Path, records: Iterable[Finished]) -> None:
+    ledger = open_ledger(database)
     for r in records:
         ledger.append(r)
     ledger.close()
 
 
-def rows(path: Path) -> list[sqlite3.Row]:
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return conn.execute("SELECT * FROM usage ORDER BY id").fetchall()
-    finally:
-        conn.close()
+def rows(database: str | Path) -> list[dict[str, Any]]:
+    return query_sql(str(database), "SELECT * FROM usage ORDER BY id")
+
+
+REFUSE = {
+    "sqlite": "CREATE TRIGGER refuse BEFORE INSERT ON usage "
+    "BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+    "postgresql": "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'disk full'; END $$; "
+    "CREATE TRIGGER refuse BEFORE INSERT ON usage FOR EACH ROW EXECUTE FUNCTION refuse()",
+}
+ALLOW = {"sqlite": "DROP TRIGGER refuse", "postgresql": "DROP TRIGGER refuse ON usage"}
+
+
+def refuse_writes(database: str) -> None:
+    """A full disk (SQLite), an exhausted quota (PostgreSQL): every insert fails."""
+    execute_sql(database, REFUSE["postgresql" if is_postgresql(database) else "sqlite"])
+
+
+def allow_writes(database: str) -> None:
+    execute_sql(database, ALLOW["postgresql" if is_postgresql(database) else "sqlite"])
 
 
 def pragma(path: Path, name: str) -> Any:
@@ -91,7 +120,7 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "usage.sqlite3"
 
 
-def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
+def test_a_record_round_trips_with_its_exact_cost(database: str) -> None:
     cost = Decimal("0.000123456789012345678901234567")
     metered = record(
         1,
@@ -112,10 +141,12 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         model=None,
         unmetered="client_disconnected",
     )
-    write(path, [metered, unmetered])
+    write(database, [metered, unmetered])
 
-    first, second = rows(path)
-    assert dict(first) == {
+    first, second = rows(database)
+    assert Decimal(first["cost_usd"]) == cost  # SQLite: decimal text; PostgreSQL: NUMERIC
+    first["cost_usd"] = str(first["cost_usd"])
+    assert first == {
         "id": 1,
         "time": DAY1 + 1,
         "request_id": "req-1",
@@ -139,7 +170,6 @@ def test_a_record_round_trips_with_its_exact_cost(path: Path) -> None:
         "limit_name": None,
         "key_id": "c0ffee0c0ffe",
     }
-    assert Decimal(first["cost_usd"]) == cost
     assert second["outcome"] == "client_disconnected" and second["stream"] == 0
     assert second["model"] is None and second["cost_usd"] is None
     assert second["unmetered"] == "client_disconnected"
@@ -154,8 +184,8 @@ def test_a_new_ledger_is_wal_and_at_the_latest_schema(path: Path) -> None:
     assert pragma(path, "user_version") == len(MIGRATIONS)
 
 
-def test_appends_from_many_threads_all_land(path: Path) -> None:
-    ledger = Ledger(path, batch_size=64)
+def test_appends_from_many_threads_all_land(database: str) -> None:
+    ledger = open_ledger(database, batch_size=64)
     start = threading.Barrier(8)
 
     def member(t: int) -> None:
@@ -169,27 +199,27 @@ def test_appends_from_many_threads_all_land(path: Path) -> None:
     for thread in threads:
         thread.join()
     ledger.flush()
-    stored = rows(path)
+    stored = rows(database)
     assert len(stored) == 2000
     assert len({r["request_id"] for r in stored}) == 2000
     ledger.close()
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 500])
-def test_more_rows_than_a_batch_are_all_written_by_flush(path: Path, batch_size: int) -> None:
-    ledger = Ledger(path, batch_size=batch_size)
+def test_more_rows_than_a_batch_are_all_written_by_flush(database: str, batch_size: int) -> None:
+    ledger = open_ledger(database, batch_size=batch_size)
     for i in range(1200):
         ledger.append(record(i))
     ledger.flush()
-    assert len(rows(path)) == 1200
+    assert len(rows(database)) == 1200
     ledger.close()
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="thread priorities are set on Linux only")
-def test_the_writer_yields_the_cpu_to_the_request_path(path: Path) -> None:
+def test_the_writer_yields_the_cpu_to_the_request_path(database: str) -> None:
     requests_thread = threading.get_native_id()
     before = os.getpriority(os.PRIO_PROCESS, requests_thread)
-    ledger = Ledger(path)
+    ledger = open_ledger(database)
     ledger.append(record(1))
     ledger.flush()  # the writer is running
     writer = ledger._writer.native_id
@@ -197,34 +227,34 @@ def test_the_writer_yields_the_cpu_to_the_request_path(path: Path) -> None:
     assert os.getpriority(os.PRIO_PROCESS, writer) == 19
     assert os.getpriority(os.PRIO_PROCESS, requests_thread) == before
     ledger.close()
-    assert len(rows(path)) == 1
+    assert len(rows(database)) == 1
 
 
-def test_close_writes_everything_still_queued(path: Path) -> None:
-    ledger = Ledger(path)
+def test_close_writes_everything_still_queued(database: str) -> None:
+    ledger = open_ledger(database)
     for i in range(1000):
         ledger.append(record(i))
     ledger.close()
-    assert len(rows(path)) == 1000
-    [row] = totals(path, by="member")
+    assert len(rows(database)) == 1000
+    [row] = totals(database, by="member")
     assert row.requests == 1000
 
 
-def test_close_is_idempotent_and_a_closed_ledger_refuses_rows(path: Path) -> None:
-    ledger = Ledger(path)
+def test_close_is_idempotent_and_a_closed_ledger_refuses_rows(database: str) -> None:
+    ledger = open_ledger(database)
     ledger.append(record(1))
     ledger.close()
     ledger.close()
     ledger.flush()  # nothing pending: returns at once
     with pytest.raises(LedgerError, match=r"closed; request req-2 not recorded"):
         ledger.append(record(2))
-    assert len(rows(path)) == 1
+    assert len(rows(database)) == 1
 
 
-def test_reopening_appends_to_the_same_history(path: Path) -> None:
-    write(path, [record(1)])
-    write(path, [record(2)])
-    assert [r["request_id"] for r in rows(path)] == ["req-1", "req-2"]
+def test_reopening_appends_to_the_same_history(database: str) -> None:
+    write(database, [record(1)])
+    write(database, [record(2)])
+    assert [r["request_id"] for r in rows(database)] == ["req-1", "req-2"]
 
 
 def test_batch_size_must_be_positive(path: Path) -> None:
@@ -280,9 +310,6 @@ def test_a_failed_write_is_retried(path: Path) -> None:
     assert len(failures) == 1 and "writing 3 usage rows failed (attempt 1)" in failures[0]
 
 
-REFUSE = "CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-
-
 class Failures(logging.Handler):
     """Counts the writer's failed attempts as it logs them; `seen(n)` waits for the n-th."""
 
@@ -311,10 +338,10 @@ def failures() -> Iterable[Failures]:
 
 
 def test_rows_that_cannot_be_written_wait_and_are_retried_until_they_are(
-    path: Path, failures: Failures, caplog: pytest.LogCaptureFixture
+    database: str, failures: Failures, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = Ledger(path, retry_delays=(0.001,))
-    execute(path, REFUSE)
+    ledger = open_ledger(database, retry_delays=(0.001,))
+    refuse_writes(database)
     with caplog.at_level(logging.WARNING, logger="gateway.ledger"):
         for i in range(4):
             ledger.append(record(i))
@@ -326,37 +353,43 @@ def test_rows_that_cannot_be_written_wait_and_are_retried_until_they_are(
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == 1 and tracebacks[0].levelno == logging.ERROR  # the first only
 
-    execute(path, "DROP TRIGGER refuse")  # space comes back
+    allow_writes(database)  # space comes back
     ledger.flush()
     assert ledger.writable and (ledger.queued_rows, ledger.rows_lost) == (0, 0)
     ledger.append(record(9))
     ledger.close()
-    assert [r["request_id"] for r in rows(path)] == ["req-0", "req-1", "req-2", "req-3", "req-9"]
+    assert [r["request_id"] for r in rows(database)] == [
+        "req-0",
+        "req-1",
+        "req-2",
+        "req-3",
+        "req-9",
+    ]
 
 
 def test_rows_beyond_the_queue_bound_are_lost_and_counted(
-    path: Path, caplog: pytest.LogCaptureFixture
+    database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = Ledger(path, retry_delays=(0.001,), max_queued_rows=3)
-    execute(path, REFUSE)  # nothing drains the queue meanwhile
+    ledger = open_ledger(database, retry_delays=(0.001,), max_queued_rows=3)
+    refuse_writes(database)  # nothing drains the queue meanwhile
     with caplog.at_level(logging.ERROR, logger="gateway.ledger"):
         for i in range(6):
             ledger.append(record(i))
     assert (ledger.queued_rows, ledger.rows_lost) == (3, 3)
     (full,) = [r for r in caplog.records if "new rows are lost" in r.getMessage()]  # once
     assert "request req-3 is the first" in full.getMessage()
-    execute(path, "DROP TRIGGER refuse")
+    allow_writes(database)
     ledger.flush()
     ledger.close()
-    assert [r["request_id"] for r in rows(path)] == ["req-0", "req-1", "req-2"]
+    assert [r["request_id"] for r in rows(database)] == ["req-0", "req-1", "req-2"]
     assert (ledger.queued_rows, ledger.rows_lost) == (0, 3)
 
 
 def test_close_makes_a_last_try_and_counts_what_it_could_not_write(
-    path: Path, caplog: pytest.LogCaptureFixture
+    database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ledger = Ledger(path, retry_delays=(3600,))  # no retry of its own before the close
-    execute(path, REFUSE)
+    ledger = open_ledger(database, retry_delays=(3600,))  # no retry of its own before the close
+    refuse_writes(database)
     with caplog.at_level(logging.ERROR, logger="gateway.ledger"):
         for i in range(4):
             ledger.append(record(i))
@@ -365,7 +398,7 @@ def test_close_makes_a_last_try_and_counts_what_it_could_not_write(
     assert lost.levelno == logging.ERROR
     assert "4 rows lost (request ids req-0 .. req-3)" in lost.getMessage()
     assert (ledger.queued_rows, ledger.rows_lost) == (0, 4)
-    assert rows(path) == []
+    assert rows(database) == []
 
 
 # -- schema versions ----------------------------------------------------------------------------
@@ -469,9 +502,9 @@ def test_totals_refuses_an_unknown_grouping(path: Path) -> None:
 
 
 @pytest.fixture
-def history(path: Path) -> Path:
+def history(database: str) -> str:
     write(
-        path,
+        database,
         [
             record(1, member="alice", cost_usd=Decimal("0.25"), end_user="u1"),
             record(2, member="alice", cost_usd=Decimal("0.5"), model="m/big", endpoint="images"),
@@ -499,10 +532,10 @@ def history(path: Path) -> Path:
             record(2 * DAY + 60, member="alice", cost_usd=Decimal("2")),
         ],
     )
-    return path
+    return database
 
 
-def test_totals_by_member_count_refused_and_unmetered(history: Path) -> None:
+def test_totals_by_member_count_refused_and_unmetered(history: str) -> None:
     assert totals(history, by="member") == [
         ReportRow(
             key="alice",
@@ -537,7 +570,7 @@ def test_totals_by_member_count_refused_and_unmetered(history: Path) -> None:
     ]
 
 
-def test_totals_by_model_and_end_user_name_the_unknown(history: Path) -> None:
+def test_totals_by_model_and_end_user_name_the_unknown(history: str) -> None:
     by_model = {r.key: (r.requests, r.cost_usd) for r in totals(history, by="model")}
     assert by_model == {
         "openai/gpt-4o-mini": (6, Decimal("3.625")),
@@ -551,9 +584,9 @@ def test_totals_by_model_and_end_user_name_the_unknown(history: Path) -> None:
     ]
 
 
-def test_totals_by_stored_key_tell_two_keys_of_one_name_apart(path: Path) -> None:
+def test_totals_by_stored_key_tell_two_keys_of_one_name_apart(database: str) -> None:
     write(
-        path,
+        database,
         [
             record(1, member="dave", cost_usd=Decimal("0.5"), key_id="aaaaaaaaaaaa"),
             record(2, member="dave", cost_usd=Decimal("2"), key_id="bbbbbbbbbbbb"),
@@ -561,7 +594,7 @@ def test_totals_by_stored_key_tell_two_keys_of_one_name_apart(path: Path) -> Non
             record(4, member="alice", cost_usd=Decimal("1")),
         ],
     )
-    by_key = [(r.key, r.requests, r.cost_usd) for r in totals(path, by="key")]
+    by_key = [(r.key, r.requests, r.cost_usd) for r in totals(database, by="key")]
     assert by_key == [
         ("ngw-bbbbbbbbbbbb-…", 1, Decimal("2")),
         ("(none)", 1, Decimal("1")),  # a config member's key
@@ -569,7 +602,7 @@ def test_totals_by_stored_key_tell_two_keys_of_one_name_apart(path: Path) -> Non
     ]
 
 
-def test_totals_by_endpoint(history: Path) -> None:
+def test_totals_by_endpoint(history: str) -> None:
     by_endpoint = {r.key: (r.requests, r.cost_usd) for r in totals(history, by="endpoint")}
     assert by_endpoint == {
         "chat/completions": (7, Decimal("3.625")),
@@ -577,7 +610,7 @@ def test_totals_by_endpoint(history: Path) -> None:
     }
 
 
-def test_totals_by_day_in_order_and_within_the_period(history: Path) -> None:
+def test_totals_by_day_in_order_and_within_the_period(history: str) -> None:
     by_day = totals(history, by="day")
     assert [(r.key, r.requests) for r in by_day] == [
         ("2026-11-01", 6),
@@ -600,18 +633,16 @@ def test_totals_by_day_in_order_and_within_the_period(history: Path) -> None:
         (["12345678901234567890.1", "1E-19"], "12345678901234567890.1000000000000000001"),
     ],
 )
-def test_cost_sums_are_exact(path: Path, costs: list[str], expected: str) -> None:
-    write(path, [record(i, cost_usd=Decimal(c)) for i, c in enumerate(costs)])
-    [row] = totals(path, by="member")
+def test_cost_sums_are_exact(database: str, costs: list[str], expected: str) -> None:
+    write(database, [record(i, cost_usd=Decimal(c)) for i, c in enumerate(costs)])
+    [row] = totals(database, by="member")
     assert row.cost_usd == Decimal(expected)
     assert str(row.cost_usd) == str(Decimal(expected))
 
 
-def test_a_refusal_names_its_limit_and_spend_sums_per_member_and_end_user(path: Path) -> None:
-    from gateway.ledger import spend
-
+def test_a_refusal_names_its_limit_and_spend_sums_per_member_and_end_user(database: str) -> None:
     write(
-        path,
+        database,
         [
             record(1, cost_usd=Decimal("0.1"), end_user="eve"),
             record(2, cost_usd=Decimal("0.2"), cost_source="estimate", end_user="eve"),
@@ -619,9 +650,80 @@ def test_a_refusal_names_its_limit_and_spend_sums_per_member_and_end_user(path: 
             record(4, cost_usd=None, outcome="refused", status=429, limit="budget_usd_daily"),
         ],
     )
-    assert rows(path)[3]["limit_name"] == "budget_usd_daily"
-    assert rows(path)[1]["cost_source"] == "estimate"
-    assert sorted(spend(path, since=DAY1), key=str) == sorted(
+    assert rows(database)[3]["limit_name"] == "budget_usd_daily"
+    assert rows(database)[1]["cost_source"] == "estimate"
+    assert sorted(spend(database, since=DAY1), key=str) == sorted(
         [("alice", "eve", Decimal("0.3")), ("alice", None, Decimal("0.4"))], key=str
     )
-    assert spend(path, since=DAY1 + 3) == [("alice", None, Decimal("0.4"))]
+    assert spend(database, since=DAY1 + 3) == [("alice", None, Decimal("0.4"))]
+
+
+# -- PostgreSQL: the schema is applied by `migrate` alone, and checked everywhere else --------
+
+
+def test_postgresql_is_never_migrated_by_opening_it(postgres_url: str) -> None:
+    no_schema = r"test_\w+: the database has no schema: run `nanogpt-gateway migrate`"
+    for attempt in (
+        lambda: prepare(postgres_url),
+        lambda: PostgreSQLLedger(postgres_url),
+        lambda: totals(postgres_url, by="member"),
+    ):
+        with pytest.raises(LedgerError, match=no_schema):
+            attempt()
+    assert query_sql(postgres_url, "SELECT to_regclass('usage') AS t") == [{"t": None}]
+    assert pg_migrate(postgres_url) == (0, SCHEMA_VERSION)
+    assert pg_migrate(postgres_url) == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
+    prepare(postgres_url)
+    assert totals(postgres_url, by="member") == []
+
+
+@pytest.mark.parametrize(
+    ("version", "said"),
+    [
+        (SCHEMA_VERSION - 1, r"at version 0, this gateway needs 1: run `nanogpt-gateway migrate`"),
+        (SCHEMA_VERSION + 1, r"at version 2, this gateway knows only up to 1: upgrade the gateway"),
+    ],
+)
+def test_postgresql_at_another_schema_version_is_refused(
+    postgres_url: str, version: int, said: str
+) -> None:
+    pg_migrate(postgres_url)
+    execute_sql(postgres_url, f"UPDATE schema_version SET version = {version}")
+    if version:
+        with pytest.raises(LedgerError, match=said):
+            pg_migrate(postgres_url)  # never rewrites a newer schema
+    for attempt in (lambda: prepare(postgres_url), lambda: PostgreSQLLedger(postgres_url)):
+        with pytest.raises(LedgerError, match=said if version else "has no schema"):
+            attempt()
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
+    url = "postgres://ops:hunter2@127.0.0.1:1/gateway"
+    for attempt in (
+        lambda: prepare(url),
+        lambda: totals(url, by="day"),
+        lambda: spend(url, since=0),
+    ):
+        with pytest.raises(LedgerError) as excinfo:
+            attempt()
+        message = str(excinfo.value)
+        assert message.startswith("postgres://ops:***@127.0.0.1:1/gateway: cannot connect: ")
+        assert "hunter2" not in message and "\n" not in message
+
+
+def test_a_postgresql_ledger_that_loses_its_connection_makes_a_new_one(postgres_url: str) -> None:
+    database = postgres_url
+    pg_migrate(database)
+    ledger = PostgreSQLLedger(database, retry_delays=(0.001,))
+    ledger.append(record(1))
+    ledger.flush()
+    execute_sql(
+        database,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'nanogpt-gateway'",
+    )
+    ledger.append(record(2))
+    ledger.flush()  # the first try fails on the dead connection, the retry reconnects
+    assert ledger.writable and ledger.rows_lost == 0
+    ledger.close()
+    assert [r["request_id"] for r in rows(database)] == ["req-1", "req-2"]
