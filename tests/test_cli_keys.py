@@ -23,9 +23,9 @@ from gateway.errors import InvalidApiKey, PermissionDenied
 from gateway.keys import KeyRing, hash_key
 from gateway.keystore import KeyStore, StoredKey, open_keystore
 from gateway.keystore.fields import member_of
-from gateway.ledger.sqlite import SQLiteLedger
+from gateway.ledger import open_ledger
 from gateway.types import Finished
-from tests.conftest import ALICE_KEY
+from tests.conftest import ALICE_KEY, query_sql
 
 KEY = re.compile(r"ngw-[a-z0-9]{12}-[0-9A-Za-z]{43}")
 PORT = 9123
@@ -49,25 +49,33 @@ def user(monkeypatch: pytest.MonkeyPatch) -> str:
     return "tester"
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
+@pytest.fixture(name="config")
+def config_fixture(tmp_path: Path, database: str) -> Path:
+    return config(tmp_path, database)
+
+
+def config(tmp_path: Path, database: str) -> Path:
+    """A config naming the database in `[database] url` (SQLite by its older name, `metering.ledger_path`)."""
     path = tmp_path / "gateway.toml"
-    path.write_text(f"[metering]\nledger_path = {str(tmp_path / 'gateway.db')!r}\n" + CONFIG)
+    if database.startswith("postgresql://"):
+        path.write_text(f"[database]\nurl = {database!r}\n" + CONFIG)
+    else:
+        path.write_text(f"[metering]\nledger_path = {database!r}\n" + CONFIG)
     return path
 
 
 @pytest.fixture
-def run(config: Path, capsys: pytest.CaptureFixture[str]) -> _Runner:
-    return _Runner(config, capsys)
+def run(config: Path, database: str, capsys: pytest.CaptureFixture[str]) -> _Runner:
+    return _Runner(config, database, capsys)
 
 
 class _Runner:
     """`nanogpt-gateway keys ARGS --config PATH` in-process: (exit status, stdout, stderr)."""
 
-    def __init__(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def __init__(self, config: Path, database: str, capsys: pytest.CaptureFixture[str]) -> None:
         self.config = config
         self.capsys = capsys
-        self.db = config.parent / "gateway.db"
+        self.db = database
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
@@ -119,8 +127,13 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def db_bytes(run: _Runner) -> bytes:
-    """Every byte SQLite keeps of the database: the file and any journal beside it."""
-    return b"".join(p.read_bytes() for p in run.db.parent.glob(f"{run.db.name}*"))
+    """Every byte SQLite keeps of the database (the file and any journal beside it); every
+    row of PostgreSQL's key tables."""
+    if run.db.startswith("postgresql://"):
+        tables = ("keys", "key_audit")
+        return repr([query_sql(run.db, f"SELECT * FROM {t}") for t in tables]).encode()
+    db = Path(run.db)
+    return b"".join(p.read_bytes() for p in db.parent.glob(f"{db.name}*"))
 
 
 def test_create_prints_the_key_once_and_stores_only_its_hash(run: _Runner) -> None:
@@ -206,7 +219,7 @@ def test_an_instant_expiry_and_an_admin_key(run: _Runner) -> None:
 
 
 def spend(run: _Runner, member: str, cost: str) -> None:
-    writer = SQLiteLedger(run.db)
+    writer = open_ledger(run.db)
     writer.append(
         Finished(
             time=time.time(),
@@ -429,6 +442,25 @@ def test_an_unreadable_database_exits_2_with_one_line(
         assert err.startswith(f"nanogpt-gateway keys: {db}: ")
 
 
+@pytest.mark.parametrize("kind", ["no schema", "unreachable"])
+def test_a_postgresql_database_not_ready_exits_2_with_one_line(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
+) -> None:
+    if kind == "no schema":
+        url = request.getfixturevalue("postgres_url")
+        said = "the database has no schema: run `nanogpt-gateway migrate`"
+    else:
+        url = "postgresql://ops:hunter2@127.0.0.1:1/gateway"
+        said = "cannot connect"
+    config = tmp_path / "gateway.toml"
+    config.write_text(f"[database]\nurl = {url!r}\n")
+    for args in (["list"], ["create", "x"], ["audit"]):
+        assert main(["keys", *args, "--config", str(config)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and said in err
+        assert err.startswith(f"nanogpt-gateway keys: {url.replace(':hunter2', ':***')}: ")
+
+
 def test_a_config_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "gateway.toml"
     config.write_text("[limits]\nrequests_per_minute = 'many'\n")
@@ -462,11 +494,11 @@ def test_a_malformed_command_line_prints_usage_and_exits_2(
 
 
 def test_the_config_may_come_from_gateway_config(
-    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    run: _Runner, config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GATEWAY_CONFIG", str(config))
     assert main(["keys", "create", "ci-bot"]) == 0
-    assert (config.parent / "gateway.db").is_file()
+    assert run.stored("ci-bot").name == "ci-bot"
     assert not (config.parent / "gateway-usage.db").exists()  # not the default location
 
 
@@ -512,13 +544,17 @@ def test_audit_of_an_empty_store(run: _Runner) -> None:
 @pytest.mark.parametrize(
     "args", [["list"], ["show", "x"], ["audit"], ["revoke", "x"], ["update", "x", "--rpm", "1"]]
 )
-def test_only_create_makes_a_missing_database(run: _Runner, args: list[str]) -> None:
+def test_only_create_makes_a_missing_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
     """A look from the wrong directory (a relative ledger_path) leaves no empty database."""
+    db = tmp_path / "gateway.db"
+    run = _Runner(config(tmp_path, str(db)), str(db), capsys)
     message = run.refused(*args)
-    assert message.startswith(f"nanogpt-gateway keys: {run.db}: no database here")
-    assert not run.db.exists()
+    assert message.startswith(f"nanogpt-gateway keys: {db}: no database here")
+    assert not db.exists()
     run.create("ci-bot")
-    assert run.db.is_file()
+    assert db.is_file()
 
 
 def test_the_actor_without_a_user_name(run: _Runner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -56,11 +56,11 @@ class PostgreSQLKeyStore:
             check=ConnectionPool.check_connection,
             name="gateway-keys",
         )
-        try:
+        try:  # a direct connection first: its error says why, the pool's only that it timed out
+            with connect(url) as conn:
+                check(conn, url)
             with self._errors("open"):
                 self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-                with self._pool.connection() as conn:
-                    check(conn, url)
         except (KeyStoreError, LedgerError) as exc:
             self._pool.close()
             raise KeyStoreError(str(exc)) from None
