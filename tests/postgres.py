@@ -56,6 +56,7 @@ class PostgreSQL:
         self.sockets = root / "sockets"
         self.port = _free_port()
         self._names = itertools.count()
+        self.running = False
         self._user: pwd.struct_passwd | None = None
         if os.geteuid() == 0:  # PostgreSQL will not run as root
             self._user = pwd.getpwnam("nobody")
@@ -100,6 +101,7 @@ class PostgreSQL:
         while True:  # readiness poll, bounded
             try:
                 psycopg.connect(self.url(), connect_timeout=2).close()
+                self.running = True
                 return
             except psycopg.OperationalError:
                 assert time.monotonic() < deadline, "PostgreSQL did not start: " + self.log()
@@ -108,6 +110,7 @@ class PostgreSQL:
     def stop(self) -> None:
         done = self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w")
         assert done.returncode == 0, done.stderr
+        self.running = False
 
     def log(self) -> str:
         with contextlib.suppress(OSError):
@@ -137,5 +140,5 @@ def server() -> Iterator[PostgreSQL]:
         try:
             yield postgres
         finally:
-            with contextlib.suppress(AssertionError):
+            if postgres.running:
                 postgres.stop()

@@ -57,6 +57,17 @@ class PostgreSQLLedger(BatchedLedger):
         self._start()
 
     def _store(self, records: Sequence[Finished]) -> None:
+        reused = self._conn is not None and not self._conn.closed
+        try:
+            self._copy(records)
+        except psycopg.OperationalError:
+            if not reused or self._conn is not None:
+                raise
+            # The connection had died while idle (a restarted server): one try on a new one,
+            # so a write right after PostgreSQL came back, as close() makes, is not lost.
+            self._copy(records)
+
+    def _copy(self, records: Sequence[Finished]) -> None:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._url)
         conn = self._conn
