@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
 
 import httpx
+import psycopg
 import pytest
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
@@ -29,6 +30,7 @@ from starlette.types import Message, Receive, Scope, Send
 import gateway.app
 from gateway.cli import DEMO_MEMBER_KEY
 from gateway.demo_upstream import DEMO_TEAM_KEY
+from gateway.ledger.postgresql import PostgreSQLLedger
 from gateway.ledger.sqlite.writer import SQLiteLedger
 from gateway.logs import QUERY_CREDENTIAL, REDACTED
 from gateway.relay import Relay
@@ -401,10 +403,15 @@ class Watch:
         """One ledger row per authenticated request the app answered, none twice."""
         gateway_state = (life.state or {}).get("gateway")
         ledger = getattr(getattr(gateway_state, "tallies", None), "ledger", None)
-        if not isinstance(ledger, SQLiteLedger) or ledger.rows_lost or not ledger.path.exists():
+        if isinstance(ledger, PostgreSQLLedger) and not ledger.rows_lost:
+            with psycopg.connect(ledger.url) as conn:
+                ids = conn.execute("SELECT request_id FROM usage").fetchall()
+            rows: Counter[str | None] = Counter(str(r) for (r,) in ids)
+        elif isinstance(ledger, SQLiteLedger) and not ledger.rows_lost and ledger.path.exists():
+            with contextlib.closing(sqlite3.connect(ledger.path)) as db:
+                rows = Counter(r for (r,) in db.execute("SELECT request_id FROM usage"))
+        else:
             return []  # an injected ledger, or one a test made fail on purpose
-        with contextlib.closing(sqlite3.connect(ledger.path)) as db:
-            rows = Counter(r for (r,) in db.execute("SELECT request_id FROM usage"))
         found = [f"request {r} has {n} ledger rows" for r, n in rows.items() if n > 1]
         for answer in self.answers:
             request_id = answer.request_id

@@ -135,6 +135,10 @@ def test_a_sqlite_history_moves_to_postgresql_whole(tmp_path: Path, postgres_url
         on_postgresql = gateway(*command, "--config", str(pg_config), env=ENV)
         assert on_sqlite.returncode == on_postgresql.returncode == 0, on_postgresql.stderr
         assert on_postgresql.stdout == on_sqlite.stdout, command
+    by_file = gateway("usage", "--by", "model", "--ledger", str(tmp_path / "team.db"))
+    by_url = gateway("usage", "--by", "model", "--ledger", postgres_url)
+    assert by_url.returncode == 0 and by_url.stdout == by_file.stdout
+    assert "openai/gpt-5.2" in by_url.stdout
     sqlite_version = query_sql(str(tmp_path / "team.db"), "SELECT version FROM key_changes")
     assert query_sql(postgres_url, "SELECT version FROM key_changes") == sqlite_version
     # the store goes on where SQLite's left off: a new key is seen by a poller of the counter

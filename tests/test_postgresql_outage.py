@@ -122,3 +122,17 @@ async def test_the_gateway_answers_through_an_outage_and_its_metrics_say_so(
         assert (metric(text, QUEUE), metric(text, LOST)) == (0, 1)
         assert (await client.get("/readyz")).status_code == 200
     assert len(request_ids(database)) == 2
+
+
+async def test_the_app_opens_its_ledger_and_keys_where_the_config_says(
+    tmp_path: Path, nanogpt: FakeNanoGPT, database: str
+) -> None:
+    """`[database] url` a PostgreSQL URL: the lifespan opens the ledger and key store there
+    (and reads the spend there at start-up), and a restart goes on with the same history."""
+    settings = make_settings(tmp_path, f"[database]\nurl = {database!r}\n")
+    for _ in range(2):
+        async with gateway_client(settings, nanogpt) as client:
+            answer = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+            assert answer.status_code == 200
+    assert len(request_ids(database)) == 2
+    assert not list(tmp_path.glob("*.db"))  # nothing written beside the config

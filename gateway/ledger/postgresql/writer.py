@@ -56,6 +56,11 @@ class PostgreSQLLedger(BatchedLedger):
         self._conn: psycopg.Connection[tuple[object, ...]] | None = conn
         self._start()
 
+    @property
+    def url(self) -> str:
+        """The database's URL (with its password, if it has one: not for messages)."""
+        return self._url
+
     def _store(self, records: Sequence[Finished]) -> None:
         reused = self._conn is not None and not self._conn.closed
         try:
