@@ -305,3 +305,10 @@ def test_every_replica_sees_a_change_made_through_another(database: str) -> None
     finally:
         first.close()
         second.close()
+
+
+def test_stored_keys_looks_without_a_store_of_its_own(store: KeyStore, database: str) -> None:
+    create(store, name="dave")
+    create(store, name="erin")
+    assert stored_keys(database) == store.stored_keys()
+    assert [k.name for k in stored_keys(database)] == ["dave", "erin"]

@@ -493,12 +493,12 @@ def test_totals_of_a_missing_ledger_is_a_clear_error(path: Path) -> None:
     assert not path.exists()
 
 
-def test_totals_refuses_an_unknown_grouping(path: Path) -> None:
-    write(path, [])
+def test_totals_refuses_an_unknown_grouping(database: str) -> None:
+    write(database, [])
     with pytest.raises(
         ValueError, match=r"cannot group by 'colour'.*member, model, endpoint, day, end_user"
     ):
-        totals(path, by="colour")
+        totals(database, by="colour")
 
 
 @pytest.fixture
@@ -727,3 +727,17 @@ def test_a_postgresql_ledger_that_loses_its_connection_makes_a_new_one(postgres_
     assert ledger.writable and ledger.rows_lost == 0
     ledger.close()
     assert [r["request_id"] for r in rows(database)] == ["req-1", "req-2"]
+
+
+def test_migrate_file_reports_the_versions_and_refuses_what_is_not_a_ledger(path: Path) -> None:
+    from gateway.ledger import copy, migrate
+
+    assert migrate(path) == (0, len(MIGRATIONS))
+    assert migrate(path) == (len(MIGRATIONS), len(MIGRATIONS))
+    path.write_text("not a database " * 100)
+    with pytest.raises(LedgerError, match=r"usage\.sqlite3: not a usable usage ledger"):
+        migrate(path)
+    with pytest.raises(ValueError, match="from a SQLite file to a PostgreSQL database"):
+        copy("postgresql://h/a", "postgresql://h/b")
+    with pytest.raises(ValueError, match="from a SQLite file to a PostgreSQL database"):
+        copy(path, str(path))
