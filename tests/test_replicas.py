@@ -1,11 +1,13 @@
-"""Two real gateway processes behind no balancer but the test, sharing one real Redis: one
-team's limits hold across both, a Redis that stops answering refuses what budgets bound and
-serves the rest, and a replica killed mid-stream lets go of what it held."""
+"""Two real gateway processes behind no balancer but the test, sharing one real Redis (and,
+where said, one real PostgreSQL): one team's limits hold across both, a Redis that stops
+answering refuses what budgets bound and serves the rest, a replica killed mid-stream lets go
+of what it held, a key revoked on one is refused by the other, and both write one ledger."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.ledger import migrate
 from tests.conftest import (
+    ADMIN_TOKEN,
     ALICE_KEY,
     MEMBERS_TOML,
     TEAM_KEY,
@@ -29,6 +33,7 @@ from tests.conftest import (
 from tests.redis_server import RedisServer, redis_server
 
 ENV = {"NANOGPT_API_KEY": TEAM_KEY, "BOB_KEY": "sk-bob"}
+ADMIN_TOML = '[admin]\ntoken_env = "GATEWAY_ADMIN_TOKEN"\n'
 GPT = "openai/gpt-5.2"  # $10 per million completion tokens in the demo catalog
 DECISION_SECONDS = 1.0
 """The issue's bound on any limit decision, Redis answering or not."""
@@ -220,3 +225,59 @@ def test_a_replica_killed_mid_stream_frees_its_slot_after_the_lease(
         if doomed.poll() is None:
             doomed.kill()
             doomed.wait(10)
+
+
+@contextlib.contextmanager
+def shared_replicas(tmp_path: Path, redis_url: str, database: str) -> Iterator[list[str]]:
+    """Two replicas sharing Redis and one migrated PostgreSQL, with the admin API on."""
+    assert migrate(database) is not None
+    configs = []
+    for name in "ab":
+        config = replica_config(tmp_path, name, redis_url)
+        text = config.read_text().replace(f'ledger_path = "{tmp_path / name / "usage.db"}"\n', "")
+        config.write_text(f'[database]\nurl = "{database}"\n{ADMIN_TOML}{text}')
+        configs.append(config)
+    env = ENV | {"GATEWAY_ADMIN_TOKEN": ADMIN_TOKEN}
+    with (
+        running(["serve", "--demo", "--config", str(configs[0])], "/readyz", **env) as a,
+        running(["serve", "--demo", "--config", str(configs[1])], "/readyz", **env) as b,
+    ):
+        yield [a[0], b[0]]
+
+
+def test_a_key_revoked_on_one_replica_is_refused_by_the_other_within_2_seconds(
+    tmp_path: Path, redis: RedisServer, postgres_url: str
+) -> None:
+    with shared_replicas(tmp_path, redis.url, postgres_url) as (a, b):
+        admin = auth(ADMIN_TOKEN)
+        made = httpx.post(f"{a}/admin/v1/keys", json={"name": "dave"}, headers=admin, timeout=10)
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        started = time.monotonic()
+        while chat(b, key=key).status_code != 200:  # created on a, served by b
+            assert time.monotonic() - started < 2.0
+            time.sleep(0.02)
+        revoked = httpx.delete(f"{a}/admin/v1/keys/dave", headers=admin, timeout=10)
+        assert revoked.status_code == 200, revoked.text
+        started = time.monotonic()
+        while (answer := chat(b, key=key)).status_code != 401:
+            assert time.monotonic() - started < 2.0, answer.status_code
+            time.sleep(0.02)
+        assert "revoked" in answer.json()["error"]["message"]
+
+
+def test_both_replicas_write_one_ledger_whose_totals_are_the_requests_sent(
+    tmp_path: Path, redis: RedisServer, postgres_url: str
+) -> None:
+    with shared_replicas(tmp_path, redis.url, postgres_url) as bases:
+        statuses = [chat(bases[i % 2]).status_code for i in range(30)]
+    assert statuses == [200] * 30
+    usage = subprocess.run(
+        [sys.executable, "-m", "gateway", "usage", "--ledger", postgres_url, "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = json.loads(usage.stdout)
+    assert sum(row["requests"] for row in rows["rows"] if row["member"] == "alice") == 30
