@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.budgets import WINDOWS, Estimate, Window, period
+from gateway.budgets import WINDOWS, Window, period
 from gateway.errors import QuotaExceeded, RateLimited, Refusal
 from gateway.limits import Admission, Ask, Limiter, MemoryLimiter
 from gateway.limits import memory as memory_module
@@ -22,37 +22,7 @@ from gateway.limits import redis as shared
 from gateway.limits.base import go_duration
 from gateway.limits.fallback import Fallback
 from gateway.types import LimitRules, Limits
-
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=ZoneInfo("UTC")).timestamp()
-CENT = Decimal("0.01")
-
-
-def usd(text: str) -> Decimal:
-    return Decimal(text)
-
-
-def ask(
-    limits: Limits,
-    *,
-    cost: str = "0.01",
-    tokens: int = 100,
-    member: str = "alice",
-    end_user: str | None = None,
-    now: float = NOW,
-    request_id: str | None = None,
-) -> Ask:
-    return Ask(
-        request_id=request_id or os.urandom(8).hex(),
-        member=member,
-        limits=limits,
-        end_user=end_user,
-        estimate=Estimate(tokens // 2, tokens - tokens // 2, Decimal(cost)),
-        now=now,
-    )
-
-
-Rows = list[tuple[float, str, str | None, Decimal]]
-"""A stand-in ledger: (time, member, end user, cost) rows."""
+from tests.limiters import CENT, NOW, Rows, ask, reading
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -67,9 +37,7 @@ async def make(
     def make(ledger: Rows = (), **rules: Any) -> Limiter:  # type: ignore[assignment]
         team = LimitRules(**rules)
 
-        async def spend(since: float) -> list[tuple[str, str | None, Decimal]]:
-            return [(m, e, cost) for time, m, e, cost in ledger if time >= since]
-
+        spend = reading(ledger)
         if request.param == "memory":
             limiter: Limiter = MemoryLimiter(team)
             for window in WINDOWS:
