@@ -326,3 +326,19 @@ async def test_a_request_too_big_for_what_is_left_says_so(make: MakeLimiter) -> 
         error.message
     )
     assert "fewer tokens (max_tokens)" in error.message
+
+
+async def test_a_free_request_ends_or_expires_without_taking_the_limits_down(
+    make: MakeLimiter,
+) -> None:
+    """A free model's request reserves $0; giving that back (at its end, or when its lease
+    expires) must not break the counters for everyone else."""
+    limiter = make()
+    budget = Limits(budget_usd_daily=Decimal(1))
+    limiter.release(await limiter.admit(ask(budget, cost="0")))
+    limiter.settle(await limiter.admit(ask(budget)), CENT, 10)
+    forgotten = await limiter.admit(ask(budget, cost="0"))  # its replica never ends it
+    after_its_lease = NOW + 60
+    limiter.settle(await limiter.admit(ask(budget, now=after_its_lease)), CENT, 10)
+    limiter.release(forgotten)
+    assert await spent(limiter, "alice", "day") == (2 * CENT, Decimal(0))

@@ -15,7 +15,9 @@ from __future__ import annotations
 COMMON = """
 local a = cjson.decode(ARGV[1])
 local P = a.p
-local function int(x) return string.format('%.0f', x) end
+-- Redis reads an integer argument strictly: '%.0f' writes a negated $0 as '-0', which
+-- HINCRBY refuses, so zero is written as '0'.
+local function int(x) if x == 0 then return '0' end return string.format('%.0f', x) end
 local function num(x) return tonumber(x) or 0 end
 
 -- Leases that expired (their replica died or stopped renewing) give back what they held.
