@@ -4,6 +4,7 @@ counter moves, and the checks on what an admin asks for."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -312,3 +313,30 @@ def test_stored_keys_looks_without_a_store_of_its_own(store: KeyStore, database:
     create(store, name="erin")
     assert stored_keys(database) == store.stored_keys()
     assert [k.name for k in stored_keys(database)] == ["dave", "erin"]
+
+
+def test_two_replicas_creating_one_name_at_once_make_one_key(database: str) -> None:
+    stores = [open_keystore(database) for _ in range(2)]
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def replica(store: KeyStore) -> None:
+        start.wait()
+        try:
+            create(store, name="dave")
+            outcomes.append("created")
+        except NameTaken:
+            outcomes.append("taken")
+
+    threads = [threading.Thread(target=replica, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    try:
+        assert sorted(outcomes) == ["created", "taken"]
+        assert [k.name for k in stores[0].stored_keys()] == ["dave"]
+        assert stores[1].version() == 1 and len(stores[1].audit()) == 1
+    finally:
+        for store in stores:
+            store.close()

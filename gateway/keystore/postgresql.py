@@ -154,18 +154,15 @@ class PostgreSQLKeyStore:
     @contextmanager
     def _writing(self) -> Iterator[tuple[Connection, int]]:
         """One transaction that bumps the change counter, with the counter's new value (the
-        changed row's `changed`), or nothing at all. The counter's row lock orders writers:
-        a counter a reader sees is never ahead of a change it cannot see yet."""
-        with self._errors("write"), self._pool.connection() as conn:
-            try:
-                with conn.transaction():
-                    bumped = conn.execute(
-                        "UPDATE key_changes SET version = version + 1 RETURNING version"
-                    ).fetchone()
-                    assert bumped is not None
-                    yield conn, int(bumped[0])
-            except psycopg.errors.UniqueViolation:  # a create racing another of that name
-                raise NameTaken("a key of that name exists already") from None
+        changed row's `changed`), or nothing at all. The counter's row lock orders writers (a
+        second `create` of one name waits, then finds the first's key), and a counter a reader
+        sees is never ahead of a change it cannot see yet."""
+        with self._errors("write"), self._pool.connection() as conn, conn.transaction():
+            bumped = conn.execute(
+                "UPDATE key_changes SET version = version + 1 RETURNING version"
+            ).fetchone()
+            assert bumped is not None
+            yield conn, int(bumped[0])
 
 
 def stored_keys(url: str) -> list[StoredKey]:

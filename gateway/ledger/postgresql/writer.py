@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import psycopg
 
 from gateway.config import shown_location
-from gateway.ledger.batching import COLUMNS, MAX_QUEUED_ROWS, BatchedLedger, row_values
+from gateway.ledger.batching import MAX_QUEUED_ROWS, BatchedLedger
 from gateway.ledger.postgresql.schema import check, connect
+from gateway.ledger.rows import COLUMNS, row_values
 from gateway.types import Finished
 
 __all__ = ["MAX_QUEUED_ROWS", "PostgreSQLLedger"]

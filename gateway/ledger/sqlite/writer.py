@@ -10,7 +10,8 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.ledger.batching import COLUMNS, MAX_QUEUED_ROWS, BatchedLedger, row_values
+from gateway.ledger.batching import MAX_QUEUED_ROWS, BatchedLedger
+from gateway.ledger.rows import COLUMNS, row_values
 from gateway.ledger.sqlite.schema import open_for_writing
 from gateway.types import Finished
 
