@@ -440,8 +440,11 @@ def postgresql_server() -> Iterator[postgres.PostgreSQL]:
 
 @pytest.fixture
 def postgres_url(postgresql_server: postgres.PostgreSQL) -> str:
-    """A fresh, empty database on the session's PostgreSQL, for this test alone."""
-    return postgresql_server.create()
+    """A fresh, empty database on the session's PostgreSQL, for this test alone (scanned for
+    keys after the test, as ledger files are)."""
+    url = postgresql_server.create()
+    invariants.database_used(url)
+    return url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -24,6 +24,7 @@ from urllib.parse import unquote, unquote_to_bytes
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
 from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
@@ -224,6 +225,8 @@ class Watch:
     upstream_paths: list[tuple[str, str]] = field(default_factory=list)
     """(fake, raw request target) for every request a fake NanoGPT received."""
     processes: list[Process] = field(default_factory=list)
+    databases: list[str] = field(default_factory=list)
+    """PostgreSQL databases the test was given: scanned for keys as ledger files are."""
     _root_level: int = logging.WARNING
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,10 +358,15 @@ class Watch:
             if p.is_file()
         }
         files |= {p for p in Path.cwd().glob("gateway-usage.db*") if p.is_file()}
-        return [
+        found = [
             f"ledger file {path} carries {', '.join(names)}"
             for path in sorted(files)
             if (names := found_keys(path.read_bytes()))
+        ]
+        return found + [
+            f"database {url} carries {', '.join(names)}"
+            for url in self.databases
+            if (names := found_keys(_database_bytes(url)))
         ]
 
     def _answer_problems(self) -> list[str]:
@@ -422,6 +430,18 @@ class Watch:
         return found
 
 
+def _database_bytes(url: str) -> bytes:
+    """Every row a PostgreSQL database's ledger, keys and audit hold, as text."""
+    text = []
+    with psycopg.connect(url) as conn:
+        for table in ("usage", "keys", "key_audit"):
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+            if exists and exists[0]:
+                query = sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+                text += [str(row) for (row,) in conn.execute(query)]
+    return "\n".join(text).encode()
+
+
 def _target(scope: Scope) -> bytes:
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     query: bytes = scope.get("query_string", b"")
@@ -440,6 +460,12 @@ def upstream_path_allowed(target: str) -> bool:
 
 _watch: Watch | None = None
 """The running test's watch, for `serving_process`."""
+
+
+def database_used(url: str) -> None:
+    """conftest's `postgres_url` gave the running test a database: scan it afterwards."""
+    if _watch is not None:
+        _watch.databases.append(url)
 
 
 def serving_process(args: list[str], base: str, stderr: list[str]) -> None:
