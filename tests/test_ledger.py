@@ -21,6 +21,7 @@ import pytest
 
 from gateway.ledger import LedgerError, ReportRow, prepare, spend, totals
 from gateway.ledger.batching import BatchedLedger
+from gateway.ledger.postgresql import MIGRATIONS as PG_MIGRATIONS
 from gateway.ledger.postgresql import SCHEMA_VERSION, PostgreSQLLedger
 from gateway.ledger.postgresql import migrate as pg_migrate
 from gateway.ledger.sqlite import MIGRATIONS, migrate
@@ -741,3 +742,19 @@ def test_migrate_file_reports_the_versions_and_refuses_what_is_not_a_ledger(path
         copy("postgresql://h/a", "postgresql://h/b")
     with pytest.raises(ValueError, match="from a SQLite file to a PostgreSQL database"):
         copy(path, str(path))
+
+
+def test_a_postgresql_migration_keeps_rows_and_a_failed_one_changes_nothing(
+    postgres_url: str,
+) -> None:
+    pg_migrate(postgres_url)
+    write(postgres_url, [record(1)])
+    with pytest.raises(LedgerError, match=r"migration failed: .*usage.* already exists"):
+        pg_migrate(postgres_url, (*PG_MIGRATIONS, f"{ADD_REGION}; CREATE TABLE usage (a INT)"))
+    assert "region" not in query_sql(postgres_url, "SELECT * FROM usage")[0]
+    assert pg_migrate(postgres_url, (*PG_MIGRATIONS, ADD_REGION)) == (
+        SCHEMA_VERSION,
+        SCHEMA_VERSION + 1,
+    )
+    [row] = query_sql(postgres_url, "SELECT request_id, region, cost_usd FROM usage")
+    assert row == {"request_id": "req-1", "region": None, "cost_usd": Decimal("0.001")}

@@ -23,6 +23,7 @@ from gateway.keystore.rows import FIELDS, to_key, to_row
 from gateway.ledger.base import LedgerError
 from gateway.ledger.postgresql.schema import (
     CONNECT_TIMEOUT_SECONDS,
+    CONNECTION_OPTIONS,
     check,
     connect,
     translated,
@@ -48,11 +49,7 @@ class PostgreSQLKeyStore:
             max_size=max_connections,
             open=False,
             timeout=CONNECT_TIMEOUT_SECONDS,
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                "application_name": "nanogpt-gateway",
-            },
+            kwargs=CONNECTION_OPTIONS,
             check=ConnectionPool.check_connection,
             name="gateway-keys",
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import psycopg
 
@@ -84,6 +85,18 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x6E67_7767_6D69_6772  # "ngwgmigr": one `migrate` at a time, per database
 CONNECT_TIMEOUT_SECONDS = 5
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "autocommit": True,  # transactions are explicit
+    "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "application_name": "nanogpt-gateway",
+    # A server that stops answering mid-write (a network partition) ends the connection within
+    # about 30 s instead of holding the writer, and a shutdown flush, for TCP's 15 minutes.
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 _VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
     one INTEGER PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL
@@ -93,12 +106,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
 def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
     """An autocommit connection to `url` (transactions explicit), or `LedgerError`."""
     with translated(url, "cannot connect"):
-        return psycopg.connect(
-            url,
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name="nanogpt-gateway",
-        )
+        return psycopg.connect(url, **CONNECTION_OPTIONS)
 
 
 @contextlib.contextmanager
