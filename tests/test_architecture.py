@@ -64,6 +64,7 @@ PURE = {
     "limits.fallback",
     "limits.memory",
     "limits.scripts",
+    "limits.wire",
 }
 CONFIG = {
     "config",
@@ -123,13 +124,14 @@ ALLOWED: dict[str, set[str]] = {
     "limits.breaker": set(),
     "limits.fallback": {"errors", "limits.base", "limits.memory"},
     "limits.scripts": set(),
+    "limits.wire": {"budgets", "limits.base", "limits.memory"},
     "limits.redis": {
         "budgets",
         "limits.base",
         "limits.breaker",
         "limits.fallback",
-        "limits.memory",
         "limits.scripts",
+        "limits.wire",
         "types",
     },
     "limits.base": {"budgets", "errors", "types"},

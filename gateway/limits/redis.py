@@ -16,10 +16,9 @@ import collections
 import contextlib
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,29 +28,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.budgets import WINDOWS, Period, Window, period
-from gateway.limits import memory, scripts
-from gateway.limits.base import (
-    Admission,
-    Ask,
-    Plan,
-    Scope,
-    Spend,
-    below_floor,
-    go_duration,
-    over_budget,
-    plan_budgets,
-    rate_limited,
-    team_paused,
-    too_many_at_once,
-    whose,
-)
+from gateway.limits import scripts, wire
+from gateway.limits.base import Admission, Ask, Plan, Spend, plan_budgets, team_paused
 from gateway.limits.breaker import Breaker
 from gateway.limits.fallback import Fallback
+from gateway.limits.wire import field_of, nanos, usd
 from gateway.types import LimitRules
 
 logger = logging.getLogger("gateway.limits")
 
-NANO = Decimal("1e9")
 SOCKET_TIMEOUT = 0.25
 """Seconds for one Redis command or connection: a Redis that does not answer costs a decision
 at most this (twice, with a reconnect), never a hung request."""
@@ -59,8 +44,6 @@ DECISION_TIMEOUT = 0.8
 TICK = 1.0
 """Seconds between the background loop's rounds: shared counters read for `spent`, queued
 settles retried, a probe while Redis is away."""
-KEEP_SECONDS = 3 * 86400
-"""How long a period's counters outlive it in Redis (no reset job: they expire)."""
 MAX_UNSETTLED = 100_000
 PREFIX = "nanogpt-gateway:{limits}:"
 
@@ -76,32 +59,6 @@ def connect(url: str, password: str | None) -> aioredis.Redis:
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
-
-
-def nanos(amount: Decimal, *, up: bool = False) -> int:
-    scaled = amount * NANO
-    return int(scaled.to_integral_value(ROUND_CEILING) if up else scaled.to_integral_value())
-
-
-def usd(amount: Any) -> Decimal:
-    return Decimal(int(amount or 0)) / NANO
-
-
-def _field(scope: Scope) -> str:
-    if scope[0] == "team":
-        return "t"
-    if scope[0] == "member":
-        return f"m:{scope[1]}"
-    return f"e:{scope[1]}|{scope[2]}"
-
-
-def _scope(field: str) -> Scope:
-    if field == "t":
-        return ("team",)
-    if field.startswith("m:"):
-        return ("member", field[2:])
-    member, _, end_user = field[2:].partition("|")  # member names have no "|"
-    return ("end_user", member, end_user)
 
 
 class RedisLimiter:
@@ -225,120 +182,36 @@ class RedisLimiter:
         if ending := [task for task, member in self._sending.items() if member == ask.member]:
             await asyncio.wait(ending, timeout=DECISION_TIMEOUT)
         periods = {window: period(window, ask.now, self.zone) for window in WINDOWS}
-        payload = self._payload(ask, periods)
-        self._watched.add(_field(("member", ask.member)))
-        try:
-            async with asyncio.timeout(DECISION_TIMEOUT):
-                result = await self._call("ADMIT", payload)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.breaker.failed(_reason(exc), self.clock())
-            return self.fallback.admit(ask, self._plan(ask))
-        if result[0] == "seed":
-            await self._rebuild(next(p for p in periods.values() if p.key == result[1]))
-            return await self.admit(ask)
-        return self._admitted(ask, payload, periods, result)
+        floor = self.rules.min_balance_usd
+        sent = wire.admit_document(
+            ask,
+            periods,
+            self._plan(ask),
+            lease_ttl=self.lease_ttl,
+            floor=floor,
+            balance=self._balance,
+        )
+        self._watched.add(field_of(("member", ask.member)))
+        for _ in range(3):  # a counter missing: rebuilt from the ledger, then asked again
+            try:
+                async with asyncio.timeout(DECISION_TIMEOUT):
+                    answer = await self._call("ADMIT", sent.document)
+            except (RedisError, OSError, TimeoutError) as exc:
+                self.breaker.failed(_reason(exc), self.clock())
+                return self.fallback.admit(ask, self._plan(ask))
+            if answer[0] != "seed":
+                break
+            await self._rebuild(next(p for p in periods.values() if p.key == answer[1]))
+        admission = wire.admission_from(sent, answer, floor=floor)
+        self._active[ask.request_id] = admission
+        self._reserved_here += ask.estimate.cost_usd
+        return admission
 
     def _plan(self, ask: Ask) -> tuple[Plan, ...]:
         plan = self._plans.get(ask.limits)
         if plan is None:
             plan = self._plans[ask.limits] = plan_budgets(ask.limits, self.rules)
         return plan
-
-    def _payload(self, ask: Ask, periods: dict[Window, Period]) -> dict[str, Any]:
-        limits, windows = ask.limits, list(periods)
-        budgets = []
-        for p in self._plan(ask):
-            if p.kind == "end_user" and ask.end_user is None:
-                continue
-            scope: Scope = ("member", ask.member) if p.kind == "member" else ("team",)
-            field = "@eu" if p.kind == "end_user" else _field(scope)
-            budgets.append([windows.index(p.window) + 1, field, nanos(p.amount), p.limit, p.code])
-        payload: dict[str, Any] = {
-            "id": ask.request_id,
-            "m": ask.member,
-            "now": ask.now,
-            "ttl": self.lease_ttl,
-            "cost": nanos(ask.estimate.cost_usd, up=True),
-            "periods": [
-                {"k": p.key, "expires": math.ceil(p.end) + KEEP_SECONDS} for p in periods.values()
-            ],
-            "budgets": [b[:3] for b in budgets],
-            "rates": [],
-        }
-        payload["_budgets"] = budgets
-        if ask.end_user is not None:
-            payload["eu"] = {
-                "own": _field(("end_user", ask.member, ask.end_user)),
-                "over": _field(("end_user", ask.member, memory.OVERFLOW_END_USER)),
-                "max": memory.MAX_END_USERS,
-            }
-        if limits.max_concurrent_requests is not None:
-            payload["conc"] = limits.max_concurrent_requests
-        if limits.requests_per_minute is not None:
-            payload["rates"].append(["requests", limits.requests_per_minute, 1])
-        if limits.tokens_per_minute is not None:
-            payload["rates"].append(["tokens", limits.tokens_per_minute, ask.estimate.tokens])
-        if self.rules.min_balance_usd is not None and self._balance is not None:
-            payload["floor"] = nanos(self.rules.min_balance_usd)
-            payload["balance"] = self._balance
-        return payload
-
-    def _admitted(
-        self, ask: Ask, payload: dict[str, Any], periods: dict[Window, Period], result: list[Any]
-    ) -> Admission:
-        verdict = result[0]
-        cost = ask.estimate.cost_usd
-        if verdict == "budget":  # which one, and the counter it read (an end user's own or shared)
-            window_index, _, amount, limit, code = payload["_budgets"][int(result[1]) - 1]
-            window = list(periods)[window_index - 1]
-            scope = _scope(result[4])
-            raise over_budget(
-                limit=limit,
-                code=code,
-                whose=whose(scope),
-                budget=usd(amount),
-                spent=usd(result[2]),
-                reserved=usd(result[3]),
-                cost=cost,
-                resets=periods[window].end,
-                now=ask.now,
-            )
-        if verdict == "floor":
-            assert self.rules.min_balance_usd is not None and self._balance is not None
-            raise below_floor(self.rules.min_balance_usd, usd(self._balance), usd(result[1]), cost)
-        if verdict == "concurrency":
-            assert ask.limits.max_concurrent_requests is not None
-            raise too_many_at_once(ask.limits.max_concurrent_requests)
-        if verdict == "rate":
-            kind = result[1]
-            limit, needed = next((r[1], r[2]) for r in payload["rates"] if r[0] == kind)
-            name = "requests_per_minute" if kind == "requests" else "tokens_per_minute"
-            if result[2] == "never":
-                raise rate_limited(kind, name, limit, 0, needed, wait=None)
-            level = float(result[2])
-            raise rate_limited(
-                kind, name, limit, limit - level, needed, (needed - level) * 60 / limit
-            )
-        holds = [(key, _scope(field)) for key, field in json.loads(result[1] or "[]") or []]
-        headers: dict[str, str] = {}
-        for kind, level_text in zip(result[3::2], result[4::2], strict=True):
-            limit = next(r[1] for r in payload["rates"] if r[0] == kind)
-            level = float(level_text)
-            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(math.floor(level), 0))
-            headers[f"x-ratelimit-reset-{kind}"] = go_duration((limit - level) * 60 / limit)
-        if result[2] is not None and result[2] is not False:
-            headers["x-gateway-budget-remaining-usd"] = f"{max(usd(result[2]), Decimal(0)):.6f}"
-        admission = Admission(
-            ask=ask,
-            periods={w: p.key for w, p in periods.items()},
-            holds=holds,
-            headers=headers,
-            shared=True,
-        )
-        self._active[ask.request_id] = admission
-        self._reserved_here += cost
-        return admission
 
     async def _rebuild(self, p: Period) -> None:
         """The period's spend counters from the ledger, set only if no replica did first."""
@@ -350,17 +223,7 @@ class RedisLimiter:
 
     async def _rebuild_now(self, p: Period) -> None:
         rows = await self._spend(p.start) if self._spend is not None else []
-        fields: dict[str, int] = collections.defaultdict(int)
-        end_users = set()
-        for member, end_user, cost in rows:
-            amount = nanos(cost)
-            eu = _field(("end_user", member, end_user or ""))
-            end_users.add(eu)
-            for field in (_field(("member", member)), "t", eu):
-                fields[field] += amount
-        payload = {"k": p.key, "expires": math.ceil(p.end) + KEEP_SECONDS, "fields": fields}
-        payload["end_users"] = sorted(end_users)[: memory.MAX_END_USERS]
-        if await self._call("REBUILD", payload):
+        if await self._call("REBUILD", wire.rebuild_document(p, rows)):
             logger.info("budget counters of %s rebuilt from the ledger (%d rows)", p.key, len(rows))
 
     # -- the end of a request ----------------------------------------------------------------
@@ -375,20 +238,8 @@ class RedisLimiter:
         ask = admission.ask
         self._active.pop(ask.request_id, None)
         self._reserved_here -= ask.estimate.cost_usd
-        expires = {
-            key: math.ceil(period(window, ask.now, self.zone).end) + KEEP_SECONDS
-            for window, key in admission.periods.items()
-        }
-        payload: dict[str, Any] = {
-            "id": ask.request_id,
-            "m": ask.member,
-            "cost": nanos(cost_usd),
-            "holds": [[key, _field(scope)] for key, scope in admission.holds],
-            "expires": expires,
-        }
-        limit = ask.limits.tokens_per_minute
-        if limit is not None and tokens is not None:
-            payload["tokens"] = [limit, ask.estimate.tokens - tokens]
+        periods = {window: period(window, ask.now, self.zone) for window in admission.periods}
+        payload = wire.settle_document(admission, cost_usd, tokens, periods)
         task = asyncio.get_running_loop().create_task(self._send(payload))
         self._sending[task] = ask.member
         task.add_done_callback(self._sent)
@@ -455,7 +306,7 @@ class RedisLimiter:
     def spent(self, member: str | None, window: Window, now: float) -> tuple[Decimal, Decimal]:
         """As Redis said at its last reading (within `TICK`); a member asked about is read
         from then on."""
-        field = "t" if member is None else _field(("member", member))
+        field = "t" if member is None else field_of(("member", member))
         self._watched.add(field)
         key = self._watch(period(window, now, self.zone))
         return self._cache.get((key, field), (Decimal(0), Decimal(0)))
@@ -499,10 +350,10 @@ class RedisLimiter:
             for field, s, r in zip(fields, spent, reserved, strict=True):
                 self._cache[(key, field)] = (usd(s), max(usd(r), Decimal(0)))
 
-    async def _call(self, name: str, payload: dict[str, Any]) -> Any:
-        document = {k: v for k, v in payload.items() if not k.startswith("_")}
-        document["p"] = self.prefix
-        return await self._scripts[name](args=[json.dumps(document, separators=(",", ":"))])
+    async def _call(self, name: str, document: dict[str, Any]) -> Any:
+        """One script, its document (`wire`) under this limiter's key prefix."""
+        argument = json.dumps({**document, "p": self.prefix}, separators=(",", ":"))
+        return await self._scripts[name](args=[argument])
 
 
 def _reason(exc: BaseException) -> str:
