@@ -436,3 +436,23 @@ async def test_two_replicas_rebuilding_at_once_count_the_ledger_once(redis: Redi
     two.release(second)
     await one.aclose()
     await two.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_admission_asked_twice_reserves_once(redis: RedisServer) -> None:
+    """A decision whose answer was lost on the way is asked again (`_try`): Redis must not
+    reserve a second time, or the member keeps a phantom request in flight forever."""
+    limiter = shared_limiter(redis.url)
+    one = Limits(max_concurrent_requests=1, budget_usd_daily=Decimal("1"))
+    request = ask(one, cost="0.30", request_id="asked-twice")
+    first = await limiter.admit(request)
+    again = await limiter.admit(request)  # as the retry after a lost answer sends it
+    assert again.holds == first.holds
+    assert await spent(limiter, "alice") == (Decimal(0), Decimal("0.30"))
+    limiter.settle(first, Decimal("0.10"), 10)
+    limiter.settle(again, Decimal("0.10"), 10)
+    assert await spent(limiter, "alice") == (Decimal("0.10"), Decimal(0))
+    assert set(await raw_counters(limiter)) == {0}  # nothing left reserved, no slot held
+    admitted = await limiter.admit(ask(one))  # the one slot is free
+    limiter.release(admitted)
+    await limiter.aclose()

@@ -6,6 +6,7 @@ of what it held, a key revoked on one is refused by the other, and both write on
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -106,7 +107,7 @@ async def test_a_hundred_concurrent_streams_never_pass_the_budget(
             statuses = await asyncio.gather(*(stream(i) for i in range(100)))
     admitted = statuses.count(200)
     assert 25 <= admitted <= 33, statuses  # $1.00 / $0.03 reserved each, whichever replica
-    assert statuses.count(429) == 100 - admitted
+    assert statuses.count(429) == 100 - admitted, collections.Counter(statuses)
     rows = [r for name in ("a", "b") for r in ledger_rows(tmp_path / name / "usage.db")]
     assert len(rows) == 100
     assert sum(float(r["cost_usd"] or 0) for r in rows) <= 1.00
@@ -149,9 +150,10 @@ def test_a_silent_redis_refuses_budgets_serves_the_rest_and_is_used_again(
         finally:
             private.resume()
         deadline = time.monotonic() + 10  # the bound: enforced again within 10 s
-        while chat(bases[1], max_tokens=1000).status_code == 503:
-            assert time.monotonic() < deadline, "Redis back, but the gateway still refuses"
-            time.sleep(0.1)
+        for base in bases:  # each replica's own breaker finds Redis again
+            while chat(base, max_tokens=1000).status_code == 503:
+                assert time.monotonic() < deadline, "Redis back, but the gateway still refuses"
+                time.sleep(0.1)
         for base in bases:  # checked again: too big for the budget, small enough to pass
             too_big = chat(base, max_tokens=10_000)  # $0.10 reserved
             assert too_big.json()["error"]["code"] == "member_budget_exceeded", too_big.text

@@ -41,6 +41,8 @@ SOCKET_TIMEOUT = 0.25
 """Seconds for one Redis command or connection: a Redis that does not answer costs a decision
 at most this (twice, with a reconnect), never a hung request."""
 DECISION_TIMEOUT = 0.8
+"""Seconds a decision may wait on Redis in all (the issue's bound is 1 s)."""
+MAX_CONNECTIONS = 32
 TICK = 1.0
 """Seconds between the background loop's rounds: shared counters read for `spent`, queued
 settles retried, a probe while Redis is away."""
@@ -49,16 +51,20 @@ PREFIX = "nanogpt-gateway:{limits}:"
 
 
 def connect(url: str, password: str | None) -> aioredis.Redis:
-    """A client whose every command answers or fails within `SOCKET_TIMEOUT` (no retries:
-    the breaker decides when to try again)."""
-    return aioredis.Redis.from_url(
+    """A client whose every command answers or fails within `SOCKET_TIMEOUT` (`_try` tries a
+    decision twice; the breaker decides when to try again after that). Its pool is bounded: a
+    burst of decisions shares `MAX_CONNECTIONS` warm connections instead of opening one each."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
         password=password or None,
         socket_timeout=SOCKET_TIMEOUT,
         socket_connect_timeout=SOCKET_TIMEOUT,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        max_connections=MAX_CONNECTIONS,
+        timeout=DECISION_TIMEOUT / 2,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 class RedisLimiter:
@@ -123,7 +129,7 @@ class RedisLimiter:
                 "them, and Redis counts them again only if it loses this period",
                 len(self._unsettled),
             )
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)  # connect() made the pool
 
     async def settled(self) -> None:
         while self._sending:
@@ -193,11 +199,8 @@ class RedisLimiter:
         )
         self._watched.add(field_of(("member", ask.member)))
         for _ in range(3):  # a counter missing: rebuilt from the ledger, then asked again
-            try:
-                async with asyncio.timeout(DECISION_TIMEOUT):
-                    answer = await self._call("ADMIT", sent.document)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.breaker.failed(_reason(exc), self.clock())
+            answer = await self._try("ADMIT", sent.document)
+            if answer is None:
                 return self.fallback.admit(ask, self._plan(ask))
             if answer[0] != "seed":
                 break
@@ -251,13 +254,8 @@ class RedisLimiter:
         del self._sending[task]
 
     async def _send(self, payload: dict[str, Any]) -> None:
-        if self.breaker.closed:
-            try:
-                async with asyncio.timeout(DECISION_TIMEOUT):
-                    await self._call("SETTLE", payload)
-                return
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.breaker.failed(_reason(exc), self.clock())
+        if self.breaker.closed and await self._try("SETTLE", payload) is not None:
+            return
         if len(self._unsettled) >= MAX_UNSETTLED:
             self._unsettled.popleft()
         self._unsettled.append(payload)
@@ -349,6 +347,23 @@ class RedisLimiter:
             spent, reserved = answers[2 * i], answers[2 * i + 1]
             for field, s, r in zip(fields, spent, reserved, strict=True):
                 self._cache[(key, field)] = (usd(s), max(usd(r), Decimal(0)))
+
+    async def _try(self, name: str, document: dict[str, Any]) -> Any:
+        """The script's answer within `DECISION_TIMEOUT`, tried again once (a connection
+        dropped or slow under a burst); `None`, with the breaker told, when Redis failed."""
+        failure: BaseException | None = None
+        try:
+            async with asyncio.timeout(DECISION_TIMEOUT):
+                for _ in range(2):
+                    try:
+                        return await self._call(name, document)
+                    except (RedisError, OSError) as exc:
+                        failure = exc
+        except TimeoutError as exc:
+            failure = exc
+        assert failure is not None
+        self.breaker.failed(_reason(failure), self.clock())
+        return None
 
     async def _call(self, name: str, document: dict[str, Any]) -> Any:
         """One script, its document (`wire`) under this limiter's key prefix."""

@@ -45,6 +45,9 @@ ADMIT = (
     + """
 local now, cost = a.now, a.cost
 reap(now)
+-- Asked again (the first answer was lost on the way): admitted already, reserve nothing more.
+local again = redis.call('HGET', P .. 'lease:' .. a.id, 'h')
+if again then return {'ok', again, false} end
 if #a.budgets > 0 then
   for _, period in ipairs(a.periods) do
     if redis.call('HEXISTS', P .. 'spent:' .. period.k, '#seeded') == 0 then
