@@ -6,6 +6,7 @@ and rebuilt from the ledger, and settles that arrive twice."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -453,6 +454,23 @@ async def test_an_admission_asked_twice_reserves_once(redis: RedisServer) -> Non
     limiter.settle(again, Decimal("0.10"), 10)
     assert await spent(limiter, "alice") == (Decimal("0.10"), Decimal(0))
     assert set(await raw_counters(limiter)) == {0}  # nothing left reserved, no slot held
+    assert limiter.reserved_usd() == 0 and limiter.in_flight() == 0
     admitted = await limiter.admit(ask(one))  # the one slot is free
     limiter.release(admitted)
     await limiter.aclose()
+
+
+@pytest.mark.anyio
+async def test_one_request_settled_by_two_replicas_counts_once(redis: RedisServer) -> None:
+    at = prefix()
+    one, two = (shared_limiter(redis.url, at=at) for _ in range(2))
+    admission = await one.admit(ask(Limits(budget_usd_daily=Decimal(1))))
+    copy = dataclasses.replace(admission)  # the same request's end, reported by another replica
+    one.settle(admission, CENT, 10)
+    two.settle(copy, CENT, 10)
+    for limiter in (one, two):
+        assert await spent(limiter, "alice") == (CENT, Decimal(0))
+        assert await spent(limiter, None, "month") == (CENT, Decimal(0))
+        assert limiter.in_flight() == 0 and limiter.reserved_usd() == 0
+    await one.aclose()
+    await two.aclose()

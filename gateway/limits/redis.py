@@ -206,8 +206,9 @@ class RedisLimiter:
                 break
             await self._rebuild(next(p for p in periods.values() if p.key == answer[1]))
         admission = wire.admission_from(sent, answer, floor=floor)
+        if ask.request_id not in self._active:
+            self._reserved_here += ask.estimate.cost_usd
         self._active[ask.request_id] = admission
-        self._reserved_here += ask.estimate.cost_usd
         return admission
 
     def _plan(self, ask: Ask) -> tuple[Plan, ...]:
@@ -239,8 +240,8 @@ class RedisLimiter:
             return
         admission.ended = True
         ask = admission.ask
-        self._active.pop(ask.request_id, None)
-        self._reserved_here -= ask.estimate.cost_usd
+        if self._active.pop(ask.request_id, None) is not None:  # reserved by this replica
+            self._reserved_here -= ask.estimate.cost_usd
         periods = {window: period(window, ask.now, self.zone) for window in admission.periods}
         payload = wire.settle_document(admission, cost_usd, tokens, periods)
         task = asyncio.get_running_loop().create_task(self._send(payload))
