@@ -144,11 +144,16 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Ready once a catalog has loaded (without one, no request could be checked) and while
-    the usage ledger can be written (otherwise usage piles up in memory, then is lost)."""
+    the usage ledger can be written (otherwise usage piles up in memory, then is lost). A
+    ledger every replica shares (PostgreSQL) is down for all of them at once: they stay ready,
+    queueing rows, until the queue is full."""
     gateway = gateway_of(request)
     catalog = gateway.catalog
     snapshot = catalog.snapshot or await catalog.get()
-    if not getattr(gateway.tallies.ledger, "writable", True):  # a sink that cannot tell: ready
+    ledger = gateway.tallies.ledger
+    if not getattr(ledger, "writable", True) and (  # a sink that cannot tell: ready
+        not getattr(ledger, "shared", False) or getattr(ledger, "full", True)
+    ):
         message = "The usage ledger cannot be written; its rows are queued and retried."
         body = error_body(message, type="service_unavailable_error", code="ledger_unavailable")
         return JSONResponse(body, status_code=503)

@@ -1,6 +1,7 @@
 """PostgreSQL going away under a running gateway: requests are answered as before, usage rows
 wait in memory (the queue depth and any loss beyond its bound in `/metrics`, the loss logged
-once), `/readyz` says the ledger cannot be written, and when PostgreSQL is back every queued
+once), `/readyz` stays ready while the queue has room (every replica shares the outage) and says
+the ledger cannot be written once rows are lost, and when PostgreSQL is back every queued
 row is written, none twice."""
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ async def test_the_gateway_answers_through_an_outage_and_its_metrics_say_so(
                 await asyncio.sleep(0.005)
         text = (await client.get("/metrics")).text
         assert (metric(text, QUEUE), metric(text, LOST)) == (2, 1)
+        # Full, rows being lost: now out of rotation (until then every replica stays ready:
+        # the shared database is down for all of them, and refusing serves no one).
         assert_openai_error(await client.get("/readyz"), 503, "ledger_unavailable")
         await asyncio.to_thread(outage.start)
         await asyncio.to_thread(ledger.flush, 30)
@@ -122,6 +125,23 @@ async def test_the_gateway_answers_through_an_outage_and_its_metrics_say_so(
         assert (metric(text, QUEUE), metric(text, LOST)) == (0, 1)
         assert (await client.get("/readyz")).status_code == 200
     assert len(request_ids(database)) == 2
+
+
+async def test_replicas_stay_ready_through_an_outage_while_the_queue_has_room(
+    tmp_path: Path, nanogpt: FakeNanoGPT, database: str, outage: PostgreSQL
+) -> None:
+    ledger = PostgreSQLLedger(database, batch_seconds=0.01, retry_delays=(0.01,))
+    async with gateway_client(make_settings(tmp_path), nanogpt, ledger=ledger) as client:
+        await asyncio.to_thread(outage.stop)
+        answer = await client.post("/v1/chat/completions", json=CHAT, headers=auth())
+        assert answer.status_code == 200
+        with anyio.fail_after(10):
+            while ledger.writable:  # until the writer has tried: a readiness poll
+                await asyncio.sleep(0.005)
+        assert (await client.get("/readyz")).status_code == 200  # queued, nothing lost
+        await asyncio.to_thread(outage.start)
+        await asyncio.to_thread(ledger.flush, 30)
+    assert len(request_ids(database)) == 1
 
 
 async def test_the_app_opens_its_ledger_and_keys_where_the_config_says(

@@ -45,6 +45,9 @@ class BatchedLedger:
 
     where: str
     """Where the rows go, for messages (never with a password)."""
+    shared: bool = False
+    """Every replica writes here: its outage is every replica's, so readiness rides it out
+    (taking replicas out of rotation would serve no one) until the queue is full."""
 
     def __init__(
         self,
@@ -97,6 +100,11 @@ class BatchedLedger:
     def rows_lost(self) -> int:
         """Rows never written: the queue was full, or the ledger closed while unwritable."""
         return self._lost
+
+    @property
+    def full(self) -> bool:
+        """The queue is at its bound: new rows are being lost."""
+        return self._queued >= self._max_queued
 
     @property
     def writable(self) -> bool:

@@ -31,6 +31,8 @@ class PostgreSQLLedger(BatchedLedger):
     is dropped and a new one made for the next try. One connection, not a pool: one thread
     writes, and it must know when its connection broke."""
 
+    shared = True
+
     def __init__(
         self,
         url: str,
