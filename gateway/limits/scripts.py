@@ -20,23 +20,26 @@ local P = a.p
 local function int(x) if x == 0 then return '0' end return string.format('%.0f', x) end
 local function num(x) return tonumber(x) or 0 end
 
--- Leases that expired (their replica died or stopped renewing) give back what they held.
+-- A request's lease ends (settled, or expired): what it reserved and its slot are given back.
+local function give_back(id)
+  local lease = P .. 'lease:' .. id
+  local held = redis.call('HMGET', lease, 'm', 'c', 'h')
+  if held[1] then
+    local cost = num(held[2])
+    for _, hold in ipairs(cjson.decode(held[3])) do
+      redis.call('HINCRBY', P .. 'reserved:' .. hold[1], hold[2], int(-cost))
+    end
+    redis.call('HINCRBY', P .. 'running', held[1], -1)
+    redis.call('INCRBY', P .. 'reserved_total', int(-cost))
+    redis.call('DEL', lease)
+  end
+  redis.call('ZREM', P .. 'leases', id)
+end
+
+-- Leases that expired (their replica died or stopped renewing).
 local function reap(now)
   local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, 100)
-  for _, id in ipairs(expired) do
-    local lease = P .. 'lease:' .. id
-    local held = redis.call('HMGET', lease, 'm', 'c', 'h')
-    if held[1] then
-      local cost = num(held[2])
-      for _, hold in ipairs(cjson.decode(held[3])) do
-        redis.call('HINCRBY', P .. 'reserved:' .. hold[1], hold[2], int(-cost))
-      end
-      redis.call('HINCRBY', P .. 'running', held[1], -1)
-      redis.call('INCRBY', P .. 'reserved_total', int(-cost))
-      redis.call('DEL', lease)
-    end
-    redis.call('ZREM', P .. 'leases', id)
-  end
+  for _, id in ipairs(expired) do give_back(id) end
 end
 """
 
@@ -143,18 +146,7 @@ SETTLE = (
     COMMON
     + """
 if not redis.call('SET', P .. 'settled:' .. a.id, 1, 'NX', 'EX', 172800) then return 0 end
-local lease = P .. 'lease:' .. a.id
-local held = redis.call('HMGET', lease, 'm', 'c', 'h')
-if held[1] then  -- still reserved (not expired): give the reservation back
-  local cost = num(held[2])
-  for _, hold in ipairs(cjson.decode(held[3])) do
-    redis.call('HINCRBY', P .. 'reserved:' .. hold[1], hold[2], int(-cost))
-  end
-  redis.call('HINCRBY', P .. 'running', held[1], -1)
-  redis.call('INCRBY', P .. 'reserved_total', int(-cost))
-  redis.call('DEL', lease)
-  redis.call('ZREM', P .. 'leases', a.id)
-end
+give_back(a.id)  -- if it did not expire meanwhile
 if a.cost > 0 then
   for _, hold in ipairs(a.holds) do
     local spent = P .. 'spent:' .. hold[1]
