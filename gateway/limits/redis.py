@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -99,7 +100,7 @@ class RedisLimiter:
         self._active: dict[str, Admission] = {}
         self._reserved_here = Decimal(0)
         self._unsettled: collections.deque[dict[str, Any]] = collections.deque()
-        self._sending: dict[asyncio.Task[None], str] = {}
+        self._sending: dict[str, set[asyncio.Task[None]]] = {}
         """Settles on their way to Redis, by member: a member's next request waits for them
         (one round trip), so finishing one request frees its slot for the next."""
         self._rebuilds: dict[str, asyncio.Task[None]] = {}
@@ -133,7 +134,8 @@ class RedisLimiter:
 
     async def settled(self) -> None:
         while self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+            pending = [task for tasks in self._sending.values() for task in tasks]
+            await asyncio.gather(*pending, return_exceptions=True)
         if self.breaker.closed:
             await self._flush_unsettled()
             await self._read_counters(everyone=True)
@@ -185,8 +187,8 @@ class RedisLimiter:
             raise team_paused(self._paused_until, ask.now)
         if not self.breaker.closed:
             return self.fallback.admit(ask, self._plan(ask))
-        if ending := [task for task, member in self._sending.items() if member == ask.member]:
-            await asyncio.wait(ending, timeout=DECISION_TIMEOUT)
+        if ending := self._sending.get(ask.member):
+            await asyncio.wait(set(ending), timeout=DECISION_TIMEOUT)
         periods = {window: period(window, ask.now, self.zone) for window in WINDOWS}
         floor = self.rules.min_balance_usd
         sent = wire.admit_document(
@@ -245,14 +247,17 @@ class RedisLimiter:
         periods = {window: period(window, ask.now, self.zone) for window in admission.periods}
         payload = wire.settle_document(admission, cost_usd, tokens, periods)
         task = asyncio.get_running_loop().create_task(self._send(payload))
-        self._sending[task] = ask.member
-        task.add_done_callback(self._sent)
+        self._sending.setdefault(ask.member, set()).add(task)
+        task.add_done_callback(functools.partial(self._sent, ask.member))
 
     def release(self, admission: Admission) -> None:
         self.settle(admission, Decimal(0), 0)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        del self._sending[task]
+    def _sent(self, member: str, task: asyncio.Task[None]) -> None:
+        tasks = self._sending[member]
+        tasks.discard(task)
+        if not tasks:
+            del self._sending[member]
 
     async def _send(self, payload: dict[str, Any]) -> None:
         if self.breaker.closed and await self._try("SETTLE", payload) is not None:
