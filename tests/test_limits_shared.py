@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 
 from gateway.budgets import period
 from gateway.errors import LimitsUnavailable, QuotaExceeded, RateLimited, Refusal
+from gateway.ledger import LedgerError
 from gateway.limits import Admission, Limiter, MemoryLimiter
 from gateway.limits import redis as shared
 from gateway.limits.base import Spend
@@ -474,3 +475,22 @@ async def test_one_request_settled_by_two_replicas_counts_once(redis: RedisServe
         assert limiter.in_flight() == 0 and limiter.reserved_usd() == 0
     await one.aclose()
     await two.aclose()
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_ledger_leaves_budgets_unchecked_not_crashed(
+    redis: RedisServer,
+) -> None:
+    """A counter to rebuild while the ledger (PostgreSQL) does not answer: budgets cannot be
+    known, so they are refused as when Redis is away; what no budget bounds goes on."""
+    decided: list[str] = []
+
+    async def unreadable(since: float) -> list[tuple[str, str | None, Decimal]]:
+        raise LedgerError("postgresql://gw:***@db/gw: connection refused")
+
+    limiter = shared_limiter(redis.url, spend=unreadable, on_decision=decided.append)
+    with pytest.raises(LimitsUnavailable):
+        await limiter.admit(ask(Limits(budget_usd_daily=Decimal(1))))
+    assert decided == ["budgets"]
+    limiter.release(await limiter.admit(ask(Limits())))
+    await limiter.aclose()

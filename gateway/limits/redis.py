@@ -103,7 +103,7 @@ class RedisLimiter:
         self._sending: dict[str, set[asyncio.Task[None]]] = {}
         """Settles on their way to Redis, by member: a member's next request waits for them
         (one round trip), so finishing one request frees its slot for the next."""
-        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+        self._rebuilds: dict[str, asyncio.Task[bool]] = {}
         self._cache: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         self._watched: set[str] = {"t"}
         self._periods: dict[str, Period] = {}
@@ -206,7 +206,10 @@ class RedisLimiter:
                 return self.fallback.admit(ask, self._plan(ask))
             if answer[0] != "seed":
                 break
-            await self._rebuild(next(p for p in periods.values() if p.key == answer[1]))
+            if not await self._rebuild(next(p for p in periods.values() if p.key == answer[1])):
+                break
+        if answer[0] == "seed":  # the budgets cannot be known: as if Redis were away
+            return self.fallback.admit(ask, self._plan(ask))
         admission = wire.admission_from(sent, answer, floor=floor)
         if ask.request_id not in self._active:
             self._reserved_here += ask.estimate.cost_usd
@@ -219,18 +222,25 @@ class RedisLimiter:
             plan = self._plans[ask.limits] = plan_budgets(ask.limits, self.rules)
         return plan
 
-    async def _rebuild(self, p: Period) -> None:
-        """The period's spend counters from the ledger, set only if no replica did first."""
+    async def _rebuild(self, p: Period) -> bool:
+        """The period's spend counters from the ledger, set only if no replica did first;
+        false if the ledger or Redis could not be read (said in the log)."""
         task = self._rebuilds.get(p.key)
         if task is None:
             task = self._rebuilds[p.key] = asyncio.create_task(self._rebuild_now(p))
             task.add_done_callback(lambda _: self._rebuilds.pop(p.key, None))
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
-    async def _rebuild_now(self, p: Period) -> None:
-        rows = await self._spend(p.start) if self._spend is not None else []
-        if await self._call("REBUILD", wire.rebuild_document(p, rows)):
+    async def _rebuild_now(self, p: Period) -> bool:
+        try:
+            rows = await self._spend(p.start) if self._spend is not None else []
+        except Exception as exc:  # the injected reader's own error (LedgerError in the app)
+            logger.warning("budget counters of %s cannot be rebuilt: %s", p.key, exc)
+            return False
+        done = await self._try("REBUILD", wire.rebuild_document(p, rows))
+        if done:  # 0: another replica was first
             logger.info("budget counters of %s rebuilt from the ledger (%d rows)", p.key, len(rows))
+        return done is not None
 
     # -- the end of a request ----------------------------------------------------------------
 
