@@ -51,15 +51,16 @@ def test_an_unreachable_postgresql_is_one_line_without_its_password(
 @pytest.mark.parametrize(
     ("args", "said"),
     [
-        (["--from", "old.db"], "nanogpt-gateway migrate: --from and --to go together"),
-        (["--to", "postgresql://h/db"], "nanogpt-gateway migrate: --from and --to go together"),
+        (["--from", "old.db"], "--to: expected a postgresql:// URL (or a config whose"),
+        (["--to", "postgresql://h/db"], "nanogpt-gateway migrate: --to needs --from"),
         (
             ["--from", "postgresql://u:pw@h/a", "--to", "postgresql://h/b"],
             "--from: expected sqlite:///path or a file's path, got 'postgresql://u:***@h/a'",
         ),
         (
             ["--from", "old.db", "--to", "sqlite:///new.db"],
-            "--to: expected a postgresql:// URL, got 'sqlite:///new.db'",
+            "--to: expected a postgresql:// URL (or a config whose [database] url is one), "
+            "got 'sqlite:///new.db'",
         ),
         (
             ["--from", "sqlite:///missing.db", "--to", "postgresql://h/b"],

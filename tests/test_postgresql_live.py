@@ -147,7 +147,8 @@ def test_a_sqlite_history_moves_to_postgresql_whole(tmp_path: Path, postgres_url
         {"c": sqlite_version[0]["version"] + 1}
     ]
 
-    again = gateway("migrate", "--from", str(tmp_path / "team.db"), "--to", postgres_url)
+    # --to by default: the config's database (its password stays out of the command line)
+    again = gateway("migrate", "--from", str(tmp_path / "team.db"), "--config", str(pg_config))
     assert again.returncode == 2 and again.stdout.count("\n") == 1  # the schema: done already
     assert again.stderr == (
         f"nanogpt-gateway migrate: {postgres_url}: the target holds usage, keys, key_audit rows "

@@ -38,17 +38,22 @@ def add_parser(
         help="a SQLite database to copy: sqlite:///path or a file's path",
     )
     parser.add_argument(
-        "--to", dest="target", metavar="URL", help="the PostgreSQL database to copy into"
+        "--to",
+        dest="target",
+        metavar="URL",
+        help="the PostgreSQL database to copy into (default: the config's [database] url)",
     )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.source is None) != (args.target is None):
-        return _refuse("--from and --to go together: give both, or neither")
+    if args.target is not None and args.source is None:
+        return _refuse("--to needs --from: the SQLite database to copy")
     try:
-        if args.source is not None:
-            return _copy(args.source, args.target)
+        if args.source is not None:  # --to by default: the config's (url_env keeps the
+            # password out of the command line and the process list)
+            target = args.target or load_database(args.config, os.environ).location
+            return _copy(args.source, target)
         return _migrate(load_database(args.config, os.environ).location)
     except TargetNotEmpty as exc:
         return _refuse(str(exc))
@@ -76,7 +81,10 @@ def _copy(source: str, target: str) -> int:
             f"--from: expected sqlite:///path or a file's path, got {shown_location(source)!r}"
         )
     if not is_postgresql(target):
-        raise ConfigError(f"--to: expected a postgresql:// URL, got {shown_location(target)!r}")
+        raise ConfigError(
+            f"--to: expected a postgresql:// URL (or a config whose [database] url is one), "
+            f"got {shown_location(target)!r}"
+        )
     if not os.path.isfile(source):
         return _refuse(f"--from: {source}: no database here")
     _migrate(target)
