@@ -498,3 +498,34 @@ async def test_an_unreadable_ledger_leaves_budgets_unchecked_not_crashed(
     assert decided == ["budgets"]
     limiter.release(await limiter.admit(ask(Limits())))
     await limiter.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_decision_given_up_on_holds_nothing_once_redis_answers(
+    private_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung Redis reads the ADMIT the gateway gave up on after it wakes, and would reserve
+    for a request that was refused (or counted here): its release, queued when the decision
+    was given up on, frees it at once rather than after the lease."""
+    monkeypatch.setattr(shared, "TICK", 0.01)
+    limiter = shared_limiter(private_redis.url)
+    limiter.breaker.probe_seconds = 0.05
+    budget = Limits(budget_usd_daily=Decimal(1), max_concurrent_requests=1)
+    now = time.time()  # the limiter's own clock reaps expired leases: these are fresh
+    limiter.release(await limiter.admit(ask(budget, now=now)))  # the day's counters exist
+    await limiter.settled()
+    private_redis.pause()
+    with pytest.raises(LimitsUnavailable):
+        await limiter.admit(ask(budget, cost="0.30", now=now))
+    await limiter.start()
+    private_redis.resume()
+    with anyio.fail_after(5):
+        while not limiter.breaker.closed:  # the background loop's probe
+            await asyncio.sleep(0.01)
+    monkeypatch.setattr(shared, "TICK", 1.0)
+    await limiter.settled()
+    assert await limiter.client.zcard(f"{limiter.prefix}leases") == 0  # nothing held
+    assert await limiter.client.hget(f"{limiter.prefix}running", "alice") == "0"
+    assert await limiter.client.get(f"{limiter.prefix}reserved_total") == "0"
+    with anyio.fail_after(5):
+        await limiter.aclose()

@@ -44,6 +44,7 @@ at most this (twice, with a reconnect), never a hung request."""
 DECISION_TIMEOUT = 0.8
 """Seconds a decision may wait on Redis in all (the issue's bound is 1 s)."""
 MAX_CONNECTIONS = 32
+SHUTDOWN_SECONDS = 5.0
 TICK = 1.0
 """Seconds between the background loop's rounds: shared counters read for `spent`, queued
 settles retried, a probe while Redis is away."""
@@ -119,11 +120,16 @@ class RedisLimiter:
         self._loop = asyncio.create_task(self._background())
 
     async def aclose(self) -> None:
+        """Stop the background rounds, hand Redis what is queued (within `SHUTDOWN_SECONDS`:
+        a Redis that hangs must not hold up the process's exit), close the client."""
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        await self.settled()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_SECONDS):
+                await self._sent_all()
+                await self._flush_unsettled()
         if self._unsettled:
             logger.warning(
                 "%d settled requests did not reach Redis before shutdown; the ledger has "
@@ -133,12 +139,15 @@ class RedisLimiter:
         await self.client.aclose(close_connection_pool=True)  # connect() made the pool
 
     async def settled(self) -> None:
-        while self._sending:
-            pending = [task for tasks in self._sending.values() for task in tasks]
-            await asyncio.gather(*pending, return_exceptions=True)
+        await self._sent_all()
         if self.breaker.closed:
             await self._flush_unsettled()
             await self._read_counters(everyone=True)
+
+    async def _sent_all(self) -> None:
+        while self._sending:
+            pending = [task for tasks in self._sending.values() for task in tasks]
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _background(self) -> None:
         while True:
@@ -203,18 +212,25 @@ class RedisLimiter:
         for _ in range(3):  # a counter missing: rebuilt from the ledger, then asked again
             answer = await self._try("ADMIT", sent.document)
             if answer is None:
+                self._abandon(ask)
                 return self.fallback.admit(ask, self._plan(ask))
             if answer[0] != "seed":
                 break
             if not await self._rebuild(next(p for p in periods.values() if p.key == answer[1])):
                 break
-        if answer[0] == "seed":  # the budgets cannot be known: as if Redis were away
+        if answer[0] in ("seed", "gone"):  # the budgets cannot be known: as if Redis were away
             return self.fallback.admit(ask, self._plan(ask))
         admission = wire.admission_from(sent, answer, floor=floor)
         if ask.request_id not in self._active:
             self._reserved_here += ask.estimate.cost_usd
         self._active[ask.request_id] = admission
         return admission
+
+    def _abandon(self, ask: Ask) -> None:
+        """A decision given up on may still run in Redis once it answers (a hung Redis reads
+        it later): release it then, so its reservation and slot do not wait for the lease to
+        expire; and should the release arrive first, ADMIT refuses the id as ended."""
+        self._queue({"id": ask.request_id, "m": ask.member, "cost": 0, "holds": [], "expires": {}})
 
     def _plan(self, ask: Ask) -> tuple[Plan, ...]:
         plan = self._plans.get(ask.limits)
@@ -272,17 +288,17 @@ class RedisLimiter:
     async def _send(self, payload: dict[str, Any]) -> None:
         if self.breaker.closed and await self._try("SETTLE", payload) is not None:
             return
+        self._queue(payload)
+
+    def _queue(self, payload: dict[str, Any]) -> None:
+        """A settle for when Redis answers again (the oldest dropped past `MAX_UNSETTLED`)."""
         if len(self._unsettled) >= MAX_UNSETTLED:
             self._unsettled.popleft()
         self._unsettled.append(payload)
 
     async def _flush_unsettled(self) -> None:
         while self._unsettled and self.breaker.closed:
-            payload = self._unsettled[0]
-            try:
-                await self._call("SETTLE", payload)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self.breaker.failed(_reason(exc), self.clock())
+            if await self._try("SETTLE", self._unsettled[0]) is None:
                 return
             self._unsettled.popleft()
 
@@ -343,26 +359,31 @@ class RedisLimiter:
         periods = list(self._periods.values())
         keys = [p.key for p in periods]
         try:
-            for p in periods:
-                spent = f"{self.prefix}spent:{p.key}"
-                if self._spend is not None and not await self.client.exists(spent):
-                    await self._rebuild(p)  # Redis lost it, or never had it: from the ledger
-                if everyone:
-                    found: list[str] = await self.client.hkeys(spent)  # type: ignore[assignment]
-                    self._watched.update(f for f in found if f.startswith("m:"))
-            fields = sorted(self._watched)
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hmget(f"{self.prefix}spent:{key}", fields)
-                    pipe.hmget(f"{self.prefix}reserved:{key}", fields)
-                answers = await pipe.execute()
+            async with asyncio.timeout(DECISION_TIMEOUT):
+                answers, fields = await self._counters(periods, everyone)
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failed(_reason(exc), now)
             return
         for i, key in enumerate(keys):
             spent, reserved = answers[2 * i], answers[2 * i + 1]
-            for field, s, r in zip(fields, spent, reserved, strict=True):
-                self._cache[(key, field)] = (usd(s), max(usd(r), Decimal(0)))
+            for name, s, r in zip(fields, spent, reserved, strict=True):
+                self._cache[(key, name)] = (usd(s), max(usd(r), Decimal(0)))
+
+    async def _counters(self, periods: list[Period], everyone: bool) -> tuple[list[Any], list[str]]:
+        """The watched counters of `periods` (spent, reserved), rebuilding a lost one first."""
+        for p in periods:
+            spent = f"{self.prefix}spent:{p.key}"
+            if self._spend is not None and not await self.client.exists(spent):
+                await self._rebuild(p)  # Redis lost it, or never had it: from the ledger
+            if everyone:
+                found: list[str] = await self.client.hkeys(spent)  # type: ignore[assignment]
+                self._watched.update(f for f in found if f.startswith("m:"))
+        fields = sorted(self._watched)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for p in periods:
+                pipe.hmget(f"{self.prefix}spent:{p.key}", fields)
+                pipe.hmget(f"{self.prefix}reserved:{p.key}", fields)
+            return await pipe.execute(), fields
 
     async def _try(self, name: str, document: dict[str, Any]) -> Any:
         """The script's answer within `DECISION_TIMEOUT`, tried again once (a connection

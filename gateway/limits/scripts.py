@@ -51,6 +51,8 @@ reap(now)
 -- Asked again (the first answer was lost on the way): admitted already, reserve nothing more.
 local again = redis.call('HGET', P .. 'lease:' .. a.id, 'h')
 if again then return {'ok', again, false} end
+-- Ended already: a decision given up on, whose release overtook it on the way.
+if redis.call('EXISTS', P .. 'settled:' .. a.id) == 1 then return {'gone'} end
 if #a.budgets > 0 then
   for _, period in ipairs(a.periods) do
     if redis.call('HEXISTS', P .. 'spent:' .. period.k, '#seeded') == 0 then
