@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -26,7 +25,7 @@ from zoneinfo import ZoneInfo
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from gateway.budgets import WINDOWS, Period, Window, period
 from gateway.limits import scripts, wire
@@ -101,9 +100,14 @@ class RedisLimiter:
         self._active: dict[str, Admission] = {}
         self._reserved_here = Decimal(0)
         self._unsettled: collections.deque[dict[str, Any]] = collections.deque()
-        self._sending: dict[str, set[asyncio.Task[None]]] = {}
-        """Settles on their way to Redis, by member: a member's next request waits for them
-        (one round trip), so finishing one request frees its slot for the next."""
+        self._outbox: list[dict[str, Any]] = []
+        """Settles of this turn of the event loop, sent together (one round trip)."""
+        self._sending: dict[str, asyncio.Future[None]] = {}
+        """Each member's settles on their way to Redis, as the batch that carries the latest:
+        a member's next request waits for it, so finishing one request frees its slot for
+        the next."""
+        self._batch: asyncio.Future[None] | None = None
+        self._current: dict[Window, Period] = {}
         self._rebuilds: dict[str, asyncio.Task[bool]] = {}
         self._cache: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         self._watched: set[str] = {"t"}
@@ -146,8 +150,7 @@ class RedisLimiter:
 
     async def _sent_all(self) -> None:
         while self._sending:
-            pending = [task for tasks in self._sending.values() for task in tasks]
-            await asyncio.gather(*pending, return_exceptions=True)
+            await asyncio.gather(*self._sending.values(), return_exceptions=True)
 
     async def _background(self) -> None:
         while True:
@@ -196,9 +199,9 @@ class RedisLimiter:
             raise team_paused(self._paused_until, ask.now)
         if not self.breaker.closed:
             return self.fallback.admit(ask, self._plan(ask))
-        if ending := self._sending.get(ask.member):
-            await asyncio.wait(set(ending), timeout=DECISION_TIMEOUT)
-        periods = {window: period(window, ask.now, self.zone) for window in WINDOWS}
+        if (ending := self._sending.get(ask.member)) is not None:
+            await asyncio.shield(ending)  # bounded: a batch is sent within DECISION_TIMEOUT
+        periods = self._periods_at(ask.now)
         floor = self.rules.min_balance_usd
         sent = wire.admit_document(
             ask,
@@ -270,25 +273,48 @@ class RedisLimiter:
         ask = admission.ask
         if self._active.pop(ask.request_id, None) is not None:  # reserved by this replica
             self._reserved_here -= ask.estimate.cost_usd
-        periods = {window: period(window, ask.now, self.zone) for window in admission.periods}
-        payload = wire.settle_document(admission, cost_usd, tokens, periods)
-        task = asyncio.get_running_loop().create_task(self._send(payload))
-        self._sending.setdefault(ask.member, set()).add(task)
-        task.add_done_callback(functools.partial(self._sent, ask.member))
+        periods = self._periods_at(ask.now)
+        self._outbox.append(wire.settle_document(admission, cost_usd, tokens, periods))
+        if self._batch is None:  # the first settle of this turn: send them all next turn
+            self._batch = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._send_batch)
+        self._sending[ask.member] = self._batch
 
     def release(self, admission: Admission) -> None:
         self.settle(admission, Decimal(0), 0)
 
-    def _sent(self, member: str, task: asyncio.Task[None]) -> None:
-        tasks = self._sending[member]
-        tasks.discard(task)
-        if not tasks:
+    def _periods_at(self, now: float) -> dict[Window, Period]:
+        """The day and month around `now`, worked out again only when the day changes."""
+        day = self._current.get("day")
+        if day is not None and day.start <= now < day.end:
+            return self._current
+        periods = {window: period(window, now, self.zone) for window in WINDOWS}
+        if day is None or now >= day.end:  # not for a request from before the change
+            self._current = periods
+        return periods
+
+    def _send_batch(self) -> None:
+        batch, done, self._outbox, self._batch = self._outbox, self._batch, [], None
+        assert done is not None
+        task = asyncio.get_running_loop().create_task(self._settle_all(batch))
+        task.add_done_callback(lambda _: self._batch_sent(done))
+
+    def _batch_sent(self, done: asyncio.Future[None]) -> None:
+        done.set_result(None)
+        for member in [m for m, batch in self._sending.items() if batch is done]:
             del self._sending[member]
 
-    async def _send(self, payload: dict[str, Any]) -> None:
-        if self.breaker.closed and await self._try("SETTLE", payload) is not None:
+    async def _settle_all(self, batch: list[dict[str, Any]]) -> None:
+        """Every settle of `batch` in one round trip; while Redis does not answer, they wait
+        in `_unsettled` for the next round."""
+        answers = await self._try_all("SETTLE", batch) if self.breaker.closed else None
+        if answers is None:
+            for document in batch:
+                self._queue(document)
             return
-        self._queue(payload)
+        for document, answer in zip(batch, answers, strict=True):
+            if isinstance(answer, Exception):  # the script refused it: sent again, it would be too
+                logger.error("Redis refused the settle of request %s: %s", document["id"], answer)
 
     def _queue(self, payload: dict[str, Any]) -> None:
         """A settle for when Redis answers again (the oldest dropped past `MAX_UNSETTLED`)."""
@@ -298,9 +324,8 @@ class RedisLimiter:
 
     async def _flush_unsettled(self) -> None:
         while self._unsettled and self.breaker.closed:
-            if await self._try("SETTLE", self._unsettled[0]) is None:
-                return
-            self._unsettled.popleft()
+            batch = [self._unsettled.popleft() for _ in range(min(500, len(self._unsettled)))]
+            await self._settle_all(batch)
 
     # -- what the ledger and NanoGPT say -----------------------------------------------------
 
@@ -400,6 +425,30 @@ class RedisLimiter:
             failure = exc
         assert failure is not None
         self.breaker.failed(_reason(failure), self.clock())
+        return None
+
+    async def _try_all(self, name: str, documents: list[dict[str, Any]]) -> list[Any] | None:
+        """`_try` for several documents in one pipeline: each one's answer (an exception for
+        one Redis refused), or `None`, with the breaker told, when Redis failed."""
+        script = self._scripts[name]
+        arguments = [json.dumps({**d, "p": self.prefix}, separators=(",", ":")) for d in documents]
+        failure: BaseException | None = None
+        try:
+            async with asyncio.timeout(DECISION_TIMEOUT):
+                for _ in range(2):
+                    try:
+                        async with self.client.pipeline(transaction=False) as pipe:
+                            for argument in arguments:
+                                pipe.evalsha(script.sha, 0, argument)
+                            answers: list[Any] = await pipe.execute(raise_on_error=False)
+                        if not any(isinstance(a, NoScriptError) for a in answers):
+                            return answers
+                        await self.client.script_load(script.script)  # Redis restarted
+                    except (RedisError, OSError) as exc:
+                        failure = exc
+        except TimeoutError as exc:
+            failure = exc
+        self.breaker.failed(_reason(failure or TimeoutError()), self.clock())
         return None
 
     async def _call(self, name: str, document: dict[str, Any]) -> Any:
