@@ -529,3 +529,24 @@ async def test_a_decision_given_up_on_holds_nothing_once_redis_answers(
     assert await limiter.client.get(f"{limiter.prefix}reserved_total") == "0"
     with anyio.fail_after(5):
         await limiter.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_request_that_leaves_while_admitted_holds_nothing(redis: RedisServer) -> None:
+    """The client hangs up while its admission is on the way to Redis: Redis admits it all
+    the same, and the limiter gives the reservation and the slot back instead of leaving them
+    to the lease."""
+    limiter = shared_limiter(redis.url)
+    one = Limits(max_concurrent_requests=1, budget_usd_daily=Decimal(1))
+    limiter.release(await limiter.admit(ask(one, now=time.time())))  # the counters exist
+    await limiter.settled()
+    leaving = asyncio.ensure_future(limiter.admit(ask(one, cost="0.30", now=time.time())))
+    await asyncio.sleep(0)  # its admission is queued for this turn's pipeline
+    leaving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    await limiter.settled()  # the admission's answer came, and its release went
+    assert await limiter.client.zcard(f"{limiter.prefix}leases") == 0
+    assert await limiter.client.get(f"{limiter.prefix}reserved_total") == "0"
+    limiter.release(await limiter.admit(ask(one, now=time.time())))  # the slot is free
+    await limiter.aclose()

@@ -107,6 +107,9 @@ class RedisLimiter:
         a member's next request waits for it, so finishing one request frees its slot for
         the next."""
         self._batch: asyncio.Future[None] | None = None
+        self._asking: list[tuple[dict[str, Any], asyncio.Future[Any]]] = []
+        """Admissions of this turn of the event loop, sent together."""
+        self._answering: set[asyncio.Task[None]] = set()
         self._current: dict[Window, Period] = {}
         self._rebuilds: dict[str, asyncio.Task[bool]] = {}
         self._cache: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
@@ -149,8 +152,10 @@ class RedisLimiter:
             await self._read_counters(everyone=True)
 
     async def _sent_all(self) -> None:
-        while self._sending:
-            await asyncio.gather(*self._sending.values(), return_exceptions=True)
+        """Wait for the admissions and settles on their way to Redis."""
+        while self._sending or self._answering:
+            waiting = [*self._sending.values(), *self._answering]
+            await asyncio.gather(*waiting, return_exceptions=True)
 
     async def _background(self) -> None:
         while True:
@@ -213,7 +218,7 @@ class RedisLimiter:
         )
         self._watched.add(field_of(("member", ask.member)))
         for _ in range(3):  # a counter missing: rebuilt from the ledger, then asked again
-            answer = await self._try("ADMIT", sent.document)
+            answer = await self._admit_batched(sent.document)
             if answer is None:
                 self._abandon(ask)
                 return self.fallback.admit(ask, self._plan(ask))
@@ -229,11 +234,42 @@ class RedisLimiter:
         self._active[ask.request_id] = admission
         return admission
 
+    async def _admit_batched(self, document: dict[str, Any]) -> Any:
+        """ADMIT's answer (`None` when Redis failed), sent with the other admissions of this
+        turn of the event loop in one pipeline."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[Any] = loop.create_future()
+        self._asking.append((document, answered))
+        if len(self._asking) == 1:
+            loop.call_soon(self._send_asks)
+        return await answered
+
+    def _send_asks(self) -> None:
+        asking, self._asking = self._asking, []
+        task = asyncio.get_running_loop().create_task(self._answer(asking))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, asking: list[tuple[dict[str, Any], asyncio.Future[Any]]]) -> None:
+        answers = await self._try_all("ADMIT", [document for document, _ in asking])
+        for i, (document, answered) in enumerate(asking):
+            answer = None if answers is None else answers[i]
+            if isinstance(answer, Exception):  # the script refused it: as if Redis were away
+                logger.error("Redis refused the admission of %s: %s", document["id"], answer)
+                answer = None
+            if not answered.cancelled():
+                answered.set_result(answer)
+            elif answer is not None and answer[0] == "ok":  # its request left meanwhile
+                self._queue_release(document["id"], document["m"])
+
     def _abandon(self, ask: Ask) -> None:
         """A decision given up on may still run in Redis once it answers (a hung Redis reads
         it later): release it then, so its reservation and slot do not wait for the lease to
         expire; and should the release arrive first, ADMIT refuses the id as ended."""
-        self._queue({"id": ask.request_id, "m": ask.member, "cost": 0, "holds": [], "expires": {}})
+        self._queue_release(ask.request_id, ask.member)
+
+    def _queue_release(self, request_id: str, member: str) -> None:
+        self._queue({"id": request_id, "m": member, "cost": 0, "holds": [], "expires": {}})
 
     def _plan(self, ask: Ask) -> tuple[Plan, ...]:
         plan = self._plans.get(ask.limits)
