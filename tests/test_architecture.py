@@ -161,6 +161,7 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.sqlite.writer": {"ledger.batching", "ledger.rows", "ledger.sqlite.schema", "types"},
     "ledger.sqlite.queries": {"ledger.base", "ledger.sqlite.schema", "reports"},
     "ledger.postgresql": {
+        "ledger.base",
         "ledger.postgresql.copy",
         "ledger.postgresql.queries",
         "ledger.postgresql.schema",
@@ -436,3 +437,16 @@ def test_only_config_modules_import_config_internals() -> None:
     for module in set(ALLOWED) - CONFIG:
         internal, _ = imports_of(module)
         assert not internal & (CONFIG - {"config"}), f"{module} reaches into the config package"
+
+
+def test_one_process_on_sqlite_loads_neither_database_nor_cache_client() -> None:
+    """psycopg (with libpq) and redis-py are imported where a PostgreSQL or Redis location is
+    opened, not by the gateway itself: a single process on SQLite does not carry them."""
+    import subprocess
+    import sys
+
+    probe = "import sys, gateway.app, gateway.cli; print(sorted({'psycopg', 'redis'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gateway.keystore import postgresql
 from gateway.keystore.base import AuditEntry, KeyStore, KeyStoreError, NameTaken, UnknownKey
 from gateway.keystore.sqlite import SQLiteKeyStore
 from gateway.ledger import is_postgresql
@@ -30,6 +29,8 @@ def open_keystore(location: str | Path) -> KeyStore:
     """The key store in the database at `location`, or `KeyStoreError`: a SQLite file is
     created or migrated, a PostgreSQL database must be at this code's schema version."""
     if is_postgresql(location):
+        from gateway.keystore import postgresql  # psycopg only where it is used
+
         return postgresql.PostgreSQLKeyStore(str(location))
     return SQLiteKeyStore(location)
 
@@ -39,6 +40,8 @@ def stored_keys(location: str | Path) -> list[StoredKey]:
     file; a PostgreSQL database with no schema), for commands that only look: nothing is
     created."""
     if is_postgresql(location):
+        from gateway.keystore import postgresql
+
         return postgresql.stored_keys(str(location))
     if not os.path.lexists(location):
         return []

@@ -13,6 +13,10 @@ class LedgerError(Exception):
     """The ledger cannot be opened, read or written; the message starts with where it is."""
 
 
+class TargetNotEmpty(LedgerError):
+    """The target database holds rows already: copying into it would mix two histories."""
+
+
 class Ledger(Protocol):
     """Takes finished requests as rows. `append()` runs on the request path, so it only queues;
     `flush()` waits for what was appended before it; `close()` writes the rest and stops.

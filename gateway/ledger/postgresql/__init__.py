@@ -4,7 +4,8 @@ connecting), `writer` (the batched writer thread), `queries` (reports and spend)
 (loading what a SQLite database holds).
 """
 
-from gateway.ledger.postgresql.copy import TargetNotEmpty, load
+from gateway.ledger.base import TargetNotEmpty
+from gateway.ledger.postgresql.copy import load
 from gateway.ledger.postgresql.queries import spend, totals
 from gateway.ledger.postgresql.schema import MIGRATIONS, SCHEMA_VERSION, migrate, prepare
 from gateway.ledger.postgresql.writer import PostgreSQLLedger

@@ -12,14 +12,10 @@ import psycopg
 from psycopg import sql
 
 from gateway.config import shown_location
-from gateway.ledger.base import LedgerError
+from gateway.ledger.base import TargetNotEmpty
 from gateway.ledger.postgresql.schema import check, connect, translated
 
 _IDENTITIES = (("usage", "id"), ("keys", "seq"), ("key_audit", "id"))
-
-
-class TargetNotEmpty(LedgerError):
-    """The target database holds rows already: copying into it would mix two histories."""
 
 
 def load(
