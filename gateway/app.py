@@ -67,7 +67,8 @@ def create_app(
     closed there too), `keystore` (the stored keys; opened beside the ledger when not given,
     closed at shutdown either way), `ledger` (opened at `[database] url` when not given;
     closed at shutdown either way), `metrics`, and
-    `limiter` (the in-process one, seeded from the ledger, when not given), and `clock`
+    `limiter` (the one `[state]` names, in-process or in Redis, seeded from the ledger, when
+    not given; started and closed in the lifespan either way), and `clock`
     (wall-clock seconds, for the ledger's times and the budget windows).
     `app.state.metrics` holds the metrics, for a server that exposes them on another port;
     while the app runs, `await app.state.reload(settings)` applies a reloaded config
