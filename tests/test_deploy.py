@@ -173,6 +173,20 @@ def test_compose_lets_the_replicas_drain_before_killing_them() -> None:
     assert re.fullmatch(r"\d+s", stop) and int(stop[:-1]) > grace
 
 
+def test_kubernetes_pods_migrate_before_they_serve() -> None:
+    """A pod started before the migrate Job finished would crash-loop on an unmigrated
+    database: its init container runs `migrate` first (safe from every pod at once), with the
+    gateway's own config, secrets and locked-down security context."""
+    pod = resource("Deployment")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    gateway = container("Deployment")
+    assert init["args"][0] == "migrate"
+    assert (init["image"], init["envFrom"]) == (gateway["image"], gateway["envFrom"])
+    assert init["securityContext"] == gateway["securityContext"]
+    config = one(gateway["volumeMounts"], name="config")
+    assert one(init["volumeMounts"], name="config") == config
+
+
 @pytest.mark.parametrize(
     ("where", "args"),
     [
@@ -180,6 +194,10 @@ def test_compose_lets_the_replicas_drain_before_killing_them() -> None:
         ("compose migrate", compose()["services"]["migrate"]["command"]),
         ("Deployment", container("Deployment")["args"]),
         ("migrate Job", container("Job")["args"]),
+        (
+            "Deployment's init",
+            resource("Deployment")["spec"]["template"]["spec"]["initContainers"][0]["args"],
+        ),
     ],
 )
 def test_every_command_the_deploy_files_run_is_one_the_cli_accepts(
