@@ -56,6 +56,29 @@ class ReportRow:
     cost_usd: Decimal = Decimal(0)
 
 
+def report_rows(found: Iterable[Sequence[Any]], by: str) -> list[ReportRow]:
+    """A ledger query's groups (key, requests, refused, unmetered, prompt, completion,
+    cached, reasoning tokens, cost) as report rows: by day in date order, else the costliest
+    first."""
+    rows = [
+        ReportRow(
+            key=key,
+            requests=requests,
+            refused=refused,
+            unmetered=unmetered,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cached_prompt_tokens=cached,
+            reasoning_tokens=reasoning,
+            cost_usd=Decimal(cost),
+        )
+        for key, requests, refused, unmetered, prompt, completion, cached, reasoning, cost in found
+    ]
+    if by == "day":
+        return sorted(rows, key=lambda r: r.key)
+    return sorted(rows, key=lambda r: (-r.cost_usd, r.key))
+
+
 def parse_when(text: str, *, now: datetime) -> float:
     """Unix seconds of a `--since`/`--until` value: a duration back from `now` or an ISO date or
     datetime. A naive `now` or datetime is taken as UTC; anything else raises `ValueError`."""

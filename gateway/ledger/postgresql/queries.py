@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 
 from gateway.ledger.postgresql.schema import check, connect, translated
-from gateway.reports import GROUPINGS, NO_KEY, ReportRow
+from gateway.reports import GROUPINGS, NO_KEY, ReportRow, report_rows
 
 _GROUP_KEYS = {
     "member": "member",
@@ -51,23 +51,7 @@ def totals(
     """
     with _reading(url) as conn:
         found: list[Any] = conn.execute(query.encode(), {"since": since, "until": until}).fetchall()
-    rows = [
-        ReportRow(
-            key=key,
-            requests=requests,
-            refused=refused,
-            unmetered=unmetered,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached_prompt_tokens=cached,
-            reasoning_tokens=reasoning,
-            cost_usd=Decimal(cost),
-        )
-        for key, requests, refused, unmetered, prompt, completion, cached, reasoning, cost in found
-    ]
-    if by == "day":
-        return sorted(rows, key=lambda r: r.key)
-    return sorted(rows, key=lambda r: (-r.cost_usd, r.key))
+    return report_rows(found, by)
 
 
 def spend(url: str, *, since: float) -> list[tuple[str, str | None, Decimal]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gateway.ledger.base import LedgerError
 from gateway.ledger.sqlite.schema import MIGRATIONS, user_version
-from gateway.reports import GROUPINGS, NO_KEY, ReportRow
+from gateway.reports import GROUPINGS, NO_KEY, ReportRow, report_rows
 
 _GROUP_KEYS = {
     "member": "member",
@@ -55,23 +55,7 @@ def totals(
     """
     with _reading(path) as conn:
         found = conn.execute(query, {"since": since, "until": until}).fetchall()
-    rows = [
-        ReportRow(
-            key=key,
-            requests=requests,
-            refused=refused,
-            unmetered=unmetered,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            cached_prompt_tokens=cached,
-            reasoning_tokens=reasoning,
-            cost_usd=Decimal(cost),
-        )
-        for key, requests, refused, unmetered, prompt, completion, cached, reasoning, cost in found
-    ]
-    if by == "day":
-        return sorted(rows, key=lambda r: r.key)
-    return sorted(rows, key=lambda r: (-r.cost_usd, r.key))
+    return report_rows(found, by)
 
 
 def spend(path: str | Path, *, since: float) -> list[tuple[str, str | None, Decimal]]:
